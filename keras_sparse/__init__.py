@@ -1,0 +1,30 @@
+"""keras_sparse: train sparse neural networks with Keras 3 and ship them to phones.
+
+Public API:
+    - `sparsify(model, sparsity, distribution="erk")`: wrap prunable layers
+      with masks (uniform / ER / ERK allocation).
+    - `strip(model)`: back to a plain Keras model with exact zeros.
+    - `summary(model)`, `sparsity_report(model)`: per-layer sparsity and FLOPs.
+    - `keras_sparse.layers.SparseWrapper`: the mask-holding layer wrapper.
+    - `keras_sparse.callbacks`: `model.fit` callbacks.
+    - `keras_sparse.allocation`, `keras_sparse.masks`: the underlying math.
+"""
+
+from keras_sparse import allocation, callbacks, layers, masks
+from keras_sparse.report import SparsityReport, sparsity_report, summary
+from keras_sparse.sparsify import sparse_wrappers, sparsify, strip
+from keras_sparse.version import __version__
+
+__all__ = [
+    "SparsityReport",
+    "__version__",
+    "allocation",
+    "callbacks",
+    "layers",
+    "masks",
+    "sparse_wrappers",
+    "sparsify",
+    "sparsity_report",
+    "strip",
+    "summary",
+]

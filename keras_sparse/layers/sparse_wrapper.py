@@ -1,0 +1,199 @@
+"""`SparseWrapper`: one Keras layer wrapper that holds and enforces weight masks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Mapping, NamedTuple
+
+import keras
+from keras import ops
+
+from keras_sparse import masks as mask_math
+from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
+
+__all__ = ["MaskConstraint", "MaskedWeight", "SparseWrapper"]
+
+
+class MaskedWeight(NamedTuple):
+    """A prunable weight of a wrapped layer and the mask that governs it."""
+
+    name: str
+    weight: keras.Variable
+    mask: keras.Variable
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its mask after the user's own constraint.
+
+    Keras 3 optimizers call `variable.constraint` after every update
+    (`BaseOptimizer.apply`), so attaching this to a masked variable keeps its
+    pruned entries exactly 0.0 with no extra op in the forward pass.
+
+    Args:
+        mask: the mask variable (same shape as the weight).
+        inner: the constraint the variable had before, or None.
+    """
+
+    def __init__(self, mask: keras.Variable, inner: keras.constraints.Constraint | None = None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * ops.cast(self.mask, w.dtype)
+
+    def get_config(self):
+        # Attached to variables at build time only; never part of a layer config.
+        return {}
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse")
+class SparseWrapper(keras.layers.Wrapper):
+    """Wraps any prunable Keras layer and keeps a binary mask per weight.
+
+    On `build`, the wrapper creates one non-trainable mask variable per
+    prunable weight (`kernel_mask`, `depthwise_kernel_mask`, ...), draws a
+    random mask with exactly `round((1 - sparsity) * size)` ones (seeded),
+    zeroes the pruned entries and attaches a `MaskConstraint` to the weight.
+    The optimizer applies that constraint after every step, so pruned weights
+    stay exactly 0.0 during `model.fit` without any callback: training with a
+    fixed mask is static sparse training. Any constraint the user gave the
+    layer (e.g. `kernel_constraint`) is still applied, before the mask.
+
+    Loading a saved model restores masks from the file; they are never drawn
+    again. Sparse-training algorithms change masks through
+    `masked_weights` and `apply_masks()`.
+
+    Args:
+        layer: the layer to wrap. Must be prunable: Dense, EinsumDense,
+            Conv1D/2D/3D and their Transpose variants, DepthwiseConv1D/2D,
+            SeparableConv1D/2D (both kernels), Embedding, subclasses of these,
+            or a custom layer that opts in (see
+            `keras_sparse.layers.register_prunable_weights`).
+        sparsity: fraction of zeros in [0, 1) for every prunable weight, or a
+            dict `{weight_name: sparsity}` (e.g. `{"depthwise_kernel": 0.5,
+            "pointwise_kernel": 0.9}`); weights not named are dense.
+        seed: integer seed of the initial random masks. `None` draws one and
+            stores it in the config, so clones draw the same masks.
+        **kwargs: base layer arguments (`name` defaults to the wrapped
+            layer's name).
+
+    Example:
+
+    >>> layer = keras_sparse.layers.SparseWrapper(
+    ...     keras.layers.Dense(64), sparsity=0.9, seed=0)
+    >>> y = layer(np.ones((2, 32)))
+    >>> float(np.mean(layer.kernel_mask.numpy()))  # density
+    0.1
+
+    Reference:
+        Zhu and Gupta, "To prune, or not to prune", 2017 (mask-variable design
+        popularized by tensorflow-model-optimization).
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        sparsity: float | Mapping[str, float] = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a keras.layers.Layer instance. "
+                f"Received: {layer!r} of type {type(layer).__name__}."
+            )
+        if isinstance(layer, SparseWrapper):
+            raise TypeError(
+                f"Layer {layer.name!r} is already a SparseWrapper; wrapping it "
+                "twice is not supported. Pass the wrapper itself, or its "
+                "`.layer`."
+            )
+        if not is_prunable(layer):
+            # get_prunable_weights raises the explanatory TypeError.
+            get_prunable_weights(layer)
+        if isinstance(sparsity, Mapping):
+            sparsity = {
+                str(k): mask_math.validate_sparsity(v, f"sparsity[{k!r}]")
+                for k, v in sparsity.items()
+            }
+        else:
+            sparsity = mask_math.validate_sparsity(sparsity)
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise TypeError(f"`seed` must be a non-negative int or None. Received: {seed!r}.")
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.sparsity = sparsity
+        self.seed = int(seed)
+        self._masked_weights: list[MaskedWeight] = []
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        pairs = get_prunable_weights(self.layer)
+        names = [name for name, _ in pairs]
+        if isinstance(self.sparsity, dict):
+            unknown = sorted(set(self.sparsity) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"`sparsity` names weights {unknown} that layer "
+                    f"{self.layer.name!r} does not have. Accepted names: {names}."
+                )
+        self._masked_weights = []
+        for index, (name, weight) in enumerate(pairs):
+            mask = self.add_weight(
+                name=f"{name}_mask",
+                shape=tuple(weight.shape),
+                dtype="float32",
+                initializer="ones",
+                trainable=False,
+            )
+            mask.assign(
+                mask_math.random_mask(
+                    weight.shape,
+                    self.sparsity_of(name),
+                    mask_math.seed_for(self.seed, index),
+                )
+            )
+            inner = weight.constraint
+            if isinstance(inner, MaskConstraint):  # re-built: keep user's one.
+                inner = inner.inner
+            weight.constraint = MaskConstraint(mask, inner)
+            self._masked_weights.append(MaskedWeight(name, weight, mask))
+        self.apply_masks()
+        self.built = True
+
+    def sparsity_of(self, weight_name: str) -> float:
+        """Target sparsity of the named weight as configured (not measured)."""
+        if isinstance(self.sparsity, dict):
+            return self.sparsity.get(weight_name, 0.0)
+        return self.sparsity
+
+    @property
+    def masked_weights(self) -> list[MaskedWeight]:
+        """The `(name, weight, mask)` triples of this wrapper, in build order."""
+        if not self.built:
+            raise ValueError(
+                f"SparseWrapper {self.name!r} is not built yet: call the model "
+                "on data or `model.build(input_shape)` first."
+            )
+        return list(self._masked_weights)
+
+    def apply_masks(self) -> None:
+        """Sets every pruned weight entry to exactly 0.0."""
+        for _, weight, mask in self._masked_weights:
+            weight.assign(weight * ops.cast(mask, weight.dtype))
+
+    def call(self, inputs, *args, **kwargs):
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sparsity": self.sparsity, "seed": self.seed})
+        return config

@@ -1,0 +1,240 @@
+"""Sparsity report: per-weight parameters, non-zeros, sparsity and FLOPs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_sparse.sparsify import sparse_wrappers
+
+__all__ = ["SparsityReport", "WeightReport", "sparsity_report", "summary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightReport:
+    """One masked weight.
+
+    Attributes:
+        layer: layer name.
+        weight: weight name (`kernel`, `depthwise_kernel`, ...).
+        shape: weight shape.
+        params: number of entries.
+        nonzeros: entries that are active in the mask and non-zero.
+        flops_dense: multiply-add FLOPs (2 per MAC) of this weight for one
+            example with every entry active; 0 for lookups (Embedding).
+        flops_sparse: the same counting only non-zero entries.
+    """
+
+    layer: str
+    weight: str
+    shape: tuple[int, ...]
+    params: int
+    nonzeros: int
+    flops_dense: int
+    flops_sparse: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-weight rows and totals; `print(report)` renders a table.
+
+    Attributes:
+        rows: one `WeightReport` per masked weight.
+        model_params: all parameters of the model (masked or not).
+    """
+
+    rows: tuple[WeightReport, ...]
+    model_params: int
+
+    @property
+    def total_params(self) -> int:
+        """Entries of all masked weights."""
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_nonzeros(self) -> int:
+        return sum(r.nonzeros for r in self.rows)
+
+    @property
+    def total_sparsity(self) -> float:
+        """Sparsity over the masked weights."""
+        return 1.0 - self.total_nonzeros / self.total_params if self.total_params else 0.0
+
+    @property
+    def model_sparsity(self) -> float:
+        """Zeros of the masked weights over all model parameters."""
+        zeros = self.total_params - self.total_nonzeros
+        return zeros / self.model_params if self.model_params else 0.0
+
+    @property
+    def flops_dense(self) -> int:
+        return sum(r.flops_dense for r in self.rows)
+
+    @property
+    def flops_sparse(self) -> int:
+        return sum(r.flops_sparse for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly data: rows and totals."""
+        return {
+            "rows": [
+                {**dataclasses.asdict(r), "shape": list(r.shape), "sparsity": r.sparsity}
+                for r in self.rows
+            ],
+            "total_params": self.total_params,
+            "total_nonzeros": self.total_nonzeros,
+            "total_sparsity": self.total_sparsity,
+            "model_params": self.model_params,
+            "model_sparsity": self.model_sparsity,
+            "flops_dense": self.flops_dense,
+            "flops_sparse": self.flops_sparse,
+        }
+
+    def __str__(self) -> str:
+        header = ("layer/weight", "shape", "params", "non-zeros", "sparsity", "FLOPs dense", "FLOPs sparse")
+        lines = [
+            (
+                f"{r.layer}/{r.weight}",
+                "x".join(map(str, r.shape)),
+                f"{r.params:,}",
+                f"{r.nonzeros:,}",
+                f"{r.sparsity:.2%}",
+                f"{r.flops_dense:,}",
+                f"{r.flops_sparse:,}",
+            )
+            for r in self.rows
+        ]
+        speedup = self.flops_dense / self.flops_sparse if self.flops_sparse else float("nan")
+        lines.append(
+            (
+                "total (masked weights)",
+                "",
+                f"{self.total_params:,}",
+                f"{self.total_nonzeros:,}",
+                f"{self.total_sparsity:.2%}",
+                f"{self.flops_dense:,}",
+                f"{self.flops_sparse:,}",
+            )
+        )
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+        def fmt(row):
+            return "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            )
+
+        rule = "-" * len(fmt(header))
+        out = [fmt(header), rule, *map(fmt, lines[:-1]), rule, fmt(lines[-1])]
+        out.append(
+            f"model parameters: {self.model_params:,}; sparsity over all parameters: "
+            f"{self.model_sparsity:.2%}; FLOP reduction of masked layers: {speedup:.2f}x"
+        )
+        return "\n".join(out)
+
+
+_TRANSPOSE_CONVS = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def _positions(wrapper) -> int:
+    """How many times each weight entry is used (MACs per entry) per example.
+
+    Dense and EinsumDense: once per position of the input's middle axes (for
+    EinsumDense this is an approximation for equations that contract more
+    than the last axis). Convolutions: once per output position (per input
+    position for transposed convolutions). Embedding: 0 (a lookup).
+    """
+    layer = wrapper.layer
+    if isinstance(layer, keras.layers.Embedding):
+        return 0
+    input_shape = (wrapper.get_build_config() or {}).get("input_shape")
+    if input_shape is None:
+        return 1
+    input_shape = tuple(input_shape)
+    if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+        return int(np.prod([d or 1 for d in input_shape[1:-1]], dtype=np.int64))
+    if isinstance(layer, _TRANSPOSE_CONVS):
+        shape = input_shape
+    else:
+        try:
+            shape = tuple(layer.compute_output_shape(input_shape))
+        except Exception:  # noqa: BLE001 - custom layers may not implement it.
+            return 1
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        spatial = shape[2:]
+    else:
+        spatial = shape[1:-1]
+    return int(np.prod([d or 1 for d in spatial], dtype=np.int64))
+
+
+def sparsity_report(model: keras.Model) -> SparsityReport:
+    """Measures the sparsity of every masked weight of `model`.
+
+    Non-zeros count entries that are active in the mask *and* non-zero in the
+    weight. FLOPs count 2 per multiply-add of masked weights for one example
+    (biases, normalization and activations excluded).
+
+    Args:
+        model: a model containing `SparseWrapper` layers (from `sparsify`).
+
+    Returns:
+        A `SparsityReport`.
+
+    Raises:
+        TypeError: if `model` is not a Keras model.
+        ValueError: if the model has no `SparseWrapper`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`sparsity_report` expects a keras.Model. Received: {type(model).__name__}.")
+    wrappers = sparse_wrappers(model)
+    if not wrappers:
+        raise ValueError(
+            f"Model {model.name!r} has no SparseWrapper layer: sparsify it with "
+            "`keras_sparse.sparsify(model, sparsity)` first."
+        )
+    rows = []
+    for wrapper in wrappers:
+        for name, weight, mask in wrapper.masked_weights:
+            params = int(np.prod(weight.shape, dtype=np.int64))
+            nonzeros = int(np.count_nonzero(weight.numpy() * mask.numpy()))
+            per_entry = 2 * _positions(wrapper)
+            rows.append(
+                WeightReport(
+                    layer=wrapper.name,
+                    weight=name,
+                    shape=tuple(int(d) for d in weight.shape),
+                    params=params,
+                    nonzeros=nonzeros,
+                    flops_dense=per_entry * params,
+                    flops_sparse=per_entry * nonzeros,
+                )
+            )
+    mask_entries = sum(r.params for r in rows)  # masks are weights too
+    return SparsityReport(
+        rows=tuple(rows), model_params=int(model.count_params()) - mask_entries
+    )
+
+
+def summary(model: keras.Model, print_fn=print) -> SparsityReport:
+    """Prints the sparsity table of `model` and returns the report.
+
+    Args:
+        model: a model containing `SparseWrapper` layers.
+        print_fn: where to write the table (default `print`).
+
+    Returns:
+        The `SparsityReport` that was printed.
+    """
+    report = sparsity_report(model)
+    print_fn(str(report))
+    return report

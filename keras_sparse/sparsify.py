@@ -1,0 +1,247 @@
+"""`sparsify` and `strip`: from a dense Keras model to a sparse one and back."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_sparse import allocation
+from keras_sparse import masks as mask_math
+from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
+from keras_sparse.layers.sparse_wrapper import SparseWrapper
+from keras_sparse.model_utils import check_graph_model, clone_with, iter_leaf_layers
+
+__all__ = ["sparse_wrappers", "sparsify", "strip"]
+
+
+def sparse_wrappers(model: keras.Model) -> list[SparseWrapper]:
+    """Every distinct `SparseWrapper` in `model`, nested models included."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"Expected a keras.Model. Received: {type(model).__name__}.")
+    found, seen = [], set()
+
+    def walk(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, SparseWrapper):
+            found.append(layer)
+            return
+        for sub in getattr(layer, "layers", None) or ():
+            walk(sub)
+
+    walk(model)
+    return found
+
+
+def _prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in iter_leaf_layers(model):
+        if isinstance(layer, SparseWrapper):
+            raise ValueError(
+                f"Model {model.name!r} is already sparsified (layer "
+                f"{layer.name!r} is a SparseWrapper). Call "
+                "`keras_sparse.strip(model)` first to re-sparsify it, or keep "
+                "training the sparse model."
+            )
+        if is_prunable(layer) and layer.built:
+            layers.append(layer)
+    return layers
+
+
+def _plan(
+    layers: Sequence[keras.layers.Layer],
+    sparsity: float,
+    distribution: str | Mapping[str, float],
+    erk_power_scale: float,
+    keep_dense: str | Sequence[str] | None,
+) -> dict[int, dict[str, float]]:
+    """Maps id(layer) -> {weight_name: sparsity} for the layers to wrap."""
+    weights = {
+        layer.name: {name: tuple(v.shape) for name, v in get_prunable_weights(layer)}
+        for layer in layers
+    }
+    by_name = {layer.name: layer for layer in layers}
+    accepted = sorted(by_name) + sorted(
+        f"{layer}/{w}" for layer, ws in weights.items() for w in ws
+    )
+
+    if isinstance(distribution, Mapping):
+        plan: dict[int, dict[str, float]] = {}
+        for key, value in distribution.items():
+            layer_name, _, weight_name = str(key).partition("/")
+            if layer_name not in by_name or (weight_name and weight_name not in weights[layer_name]):
+                raise ValueError(
+                    f"`distribution` names {key!r}, which is not a prunable "
+                    f"weight of model. Accepted names: {accepted}."
+                )
+            value = mask_math.validate_sparsity(value, f"distribution[{key!r}]")
+            entry = plan.setdefault(id(by_name[layer_name]), {})
+            for w in [weight_name] if weight_name else weights[layer_name]:
+                entry[w] = value
+        return plan
+
+    if keep_dense == "auto":
+        dense_names = [layers[0].name] if distribution == "uniform" and len(layers) > 1 else []
+    elif keep_dense is None:
+        dense_names = []
+    elif isinstance(keep_dense, str) or not all(isinstance(n, str) for n in keep_dense):
+        raise TypeError(
+            "`keep_dense` must be 'auto', None or a list of layer names. "
+            f"Received: {keep_dense!r}."
+        )
+    else:
+        dense_names = list(keep_dense)
+    missing = sorted(set(dense_names) - set(by_name))
+    if missing:
+        raise ValueError(
+            f"`keep_dense` names {missing}, which are not prunable layers of "
+            f"the model. Accepted names: {sorted(by_name)}."
+        )
+    shapes = {
+        f"{layer}/{w}": shape
+        for layer, ws in weights.items()
+        if layer not in dense_names
+        for w, shape in ws.items()
+    }
+    if not shapes:
+        raise ValueError(
+            "Nothing to sparsify: every prunable layer is in `keep_dense` "
+            f"({dense_names})."
+        )
+    per_weight = allocation.allocate(shapes, sparsity, distribution, erk_power_scale)
+    plan = {}
+    for key, value in per_weight.items():
+        layer_name, _, weight_name = key.partition("/")
+        plan.setdefault(id(by_name[layer_name]), {})[weight_name] = value
+    return plan
+
+
+def sparsify(
+    model: keras.Model,
+    sparsity: float,
+    distribution: str | Mapping[str, float] = "erk",
+    erk_power_scale: float = 1.0,
+    keep_dense: str | Sequence[str] | None = "auto",
+    seed: int | None = None,
+) -> keras.Model:
+    """Returns a copy of `model` with its prunable layers wrapped and masked.
+
+    Every prunable layer (see `keras_sparse.layers.SparseWrapper`) is wrapped
+    in a `SparseWrapper` with a seeded random mask; the sparsity of each weight
+    comes from `distribution`. The new model has the original weights (pruned
+    entries set to 0.0), the same graph and layer names, and trains with plain
+    `model.fit`: pruned weights stay exactly zero after every step. The input
+    model is not modified. Compile the returned model before training.
+
+    Args:
+        model: a built Sequential or Functional model (nested models and
+            shared layers are supported). Subclassed models cannot be cloned:
+            wrap their layers with `SparseWrapper` directly.
+        sparsity: global fraction of zeros over the sparsified weights, in
+            [0, 1). Ignored when `distribution` is a dict.
+        distribution: `"uniform"`, `"er"`, `"erk"` (default, as in RigL), or a
+            dict `{layer_name or "layer/weight": sparsity}`; with a dict, the
+            layers not named stay dense and unwrapped.
+        erk_power_scale: exponent of the ERK score (RigL's `erk_power_scale`).
+        keep_dense: layer names to leave dense and unwrapped. `"auto"`
+            follows RigL's conventions: with `"uniform"` the first prunable
+            layer stays dense; with `"er"`/`"erk"` every prunable layer is
+            sparsified (ER/ERK gives small layers high density by itself).
+            `None` keeps nothing dense.
+        seed: seed of the random masks (`None`: random). The same seed gives
+            the same masks.
+
+    Returns:
+        A new `keras.Model` whose global sparsity over the wrapped weights is
+        `sparsity` (within rounding of one weight per layer).
+
+    Raises:
+        TypeError: not a model, a subclassed model, bad `keep_dense`.
+        ValueError: sparsity outside [0, 1), unknown distribution, a dict or
+            `keep_dense` naming layers the model lacks, a model with no
+            prunable layer, an unbuilt or already sparsified model.
+
+    Example:
+
+    >>> model = keras_sparse.models.small_cnn()
+    >>> sparse = keras_sparse.sparsify(model, 0.9, distribution="erk", seed=0)
+    >>> sparse.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
+    >>> sparse.fit(x, y, epochs=1)
+
+    Reference:
+        Evci et al., "Rigging the Lottery: Making All Tickets Winners",
+        ICML 2020 (ERK and the dense-first-layer convention).
+    """
+    check_graph_model(model, "sparsify")
+    if not isinstance(distribution, Mapping):
+        sparsity = mask_math.validate_sparsity(sparsity)
+    layers = _prunable_layers(model)
+    if not layers:
+        raise ValueError(
+            f"Model {model.name!r} has no prunable layer. Prunable types: "
+            "Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, "
+            "Embedding, or layers registered with "
+            "`keras_sparse.layers.register_prunable_weights`."
+        )
+    plan = _plan(layers, sparsity, distribution, erk_power_scale, keep_dense)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    order = {id(layer): i for i, layer in enumerate(layers)}
+
+    def replace(layer):
+        if id(layer) not in plan:
+            return None
+        weight_sparsity = plan[id(layer)]
+        clone = layer.__class__.from_config(layer.get_config())
+        layer_seed = int(mask_math.seed_for(seed, order[id(layer)]).integers(2**31))
+        return SparseWrapper(clone, sparsity=weight_sparsity, seed=layer_seed)
+
+    def copy_weights(old, wrapper):
+        wrapper.layer.set_weights(old.get_weights())
+        wrapper.apply_masks()
+
+    return clone_with(model, replace, copy_weights)
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """Returns a plain Keras model with every `SparseWrapper` removed.
+
+    The stripped model has the same graph, layer names and outputs; masked
+    entries are exact 0.0 in its weights. It needs nothing from keras_sparse
+    to load, run or convert (e.g. to TFLite).
+
+    Args:
+        model: a Sequential or Functional model, usually from `sparsify`.
+
+    Returns:
+        A new `keras.Model`; the input is untouched.
+
+    Raises:
+        TypeError: not a model, or a subclassed model.
+
+    Example:
+
+    >>> plain = keras_sparse.strip(sparse_model)
+    >>> plain.save("model.keras")
+    """
+    check_graph_model(model, "strip")
+
+    def replace(layer):
+        if isinstance(layer, SparseWrapper):
+            inner = layer.layer
+            return inner.__class__.from_config(inner.get_config())
+        return None
+
+    def copy_weights(wrapper, plain):
+        masked = {id(w): m for _, w, m in wrapper.masked_weights}
+        plain.set_weights(
+            [
+                v.numpy() * masked[id(v)].numpy() if id(v) in masked else v.numpy()
+                for v in wrapper.layer.weights
+            ]
+        )
+
+    return clone_with(model, replace, copy_weights)
