@@ -162,6 +162,7 @@ class SparseWrapper(keras.layers.Wrapper):
             if isinstance(inner, MaskConstraint):  # re-built: keep user's one.
                 inner = inner.inner
             weight.constraint = MaskConstraint(mask, inner)
+            setattr(self, f"{name}_mask", mask)  # e.g. wrapper.kernel_mask
             self._masked_weights.append(MaskedWeight(name, weight, mask))
         self.apply_masks()
         self.built = True

@@ -1,0 +1,40 @@
+"""Shared pytest set-up: quiet TensorFlow, Keras on the TF backend, fresh state."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def small_cnn_functional(input_shape=(12, 12, 1), num_classes=4):
+    """A tiny version of BENCHMARK.md's Model A for fast tests."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes)(x)
+    return keras.Model(inputs, outputs)
+
+
+def all_masked_entries_zero(model) -> bool:
+    import keras_sparse
+
+    for wrapper in keras_sparse.sparse_wrappers(model):
+        for _, weight, mask in wrapper.masked_weights:
+            if np.any(weight.numpy()[mask.numpy() == 0] != 0.0):
+                return False
+    return True
