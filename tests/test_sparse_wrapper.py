@@ -167,3 +167,14 @@ def test_wrapping_a_built_layer_keeps_its_weights_on_kept_entries():
     wrapper.build((None, 4))
     mask = wrapper.kernel_mask.numpy()
     np.testing.assert_array_equal(layer.kernel.numpy(), original * mask)
+
+
+def test_pruned_entries_stay_zero_even_when_weights_blow_up():
+    wrapper = SparseWrapper(keras.layers.Dense(3), sparsity=0.5, seed=0)
+    wrapper.build((None, 4))
+    kernel = wrapper.layer.kernel
+    kernel.assign(np.full((4, 3), np.nan, dtype="float32"))
+    kernel.assign(kernel.constraint(kernel))
+    mask = wrapper.kernel_mask.numpy()
+    assert np.all(kernel.numpy()[mask == 0] == 0.0)
+    assert np.all(np.isnan(kernel.numpy()[mask == 1]))

@@ -11,7 +11,7 @@ from keras import ops
 from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 
-__all__ = ["MaskConstraint", "MaskedWeight", "SparseWrapper"]
+__all__ = ["MaskConstraint", "MaskedWeight", "SparseWrapper", "masked"]
 
 
 class MaskedWeight(NamedTuple):
@@ -20,6 +20,15 @@ class MaskedWeight(NamedTuple):
     name: str
     weight: keras.Variable
     mask: keras.Variable
+
+
+def masked(weight, mask):
+    """`weight` with entries where `mask == 0` set to exactly 0.0.
+
+    Uses a select rather than a product so that pruned entries are 0.0 even
+    when the weight holds NaN or Inf there.
+    """
+    return ops.where(ops.cast(mask, "bool"), weight, ops.zeros_like(weight))
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -41,7 +50,7 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return w * ops.cast(self.mask, w.dtype)
+        return masked(w, self.mask)
 
     def get_config(self):
         # Attached to variables at build time only; never part of a layer config.
@@ -186,7 +195,7 @@ class SparseWrapper(keras.layers.Wrapper):
     def apply_masks(self) -> None:
         """Sets every pruned weight entry to exactly 0.0."""
         for _, weight, mask in self._masked_weights:
-            weight.assign(weight * ops.cast(mask, weight.dtype))
+            weight.assign(masked(weight, mask))
 
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)
