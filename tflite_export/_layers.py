@@ -257,7 +257,12 @@ def forward(steps: list[Step], ws: list[tf.Tensor], x: tf.Tensor,
         elif st.kind == "affine":
             x = x * st.consts["scale"] + st.consts["shift"]
         pre = x
-        if st.relu:
+        if st.relu and st.kind in ("dense", "conv") and len(st.weights) == 1:
+            # Converter pitfall: RELU right after a bias-free matmul/conv on
+            # a variable is fused into the op and lost (observed with TF
+            # 2.21). A select is not pattern-matched, so it survives.
+            x = tf.where(pre > 0.0, pre, tf.zeros_like(pre))
+        elif st.relu:
             x = tf.nn.relu(x)
         if keep:
             caches.append((inp, pre, x))

@@ -23,7 +23,7 @@ TOLERANCES = {
     "float32": (1e-5, 1e-4),
     "float16": (1e-3, 1e-2),
     "int8_dynamic": (1e-3, 6e-2),
-    "int8_full": (1e-3, 1.2e-1),
+    "int8_full": (1e-3, 2e-1),
 }
 
 # name -> OpResolverType attribute
