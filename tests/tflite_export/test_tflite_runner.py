@@ -89,3 +89,21 @@ def test_runner_in_tflite_runtime_venv(tmp_path, rng):
     pred = np.load(tmp_path / "p.npy")
     ref = np.asarray(model(x))
     assert np.max(np.abs(pred - ref)) <= 0.06 * np.max(np.abs(ref)) + 1e-3
+
+
+def test_cli_export_and_inspect(tmp_path):
+    model = zero_out(mlp((16, 32, 4)), 0.1, block=4)
+    model.save(tmp_path / "m.keras")
+    out = str(tmp_path / "m.tflite")
+    res = subprocess.run([sys.executable, "-m", "tflite_export", "export",
+                          str(tmp_path / "m.keras"), out],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sparse_fully_connected" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "tflite_export", "inspect",
+                          out], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    info = json.loads(res.stdout)
+    assert not info["has_densify"]
+    assert {t["format"] for t in info["sparse_tensors"]} == {"BSR"}
