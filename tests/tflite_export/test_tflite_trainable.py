@@ -1,0 +1,274 @@
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tflite_export
+from tflite_export.trainable import build_module
+from tflite_export.verify import make_interpreter
+
+from tflite_helpers import (keras_reference_steps, mlp,
+                            require_tflite_runtime_python, small_cnn,
+                            zero_out)
+
+B = 8
+STEPS = 20
+
+
+def _data(rng, shape, classes, categorical):
+    xs = rng.standard_normal((STEPS, B) + shape).astype(np.float32)
+    ys = rng.integers(0, classes, (STEPS, B)).astype(np.int32)
+    if categorical:
+        ys = np.eye(classes, dtype=np.float32)[ys]
+    return xs, ys
+
+
+CASES = {
+    "mlp_nobias_sgd_sparse": (
+        lambda: zero_out(mlp((20, 32, 32, 5), use_bias=False), 0.2), (20,),
+        lambda: keras.optimizers.SGD(0.1),
+        lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+    "mlp_adam_sparse": (lambda: zero_out(mlp((20, 32, 16, 5)), 0.1),
+                        (20,), lambda: keras.optimizers.Adam(1e-2),
+                        lambda: keras.losses.SparseCategoricalCrossentropy(
+                            from_logits=True)),
+    "mlp_nesterov_categorical_ls": (
+        lambda: zero_out(mlp((20, 32, 5)), 0.1, block=4), (20,),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        lambda: keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                     label_smoothing=0.1)),
+    "cnn_maxpool_sgd_momentum": (
+        lambda: zero_out(small_cnn((12, 12, 1), (4, 8, 16)), 0.2), (12, 12, 1),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+    "cnn_avgpool_adam_categorical": (
+        lambda: zero_out(small_cnn((11, 11, 2), (4, 8, 16), pool="avg"), 0.2),
+        (11, 11, 2), lambda: keras.optimizers.Adam(3e-3),
+        lambda: keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                     label_smoothing=0.2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_20_steps_match_keras_and_keep_zeros(tmp_path, rng, case):
+    make_model, shape, make_opt, make_loss = CASES[case]
+    model = make_model()
+    categorical = isinstance(make_loss(), keras.losses.CategoricalCrossentropy)
+    xs, ys = _data(rng, shape, 10 if "cnn" in case else 5, categorical)
+    path = str(tmp_path / "t.tflite")
+    report = tflite_export.export_trainable(model, path, make_opt(),
+                                            make_loss(), batch_size=B,
+                                            compare_dense=False)
+    assert report.flex_ops == []
+    assert not any(op.startswith("CUSTOM") for op in report.operators)
+    assert {"train", "infer", "get_weights", "set_weights"} <= set(
+        report.signatures)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    train = interp.get_signature_runner("train")
+    before = interp.get_signature_runner("get_weights")()
+    losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    after = interp.get_signature_runner("get_weights")()
+    k_losses, k_weights = keras_reference_steps(model, make_opt(), make_loss(),
+                                                xs, ys)
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    assert len(k_weights) == len(report.weight_names)
+    for name, kw in zip(report.weight_names, k_weights):
+        np.testing.assert_allclose(after[name], kw, rtol=1e-4,
+                                   atol=1e-4 * np.max(np.abs(kw)))
+        if name.endswith("kernel"):
+            pruned = before[name] == 0
+            assert pruned.mean() > 0.5
+            assert np.all(after[name][pruned] == 0.0)  # exactly zero
+            assert np.any(after[name] != before[name])  # live ones trained
+
+
+def test_zeros_stay_zero_after_many_steps(tmp_path, rng):
+    model = zero_out(mlp((16, 32, 4)), 0.1)
+    path = str(tmp_path / "t.tflite")
+    tflite_export.export_trainable(model, path, keras.optimizers.Adam(0.05),
+                                   "sparse_categorical_crossentropy"
+                                   if False else keras.losses.
+                                   SparseCategoricalCrossentropy(
+                                       from_logits=True),
+                                   batch_size=4, compare_dense=False)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    train = interp.get_signature_runner("train")
+    w0 = interp.get_signature_runner("get_weights")()
+    for _ in range(300):
+        train(x=rng.standard_normal((4, 16)).astype(np.float32),
+              y=rng.integers(0, 4, 4).astype(np.int32))
+    w1 = interp.get_signature_runner("get_weights")()
+    for name in w0:
+        if name.endswith("kernel"):
+            assert np.all(w1[name][w0[name] == 0] == 0.0)
+
+
+def test_keras3_model_variables_are_collected_explicitly():
+    # Pitfall: a tf.Module holding a Keras 3 model tracks none of its
+    # variables, so a naive export would freeze the weights as constants.
+    model = zero_out(mlp((8, 16, 3)), 0.5)
+
+    class Naive(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+    assert len(Naive().trainable_variables) == 0
+    module = build_module(model, keras.optimizers.SGD(0.1, momentum=0.9),
+                          keras.losses.SparseCategoricalCrossentropy(
+                              from_logits=True), batch_size=2)
+    # 2 kernels + 2 biases, each with one momentum slot, plus the step.
+    assert len(module.trainable_variables) == 4 + 4 + 1
+    for var, w in zip(module.vars, model.get_weights()):
+        np.testing.assert_array_equal(var.numpy(), w)
+
+
+def test_trained_weights_are_variables_not_constants(tmp_path, rng):
+    model = zero_out(mlp((8, 16, 3)), 0.5)
+    path = str(tmp_path / "t.tflite")
+    tflite_export.export_trainable(model, path, keras.optimizers.SGD(0.5),
+                                   keras.losses.SparseCategoricalCrossentropy(
+                                       from_logits=True), batch_size=4,
+                                   compare_dense=False)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    infer = interp.get_signature_runner("infer")
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    y0 = infer(x=x)["output"]
+    np.testing.assert_allclose(y0, np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    interp.get_signature_runner("train")(x=x, y=np.array([0, 1, 2, 0],
+                                                         np.int32))
+    assert np.max(np.abs(infer(x=x)["output"] - y0)) > 1e-4
+
+
+def test_relu_after_bias_free_matmul_is_kept(tmp_path, rng):
+    # Pitfall: ReLU right after a bias-free matmul on a variable has been
+    # seen to vanish in conversion.
+    model = zero_out(mlp((16, 32, 32, 4), use_bias=False), 0.5)
+    path = str(tmp_path / "t.tflite")
+    report = tflite_export.export_trainable(
+        model, path, keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        batch_size=4, compare_dense=False)
+    assert report.flex_ops == []
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    x = rng.standard_normal((16, 16)).astype(np.float32)
+    out = interp.get_signature_runner("infer")(x=x)["output"]
+    hidden = keras.Model(model.inputs, model.layers[0].output)
+    assert np.mean(np.asarray(hidden(x)) == 0) > 0.2  # ReLU is active
+    np.testing.assert_allclose(out, np.asarray(model(x)), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_set_weights_roundtrip_and_softmax_output(tmp_path, rng):
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    out = keras.layers.Dense(3, activation="softmax")(h)
+    model = zero_out(keras.Model(inp, out), 0.5)
+    path = str(tmp_path / "t.tflite")
+    report = tflite_export.export_trainable(
+        model, path, keras.optimizers.Adam(0.01),
+        keras.losses.SparseCategoricalCrossentropy(), batch_size=2,
+        compare_dense=False)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    probs = interp.get_signature_runner("infer")(x=x)["output"]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs, np.asarray(model(x)), atol=1e-6)
+    new = {n: np.full(w.shape, 0.25, np.float32) for n, w in
+           zip(report.weight_names, model.get_weights())}
+    interp.get_signature_runner("set_weights")(**new)
+    got = interp.get_signature_runner("get_weights")()
+    for n in new:
+        np.testing.assert_array_equal(got[n], new[n])
+
+
+def test_sparse_weight_storage_restores_same_weights(tmp_path, rng):
+    model = zero_out(mlp((64, 256, 10)), 0.1)
+    opt = lambda: keras.optimizers.SGD(0.1, momentum=0.9)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    dense = tflite_export.export_trainable(model, str(tmp_path / "d.tflite"),
+                                           opt(), loss, batch_size=4)
+    sparse = tflite_export.export_trainable(model, str(tmp_path / "s.tflite"),
+                                            opt(), loss, batch_size=4,
+                                            weight_storage="sparse")
+    assert "init_sparse" in sparse.signatures
+    with open(tmp_path / "s.tflite", "rb") as f:
+        interp = make_interpreter(f.read())
+    interp.get_signature_runner("init_sparse")()
+    got = interp.get_signature_runner("get_weights")()
+    for n, w in zip(sparse.weight_names, model.get_weights()):
+        np.testing.assert_array_equal(got[n], w)
+    # Sizes are reported, not asserted against a target: see the benchmark.
+    assert sparse.num_bytes > 0 and dense.num_bytes > 0
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(model=lambda: mlp(activation="tanh")), "exact ReLU"),
+    (dict(optimizer=lambda: keras.optimizers.RMSprop()), "RMSprop"),
+    (dict(loss=lambda: keras.losses.MeanSquaredError()), "MeanSquaredError"),
+    (dict(optimizer=lambda: keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9))),
+     "schedules"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+        keras.layers.MaxPooling2D(pool_size=3, strides=1),
+        keras.layers.Flatten(), keras.layers.Dense(2)])), "pool_size == strides"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4),
+        keras.layers.LayerNormalization(), keras.layers.Dense(2)])),
+     "LayerNormalization"),
+])
+def test_bad_training_inputs_raise_before_writing(tmp_path, bad, match):
+    model = bad.get("model", lambda: mlp((8, 4, 3)))()
+    opt = bad.get("optimizer", lambda: keras.optimizers.SGD(0.1))()
+    loss = bad.get("loss", lambda: keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))()
+    with pytest.raises(ValueError, match=match):
+        tflite_export.export_trainable(model, str(tmp_path / "t.tflite"),
+                                       opt, loss)
+    assert os.listdir(tmp_path) == []
+
+
+def test_trains_in_tflite_runtime_214_venv(tmp_path, rng):
+    py = require_tflite_runtime_python()
+    model = zero_out(small_cnn((10, 10, 1), (4, 8, 16)), 0.2)
+    xs, ys = _data(rng, (10, 10, 1), 10, categorical=False)
+    path = str(tmp_path / "t.tflite")
+    opt = lambda: keras.optimizers.Adam(5e-3)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    tflite_export.export_trainable(model, path, opt(), loss, batch_size=B,
+                                   compare_dense=False)
+    np.savez(tmp_path / "batches.npz", xs=xs, ys=ys)
+    script = f"""
+import sys, numpy as np
+from tflite_runtime.interpreter import Interpreter
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+it = Interpreter(model_path={path!r}); it.allocate_tensors()
+d = np.load({str(tmp_path / 'batches.npz')!r})
+w0 = it.get_signature_runner("get_weights")()
+train = it.get_signature_runner("train")
+losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(d["xs"], d["ys"])]
+w1 = it.get_signature_runner("get_weights")()
+np.savez({str(tmp_path / 'out.npz')!r}, losses=np.array(losses),
+         **{{"w0_" + k: v for k, v in w0.items()}},
+         **{{"w1_" + k: v for k, v in w1.items()}})
+"""
+    res = subprocess.run([py, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    k_losses, k_weights = keras_reference_steps(model, opt(), loss, xs, ys)
+    np.testing.assert_allclose(out["losses"], k_losses, rtol=1e-4)
+    names = sorted({k[3:] for k in out.files if k.startswith("w1_")})
+    for name in names:
+        if name.endswith("kernel"):
+            pruned = out["w0_" + name] == 0
+            assert np.all(out["w1_" + name][pruned] == 0.0)

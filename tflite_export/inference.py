@@ -1,0 +1,211 @@
+"""`export_inference`: convert, verify in LiteRT, report, then write."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from tflite_export import convert as _convert
+from tflite_export import flatbuffer_inspect as _inspect
+from tflite_export import verify as _verify
+from tflite_export._atomic import atomic_write_bytes
+from tflite_export._validate import check_model, check_output_path
+from tflite_export.report import ExportReport
+
+
+def _as_input_list(x, model, name) -> list[np.ndarray]:
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        raise TypeError(f"{name} must be a numpy array or a list of arrays "
+                        f"(one per model input); received {type(x).__name__}.")
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"{name} has {len(arrays)} arrays; the model has "
+                         f"{len(model.inputs)} inputs.")
+    for a, t in zip(arrays, model.inputs):
+        if tuple(a.shape[1:]) != tuple(t.shape[1:]):
+            raise ValueError(f"{name} sample shape {a.shape[1:]} does not "
+                             f"match model input shape {tuple(t.shape[1:])}.")
+    return [a.astype(np.float32) for a in arrays]
+
+
+def _default_samples(model, representative_data, n: int, seed: int):
+    if isinstance(representative_data, (np.ndarray, list, tuple)):
+        arrays = _as_input_list(representative_data, model,
+                                "representative_data")
+        return [a[:n] for a in arrays]
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n,) + tuple(t.shape[1:])).astype(np.float32)
+            for t in model.inputs]
+
+
+def _keras_outputs(model, inputs) -> list[np.ndarray]:
+    x = inputs[0] if len(inputs) == 1 else inputs
+    y = model(x, training=False)
+    ys = y if isinstance(y, (list, tuple)) else [y]
+    return [np.asarray(v) for v in ys]
+
+
+def export_inference(
+    model,
+    path,
+    precision: str = "float32",
+    representative_data: Any = None,
+    sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    *,
+    num_samples: int = 16,
+    allow_dense_fallback: bool = True,
+    measure_latency: bool = True,
+    latency_invokes: int = 200,
+    compare_dense: bool = True,
+    write_report_json: bool = True,
+    seed: int = 0,
+) -> ExportReport:
+    """Exports a sparse Keras 3 model to a verified `.tflite` file.
+
+    The model is converted with builtin ops only and
+    `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`, then run in the ai-edge-litert
+    interpreter on sample inputs (batch 1) and compared with Keras using the
+    tolerance of `precision` (`tflite_export.verify.TOLERANCES`). The default
+    interpreter (XNNPACK delegate) is tried first; if it fails to prepare or
+    gives wrong numbers (a known fault of sparse + quantized
+    FULLY_CONNECTED), the builtin op resolver without default delegates is
+    tried and the report says so. If no configuration is correct and
+    `allow_dense_fallback`, the model is re-converted without sparse
+    encoding and verified again (reported in `notes`); otherwise
+    `ExportVerificationError` is raised. The file is written only after
+    verification, atomically: a failed export leaves nothing at `path`.
+
+    Dense layers trained with 1x4 blocks along the input dimension (float32)
+    or 1x16 blocks (int8) are stored block-sparse and run on TFLite's sparse
+    FULLY_CONNECTED kernel (no DENSIFY).
+
+    Args:
+        model: a plain Keras 3 model (`keras_sparse.strip(model)`), pruned
+            weights exactly 0.0.
+        path: output `.tflite` path.
+        precision: `"float32"`, `"float16"`, `"int8_dynamic"` (weights int8,
+            activations float) or `"int8_full"` (integer ops with float
+            input/output; needs `representative_data`).
+        representative_data: numpy array of typical input samples (or the
+            converter's generator callable) for `int8_full` calibration.
+            Its first samples also serve as verification inputs.
+        sample_inputs: verification inputs; defaults to the first
+            `num_samples` representative samples, else standard normal noise.
+        num_samples: verification samples when `sample_inputs` is None.
+        allow_dense_fallback: re-export without sparse encoding when the
+            sparse file cannot be run correctly.
+        measure_latency: measure median batch-1 single-thread latency.
+        latency_invokes: invokes for the latency median (after 20 warm-up).
+        compare_dense: also convert dense float32 to report the size ratio.
+        write_report_json: also write `<path>.json` with the report (the
+            runner reads its `op_resolver`).
+        seed: seed for the default noise inputs.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        TypeError: `model` is not a Keras 3 model, still has SparseWrapper
+            layers, or inputs have the wrong type.
+        ValueError: unknown precision, `int8_full` without
+            representative data, or layers without a builtin lowering.
+        ExportVerificationError: no correct configuration was found.
+
+    Example:
+
+    ```python
+    model = keras_sparse.strip(model)
+    report = tflite_export.export_inference(
+        model, "mlp_int8.tflite", precision="int8_full",
+        representative_data=x_train[:200])
+    print(report.to_markdown())
+    ```
+    """
+    check_model(model, "export_inference")
+    path = check_output_path(path)
+    _convert.check_precision(precision)
+    if precision == "int8_full" and representative_data is None:
+        raise ValueError(
+            "precision='int8_full' needs representative_data (a numpy array "
+            "of typical input samples) to calibrate activation ranges; "
+            "received representative_data=None. Use 'int8_dynamic' for "
+            "weight-only quantization without calibration data.")
+    if sample_inputs is None:
+        inputs = _default_samples(model, representative_data, num_samples,
+                                  seed)
+    else:
+        inputs = _as_input_list(sample_inputs, model, "sample_inputs")
+    reference = _keras_outputs(model, inputs)
+
+    notes: list[str] = []
+    data = _convert.convert(model, precision, sparsity=True,
+                            representative_data=representative_data)
+    resolver, attempts = _verify.verify(data, inputs, reference, precision)
+    attempt_log = [dict(dataclasses.asdict(a), sparse_encoding=True)
+                   for a in attempts]
+    for a in attempts:
+        if not a.ok:
+            why = a.error or (f"max abs err {a.max_abs_err:.3g} > tolerance "
+                              f"{a.tolerance:.3g}")
+            notes.append(f"sparse {precision} under the '{a.resolver}' "
+                         f"interpreter configuration is incorrect ({why}).")
+    if resolver == "builtin_without_default_delegates":
+        notes.append(
+            "Verified with the builtin op resolver without default delegates "
+            "(XNNPACK off): use OpResolverType."
+            "BUILTIN_WITHOUT_DEFAULT_DELEGATES on device.")
+    if resolver is None:
+        if not allow_dense_fallback:
+            raise _verify.ExportVerificationError(
+                f"The sparse {precision} export of '{model.name}' does not "
+                f"match Keras in any interpreter configuration: {notes}. "
+                "Nothing was written; pass allow_dense_fallback=True to "
+                "export without sparse encoding.")
+        data = _convert.convert(model, precision, sparsity=False,
+                                representative_data=representative_data)
+        resolver, attempts = _verify.verify(data, inputs, reference,
+                                            precision)
+        attempt_log += [dict(dataclasses.asdict(a), sparse_encoding=False)
+                        for a in attempts]
+        if resolver is None:
+            raise _verify.ExportVerificationError(
+                f"The {precision} export of '{model.name}' does not match "
+                f"Keras, with or without sparse encoding: {attempt_log}. "
+                "Nothing was written.")
+        notes.append("Fell back to dense (non-sparse-encoded) weights because "
+                     "no runtime configuration ran the sparse encoding "
+                     "correctly.")
+    passed = [a for a in attempts if a.ok][0]
+    summary = _inspect.inspect_flatbuffer(data)
+    dense_bytes = None
+    if compare_dense:
+        dense_bytes = len(_convert.convert(model, "float32", sparsity=False))
+    latency = None
+    if measure_latency:
+        latency = _verify.measure_latency(data, resolver,
+                                          num_invokes=latency_invokes)
+    report = ExportReport(
+        path=path,
+        precision=precision,
+        num_bytes=len(data),
+        dense_float32_bytes=dense_bytes,
+        size_ratio=(len(data) / dense_bytes) if dense_bytes else None,
+        sparse_encoding=bool(summary.sparse_tensors),
+        sparse_tensors=[t.to_dict() for t in summary.sparse_tensors],
+        operators=summary.operators,
+        runtime_path=summary.runtime_path,
+        op_resolver=resolver,
+        max_abs_err=float(passed.max_abs_err),
+        tolerance=float(passed.tolerance),
+        num_samples=int(len(inputs[0])),
+        latency_us=latency,
+        notes=notes,
+        attempts=attempt_log,
+    )
+    atomic_write_bytes(path, data)
+    if write_report_json:
+        atomic_write_bytes(path + ".json", report.to_json().encode())
+    return report

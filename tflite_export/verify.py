@@ -1,0 +1,163 @@
+"""Run a `.tflite` model in ai-edge-litert and check it against Keras.
+
+Known runtime faults are detected here, by running, not by version tables:
+sparse + quantized FULLY_CONNECTED under the default XNNPACK delegate either
+fails to prepare or returns wrong numbers, and a block-sparse float16 weight
+read through DEQUANTIZE yields NaNs. Each interpreter configuration is tried
+in order and the first that matches Keras within the precision's tolerance
+wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+
+# (atol, rtol): an output passes when max|tflite - keras| <= atol + rtol *
+# max|keras|. int8 tolerances are deliberately loose (quantization noise is
+# ~1% of the output range) but catch the XNNPACK fault (errors of 10x-50x).
+TOLERANCES = {
+    "float32": (1e-5, 1e-4),
+    "float16": (1e-3, 1e-2),
+    "int8_dynamic": (1e-3, 6e-2),
+    "int8_full": (1e-3, 2e-1),
+}
+
+# name -> OpResolverType attribute
+RESOLVERS = ("default", "builtin_without_default_delegates")
+
+
+class ExportVerificationError(RuntimeError):
+    """The converted model does not reproduce Keras in any interpreter
+    configuration; nothing was written."""
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One interpreter configuration tried during verification."""
+
+    resolver: str
+    ok: bool
+    max_abs_err: float | None
+    tolerance: float | None
+    error: str | None = None
+
+
+def _resolver_type(name: str):
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return {
+        "default": OpResolverType.AUTO,
+        "builtin_without_default_delegates":
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    }[name]
+
+
+def make_interpreter(model_content: bytes, resolver: str = "default",
+                     num_threads: int = 1):
+    """An allocated ai-edge-litert `Interpreter` for `model_content`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_content, num_threads=num_threads,
+                         experimental_op_resolver_type=_resolver_type(resolver))
+    interp.allocate_tensors()
+    return interp
+
+
+def _quantize(x: np.ndarray, detail) -> np.ndarray:
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale + zero), info.min,
+                       info.max).astype(detail["dtype"])
+    return x.astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail) -> np.ndarray:
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y
+
+
+def run_batch1(interp, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Runs `interp` sample by sample (batch 1) and stacks the outputs."""
+    in_d = interp.get_input_details()
+    out_d = interp.get_output_details()
+    n = len(inputs[0])
+    outs: list[list[np.ndarray]] = [[] for _ in out_d]
+    for i in range(n):
+        for d, x in zip(in_d, inputs):
+            interp.set_tensor(d["index"], _quantize(x[i:i + 1], d))
+        interp.invoke()
+        for k, d in enumerate(out_d):
+            outs[k].append(_dequantize(interp.get_tensor(d["index"]), d))
+    return [np.concatenate(o, axis=0) for o in outs]
+
+
+def parity_error(tfl_outputs, keras_outputs) -> tuple[float, float]:
+    """(max abs error, max abs reference) over all outputs; NaN -> inf."""
+    err, ref = 0.0, 0.0
+    for a, b in zip(tfl_outputs, keras_outputs):
+        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        e = float(np.max(d)) if d.size else 0.0
+        err = max(err, e if np.isfinite(e) else float("inf"))
+        ref = max(ref, float(np.max(np.abs(b))) if b.size else 0.0)
+    return err, ref
+
+
+def verify(model_content: bytes, inputs: Sequence[np.ndarray],
+           reference: Sequence[np.ndarray], precision: str,
+           resolvers: Sequence[str] = RESOLVERS) -> tuple[str | None, list[Attempt]]:
+    """Finds the first interpreter configuration that matches `reference`.
+
+    Args:
+        model_content: flatbuffer bytes.
+        inputs: one array per model input, first axis = samples.
+        reference: Keras outputs for `inputs`.
+        precision: key of `TOLERANCES`.
+        resolvers: configurations to try, in order.
+
+    Returns:
+        `(resolver or None, attempts)`.
+    """
+    atol, rtol = TOLERANCES[precision]
+    attempts = []
+    for name in resolvers:
+        try:
+            interp = make_interpreter(model_content, name)
+            outs = run_batch1(interp, inputs)
+        except Exception as e:  # runtime faults surface as RuntimeError
+            attempts.append(Attempt(name, False, None, None,
+                                    f"{type(e).__name__}: {e}"[:300]))
+            continue
+        err, ref = parity_error(outs, reference)
+        tol = atol + rtol * ref
+        ok = err <= tol
+        attempts.append(Attempt(name, ok, err, tol))
+        if ok:
+            return name, attempts
+    return None, attempts
+
+
+def measure_latency(model_content: bytes, resolver: str = "default",
+                    num_invokes: int = 200, warmup: int = 20,
+                    num_threads: int = 1) -> float:
+    """Median batch-1 `invoke()` time in microseconds (single thread)."""
+    interp = make_interpreter(model_content, resolver, num_threads)
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        shape = [1 if s < 0 else int(s) for s in d["shape_signature"]] or [1]
+        x = rng.standard_normal(shape).astype(np.float32)
+        interp.set_tensor(d["index"], _quantize(x, d))
+    for _ in range(warmup):
+        interp.invoke()
+    times = np.empty(num_invokes)
+    for i in range(num_invokes):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
