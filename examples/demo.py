@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per-layer sparsity allocation (default erk)",
     )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05, help="initial SGD learning rate")
+    parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate (default 0.1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST IDX .gz files")
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (1 = progress bar)")
