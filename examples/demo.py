@@ -28,6 +28,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+# Quieter TensorFlow start-up (C++ info logs); set before TensorFlow loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 try:
     import keras_sparse as ks
 except ImportError:  # running from a source checkout without `pip install -e .`
