@@ -1,3 +1,3 @@
-"""Single source of the package version (read by setup.py without importing)."""
+"""Version of keras_sparse."""
 
 __version__ = "0.1.0"
