@@ -5,12 +5,13 @@ dense model and `keras_sparse.sparsify(..., sparsity=0.9, distribution="erk")`
 of the same architecture, compiles both with the same SGD optimizer, warms
 both up, then alternates them in one process: each round times `--steps`
 `train_on_batch` calls of one model then the other on the same fixed batches
-(the order flips every round). Reports the median per-step time over rounds
+(the order flips every round). Many short rounds keep both models equally
+exposed to other load on a shared machine. Reports the median per-step time over rounds
 and the sparse/dense ratio (the issue's target is <= 1.05x), plus the median
 of the per-round paired ratios.
 
-    python -m benchmarks.step_time            # 5 rounds x 30 steps
-    python -m benchmarks.step_time --quick    # 3 rounds x 10 steps
+    python -m benchmarks.step_time            # 15 rounds x 10 steps
+    python -m benchmarks.step_time --quick    # 4 rounds x 5 steps
 
 Writes benchmarks/results/step_time.json and step_time.md. This is a
 benchmark, not a test: nothing here asserts on time.
@@ -19,6 +20,7 @@ benchmark, not a test: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -51,11 +53,11 @@ def _model_builders() -> dict[str, Callable[[], keras.Model]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds x 10 steps, 3 warm-up steps")
+    parser.add_argument("--quick", action="store_true", help="4 rounds x 5 steps, 3 warm-up steps")
     parser.add_argument("--models", nargs="+", default=["small_cnn", "resnet20"],
                         choices=["small_cnn", "resnet20"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per model per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model per round")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--sparsity", type=float, default=0.9)
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.steps, args.warmup = 3, 10, 3
+        args.rounds, args.steps, args.warmup = 4, 5, 3
     for name in ("rounds", "steps", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, received {getattr(args, name)}")
@@ -152,6 +154,13 @@ def bench_model(name: str, args: argparse.Namespace, xs: list, ys: list, progres
     }
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     rows = [
@@ -181,9 +190,21 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"`train_on_batch` steps per model after {cfg['warmup']} warm-up steps, "
         f"SGD momentum 0.9, data: {cfg['data']}. Median per-step time over rounds.",
         "",
-        machine_markdown(result["machine"]),
+        machine_markdown(result["machine"]) + _load_note(result),
         "",
     ])
+
+
+def _load_note(result: dict[str, Any]) -> str:
+    load = result.get("load_average_1min") or {}
+    cpus = result["machine"].get("cpu_count") or 0
+    values = [v for v in (load.get("before"), load.get("after")) if v is not None]
+    if not values:
+        return ""
+    note = f" 1-min load average {values[0]:.1f} before, {values[-1]:.1f} after"
+    if cpus and max(values) > cpus:
+        note += " (more runnable work than CPUs: other processes shared the machine; expect noise)"
+    return note + "."
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -192,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     num_batches = max(args.steps, args.warmup, 1)
     xs, ys, source = fixed_batches(num_batches, args.batch_size, args.seed)
+    load_before = _load_average()
     results = []
     with tqdm(total=len(args.models) * args.rounds * 2, unit="round", file=sys.stdout) as progress:
         for name in args.models:
@@ -205,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "data": source,
         },
         "machine": machine_info(),
+        "load_average_1min": {"before": load_before, "after": _load_average()},
         "results": results,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,14 @@ def test_step_time_markdown_from_fake_result():
 
 def test_step_time_quick_args():
     args = step_time.parse_args(["--quick"])
-    assert (args.rounds, args.steps, args.warmup) == (3, 10, 3)
+    assert (args.rounds, args.steps, args.warmup) == (4, 5, 3)
     with pytest.raises(SystemExit):
         step_time.parse_args(["--steps", "0"])
+
+
+def test_step_time_load_note_flags_contention():
+    result = {"machine": {"cpu_count": 2}, "load_average_1min": {"before": 4.5, "after": 1.0}}
+    assert "expect noise" in step_time._load_note(result)
+    result["load_average_1min"] = {"before": 0.5, "after": 1.0}
+    note = step_time._load_note(result)
+    assert "0.5 before" in note and "expect noise" not in note
