@@ -98,14 +98,18 @@ def _compile(model: keras.Model) -> None:
     )
 
 
-def _time_steps(model: keras.Model, xs: list, ys: list, steps: int) -> float:
-    """Seconds per step over `steps` train_on_batch calls (each returns numpy,
-    so every step is complete when the clock stops)."""
-    start = time.perf_counter()
+def _time_steps(model: keras.Model, xs: list, ys: list, steps: int) -> tuple[float, float]:
+    """Wall and process-CPU seconds per step over `steps` train_on_batch calls.
+
+    Each call returns numpy, so every step is complete when the clock stops.
+    CPU time sums all threads of this process: it is much less sensitive than
+    wall time to other processes competing for the CPUs of a shared machine.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         j = i % len(xs)
         model.train_on_batch(xs[j], ys[j])
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
 def bench_model(name: str, args: argparse.Namespace, xs: list, ys: list, progress) -> dict[str, Any]:
@@ -124,16 +128,21 @@ def bench_model(name: str, args: argparse.Namespace, xs: list, ys: list, progres
             model.train_on_batch(xs[i % len(xs)], ys[i % len(ys)])
 
     times: dict[str, list[float]] = {"dense": [], "sparse": []}
+    cpu_times: dict[str, list[float]] = {"dense": [], "sparse": []}
     for r in range(args.rounds):
         order = ("dense", "sparse") if r % 2 == 0 else ("sparse", "dense")
         for kind in order:
             progress.set_postfix_str(f"{name} round {r + 1}/{args.rounds} {kind}")
-            times[kind].append(_time_steps(models[kind], xs, ys, args.steps))
+            wall, cpu = _time_steps(models[kind], xs, ys, args.steps)
+            times[kind].append(wall)
+            cpu_times[kind].append(cpu)
             progress.update(1)
 
     dense_med = statistics.median(times["dense"])
     sparse_med = statistics.median(times["sparse"])
     paired = [s / d for s, d in zip(times["sparse"], times["dense"])]
+    dense_cpu = statistics.median(cpu_times["dense"])
+    sparse_cpu = statistics.median(cpu_times["sparse"])
     after = ks.sparsity_report(sparse)
     return {
         "model": name,
@@ -150,6 +159,11 @@ def bench_model(name: str, args: argparse.Namespace, xs: list, ys: list, progres
         "paired_ratio_median": statistics.median(paired),
         "paired_ratio_min": min(paired),
         "paired_ratio_max": max(paired),
+        "dense_cpu_seconds_per_step": cpu_times["dense"],
+        "sparse_cpu_seconds_per_step": cpu_times["sparse"],
+        "dense_cpu_median_ms": 1e3 * dense_cpu,
+        "sparse_cpu_median_ms": 1e3 * sparse_cpu,
+        "cpu_ratio": sparse_cpu / dense_cpu,
         "jit_compile": {k: bool(getattr(m, "jit_compile", False)) for k, m in models.items()},
     }
 
@@ -172,12 +186,13 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{r['sparse_median_ms']:.2f}",
             f"**{r['ratio']:.3f}x**",
             f"{r['paired_ratio_median']:.3f}x [{r['paired_ratio_min']:.3f}, {r['paired_ratio_max']:.3f}]",
+            f"{r['cpu_ratio']:.3f}x" if "cpu_ratio" in r else "n/a",
         ]
         for r in result["results"]
     ]
     table = markdown_table(
         ["model", "params", "sparsity", "dense ms/step", "sparse ms/step",
-         "ratio (medians)", "paired ratio median [min, max]"],
+         "ratio (medians)", "paired ratio median [min, max]", "CPU-time ratio"],
         rows,
     )
     return "\n".join([
@@ -188,7 +203,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Target: ratio <= {TARGET_RATIO}x. Static masks (`keras_sparse.sparsify`), "
         f"batch {cfg['batch_size']}, {cfg['rounds']} alternated rounds x {cfg['steps']} "
         f"`train_on_batch` steps per model after {cfg['warmup']} warm-up steps, "
-        f"SGD momentum 0.9, data: {cfg['data']}. Median per-step time over rounds.",
+        f"SGD momentum 0.9, data: {cfg['data']}. Median per-step wall time over rounds; "
+        "the CPU-time ratio (process CPU seconds, all threads) is the steadier figure "
+        "when other processes share the machine.",
         "",
         machine_markdown(result["machine"]) + _load_note(result),
         "",

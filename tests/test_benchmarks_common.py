@@ -43,10 +43,12 @@ def test_step_time_markdown_from_fake_result():
             "target_sparsity": 0.9, "actual_sparsity": 0.9001,
             "dense_median_ms": 2.0, "sparse_median_ms": 2.1, "ratio": 1.05,
             "paired_ratio_median": 1.04, "paired_ratio_min": 1.0, "paired_ratio_max": 1.1,
+            "cpu_ratio": 1.02,
         }],
     }
     md = step_time.render_markdown(fake)
     assert "| toy | 1,234 | ERK 90% (actual 0.9001) | 2.00 | 2.10 | **1.050x** |" in md
+    assert md.splitlines()[4].endswith("| 1.020x |")
     assert "2 alternated rounds x 3" in md
 
 
