@@ -1,0 +1,63 @@
+# keras_sparse developer commands. Each target does its own set-up on a fresh
+# machine: `make demo` and `make test` create the venv, pip-install the
+# package, and apt-get the Fashion-MNIST Debian package when it is missing.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+VENV_PY := $(VENV)/bin/python
+EXTRAS ?= test,tflite,bench
+STAMP := $(VENV)/.installed
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: help venv data test test-all demo demo-quick bench-step clean-venv
+
+help:
+	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
+	@echo "make test        fast test suite (sets everything up)"
+	@echo "make test-all    all tests, including those marked slow"
+	@echo "make bench-step  step-time benchmark, sparse vs dense"
+	@echo "make venv        create $(VENV) and pip install -e '.[$(EXTRAS)]'"
+	@echo "make data        apt-get install dataset-fashion-mnist if missing"
+
+venv: $(STAMP)
+
+# Re-run pip only when the packaging files change.
+$(STAMP): setup.py pyproject.toml
+	@test -n "$(PYTHON)" || { echo "No python3.11/python3 found; install Python >= 3.11." >&2; exit 1; }
+	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --upgrade pip
+	$(VENV_PY) -m pip install -e '.[$(EXTRAS)]'
+	@touch $@
+
+data:
+	@if [ -f "$(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+		echo "Fashion-MNIST found in $(FASHION_MNIST_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		echo "Installing dataset-fashion-mnist with apt-get..."; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; \
+	else \
+		echo "WARNING: $(FASHION_MNIST_DIR) is missing and apt-get is unavailable;"; \
+		echo "         keras_sparse.datasets will try keras.datasets (network) instead."; \
+	fi
+
+test: venv data
+	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+
+# Clear the default `-m "not slow"` from pyproject.toml.
+test-all: venv data
+	$(VENV_PY) -m pytest -q -o addopts="" $(PYTEST_ARGS)
+
+demo: venv data
+	$(VENV_PY) examples/demo.py
+
+demo-quick: venv data
+	$(VENV_PY) examples/demo.py --quick
+
+bench-step: venv data
+	$(VENV_PY) -m benchmarks.step_time
+
+clean-venv:
+	rm -rf $(VENV)

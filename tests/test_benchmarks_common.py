@@ -1,0 +1,67 @@
+"""Unit tests for the benchmark harness helpers (no timing, no core API)."""
+
+import json
+
+import pytest
+
+from benchmarks import _common
+from benchmarks import step_time
+
+
+def test_markdown_table_shape():
+    out = _common.markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]])
+    lines = out.splitlines()
+    assert lines[0] == "| a | b |"
+    assert lines[1] == "|---|---|"
+    assert lines[2:] == ["| 1 | x |", "| 2.5 | y |"]
+
+
+def test_markdown_table_rejects_ragged_rows():
+    with pytest.raises(ValueError, match="Row has 1 cells, expected 2"):
+        _common.markdown_table(["a", "b"], [[1]])
+
+
+def test_write_json_is_atomic_and_readable(tmp_path):
+    path = _common.write_json(tmp_path / "sub" / "r.json", {"x": [1, 2]})
+    assert json.loads(path.read_text()) == {"x": [1, 2]}
+    assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_machine_info_fields():
+    info = _common.machine_info()
+    for key in ("date", "platform", "cpu_count", "tensorflow", "keras", "numpy"):
+        assert info[key] not in (None, "")
+    assert "TensorFlow" in _common.machine_markdown(info)
+
+
+def test_step_time_markdown_from_fake_result():
+    fake = {
+        "config": {"rounds": 2, "steps": 3, "warmup": 1, "batch_size": 8, "data": "random"},
+        "machine": _common.machine_info(),
+        "results": [{
+            "model": "toy", "params": 1234, "distribution": "erk",
+            "target_sparsity": 0.9, "actual_sparsity": 0.9001,
+            "dense_median_ms": 2.0, "sparse_median_ms": 2.1, "ratio": 1.05,
+            "paired_ratio_median": 1.04, "paired_ratio_min": 1.0, "paired_ratio_max": 1.1,
+            "cpu_ratio": 1.02,
+        }],
+    }
+    md = step_time.render_markdown(fake)
+    assert "| toy | 1,234 | ERK 90% (actual 0.9001) | 2.00 | 2.10 | **1.050x** |" in md
+    assert md.splitlines()[4].endswith("| 1.020x |")
+    assert "2 alternated rounds x 3" in md
+
+
+def test_step_time_quick_args():
+    args = step_time.parse_args(["--quick"])
+    assert (args.rounds, args.steps, args.warmup) == (4, 5, 3)
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--steps", "0"])
+
+
+def test_step_time_load_note_flags_contention():
+    result = {"machine": {"cpu_count": 2}, "load_average_1min": {"before": 4.5, "after": 1.0}}
+    assert "expect noise" in step_time._load_note(result)
+    result["load_average_1min"] = {"before": 0.5, "after": 1.0}
+    note = step_time._load_note(result)
+    assert "0.5 before" in note and "expect noise" not in note

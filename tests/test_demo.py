@@ -1,0 +1,63 @@
+"""Tests for examples/demo.py: argument handling (fast) and a quick end-to-end
+run (slow; needs the core API and the real Fashion-MNIST files)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+DEMO_PATH = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location("keras_sparse_demo", DEMO_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_defaults():
+    args = _load_demo().parse_args([])
+    assert (args.epochs, args.batch_size, args.sparsity, args.distribution) == (3, 128, 0.9, "erk")
+    assert not args.quick
+
+
+def test_demo_quick_flag_and_env(monkeypatch):
+    demo = _load_demo()
+    assert demo.parse_args(["--quick", "--epochs", "7"]).epochs == 1
+    monkeypatch.setenv("KERAS_SPARSE_DEMO_QUICK", "1")
+    args = demo.parse_args([])
+    assert args.quick and args.epochs == 1
+
+
+def test_demo_rejects_bad_epochs():
+    with pytest.raises(SystemExit):
+        _load_demo().parse_args(["--epochs", "0"])
+
+
+def test_demo_steps_end_with_summary():
+    demo = _load_demo()
+    assert demo.STEPS[0] is demo.step_load_data
+    assert demo.STEPS[-1] is demo.step_summary
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_demo_quick_end_to_end():
+    import keras_sparse as ks
+    from keras_sparse.datasets import load_fashion_mnist
+
+    if not hasattr(ks, "sparsify"):
+        pytest.skip("core API (ks.sparsify) not available in this checkout")
+    try:
+        load_fashion_mnist(allow_download=False)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    ctx = _load_demo().main(["--quick", "--verbose", "0"])
+    sparse = ctx.results["sparse"]
+    assert abs(sparse["total_sparsity"] - 0.9) < 1e-3
+    # Better than chance (10 classes) after one quick epoch.
+    assert sparse["test_accuracy"] > 0.15
+    assert ctx.results["strip"]["max_abs_output_diff"] < 1e-5
