@@ -10,8 +10,12 @@ EXTRAS ?= test,tflite,bench
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+# tflite-runtime 2.14 (the legacy device runtime) needs numpy<2: own venv.
+TFLRT_VENV ?= .venv-tflrt
+TFLRT_STAMP := $(TFLRT_VENV)/.installed
+export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
-.PHONY: help venv data test test-all demo demo-quick bench-step clean-venv
+.PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -19,6 +23,7 @@ help:
 	@echo "make test-all    all tests, including those marked slow"
 	@echo "make bench-step  step-time benchmark, sparse vs dense"
 	@echo "make venv        create $(VENV) and pip install -e '.[$(EXTRAS)]'"
+	@echo "make tflrt-venv  legacy tflite-runtime 2.14 venv (numpy<2) for runner tests"
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
 
 venv: $(STAMP)
@@ -29,6 +34,14 @@ $(STAMP): setup.py pyproject.toml
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --upgrade pip
 	$(VENV_PY) -m pip install -e '.[$(EXTRAS)]'
+	@touch $@
+
+tflrt-venv: $(TFLRT_STAMP)
+
+$(TFLRT_STAMP):
+	@test -x $(TFLRT_VENV)/bin/python || $(PYTHON) -m venv $(TFLRT_VENV)
+	$(TFLRT_VENV)/bin/python -m pip install --upgrade pip
+	$(TFLRT_VENV)/bin/python -m pip install "numpy<2" "tflite-runtime==2.14.0"
 	@touch $@
 
 data:
@@ -43,11 +56,11 @@ data:
 		echo "         keras_sparse.datasets will try keras.datasets (network) instead."; \
 	fi
 
-test: venv data
+test: venv tflrt-venv data
 	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
 
 # Clear the default `-m "not slow"` from pyproject.toml.
-test-all: venv data
+test-all: venv tflrt-venv data
 	$(VENV_PY) -m pytest -q -o addopts="" $(PYTEST_ARGS)
 
 demo: venv data
@@ -60,4 +73,4 @@ bench-step: venv data
 	$(VENV_PY) -m benchmarks.step_time
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TFLRT_VENV)

@@ -54,16 +54,15 @@ def small_cnn(input_shape=(28, 28, 1), widths=(32, 64, 256), pool="max"):
 def tflite_runtime_python():
     """Path of the Python of the tflite-runtime 2.14 venv (numpy<2).
 
-    `TFLITE_RUNTIME_PYTHON` wins; else `<repo>/.venv-tflrt/bin/python`, else
-    `/work/.venv-tflrt/bin/python`. Returns None when none exists.
+    `TFLITE_RUNTIME_PYTHON` wins; else `<repo>/.venv-tflrt/bin/python`
+    (made by `make tflrt-venv`). Returns None when none exists.
     """
     import os
 
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(here))
     for cand in (os.environ.get("TFLITE_RUNTIME_PYTHON"),
-                 os.path.join(repo, ".venv-tflrt", "bin", "python"),
-                 "/work/.venv-tflrt/bin/python"):
+                 os.path.join(repo, ".venv-tflrt", "bin", "python")):
         if cand and os.path.exists(cand):
             return cand
     return None
