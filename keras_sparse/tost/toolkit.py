@@ -1,0 +1,262 @@
+"""The ToST callback (schedules) and the all-in-one `ToST` helper.
+
+Schedules (the ToST paper gives no numbers; these are our documented
+defaults, over the first `ghost_fraction` of the training steps):
+    - ghost skip gate: `alpha(t) = alpha_start * (1 - t)`, linear to 0;
+    - ghost Swish: `beta(t) = beta_start * (beta_end / beta_start) ** t`,
+      geometric from 1 (Swish) to `beta_end` (100: within 0.0028 of ReLU);
+with `t = min(step / (ghost_fraction * total_steps), 1)` and `step` the
+optimizer's iteration count. Defaults: `ghost_fraction=0.5`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_sparse.callbacks import SparsityLogger
+from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.tost.label_smoothing import LabelSmoothingCrossentropy
+from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
+from keras_sparse.tost.transforms import (
+    add_ghost_skips,
+    add_ghost_swish,
+    add_lrsi,
+    fold_lrsi,
+    ghost_layers,
+    remove_ghost_skips,
+    swap_to_relu,
+)
+
+__all__ = ["ToST", "ToSTCallback", "ghost_schedule"]
+
+
+def ghost_schedule(step: int, total_steps: int, ghost_fraction: float = 0.5,
+                   alpha_start: float = 1.0, beta_start: float = 1.0,
+                   beta_end: float = 100.0) -> tuple[float, float]:
+    """`(alpha, beta)` at `step` of `total_steps` (see module docstring)."""
+    span = max(1.0, ghost_fraction * total_steps)
+    t = min(max(step, 0) / span, 1.0)
+    return alpha_start * (1.0 - t), beta_start * (beta_end / beta_start) ** t
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse")
+class ToSTCallback(SparsityLogger):
+    """Anneals ghost gates (alpha -> 0) and ghost Swish (beta up) during fit.
+
+    Reads the step from `optimizer.iterations`, so it is exact with
+    `steps_per_execution` and on resume. Logs `ghost_alpha` and
+    `ghost_beta` (and `sparsity` for sparse models).
+
+    Args:
+        total_steps: training steps the schedule spans; default
+            `epochs * steps_per_epoch` of the `fit` call.
+        ghost_fraction: fraction of `total_steps` the ghost phase lasts.
+        alpha_start: gate value at step 0.
+        beta_start: Swish beta at step 0.
+        beta_end: Swish beta at the end of the ghost phase.
+        per_layer: as `SparsityLogger`.
+
+    Reference:
+        Jaiswal et al., "Training Your Sparse Neural Network Better with Any
+        Mask", ICML 2022.
+    """
+
+    def __init__(self, total_steps: int | None = None, ghost_fraction: float = 0.5,
+                 alpha_start: float = 1.0, beta_start: float = 1.0, beta_end: float = 100.0,
+                 per_layer: bool = False):
+        super().__init__(per_layer=per_layer)
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"`total_steps` must be a positive int or None. Received: {total_steps!r}.")
+        if not 0.0 < float(ghost_fraction) <= 1.0:
+            raise ValueError(f"`ghost_fraction` must be in (0, 1]. Received: {ghost_fraction!r}.")
+        if not 0 < float(beta_start) <= float(beta_end):
+            raise ValueError(
+                f"Need 0 < beta_start <= beta_end. Received: {beta_start!r}, {beta_end!r}.")
+        self.total_steps = total_steps
+        self.ghost_fraction = float(ghost_fraction)
+        self.alpha_start = float(alpha_start)
+        self.beta_start = float(beta_start)
+        self.beta_end = float(beta_end)
+        self._gates, self._swishes = [], []
+        self._values = (self.alpha_start, self.beta_start)
+
+    def on_train_begin(self, logs=None):
+        if sparse_wrappers(self.model):
+            super().on_train_begin(logs)
+        self._gates = ghost_layers(self.model, GhostGate)
+        self._swishes = ghost_layers(self.model, GhostSwish)
+        self._total = self.total_steps
+        if self._total is None:
+            epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            if not epochs or not steps:
+                raise ValueError(
+                    "ToSTCallback cannot infer the number of training steps "
+                    f"(params: {self.params}); pass `total_steps`.")
+            self._total = int(epochs) * int(steps)
+        self._update()
+
+    def _update(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        alpha, beta = ghost_schedule(step, self._total, self.ghost_fraction,
+                                     self.alpha_start, self.beta_start, self.beta_end)
+        if (alpha, beta) != self._values:
+            for gate in self._gates:
+                gate.alpha.assign(alpha)
+            for swish in self._swishes:
+                swish.beta.assign(beta)
+            self._values = (alpha, beta)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._update()
+
+    def extra_logs(self):
+        logs = {}
+        if self._gates:
+            logs["ghost_alpha"] = self._values[0]
+        if self._swishes:
+            logs["ghost_beta"] = self._values[1]
+        return logs
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+        super().on_train_batch_end(batch, logs)
+
+    def get_config(self):
+        return {"total_steps": self.total_steps, "ghost_fraction": self.ghost_fraction,
+                "alpha_start": self.alpha_start, "beta_start": self.beta_start,
+                "beta_end": self.beta_end, "per_layer": self.per_layer}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _accuracy(model, x, y, batch_size=256) -> tuple[float, np.ndarray]:
+    out = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    labels = np.asarray(y)
+    if labels.ndim > 1 and labels.shape[-1] > 1:
+        labels = labels.argmax(-1)
+    return float(np.mean(out.argmax(-1) == labels.reshape(-1))), out
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse")
+class ToST:
+    """ToST: train any sparse mask better with tweaks that vanish at the end.
+
+    Usage: `prepare` the (sparse) model, compile it with `loss()`, train with
+    `callback()`, then `finalize` to get back a plain sparse ReLU model of
+    the original graph (ghost gates removed, Swish swapped to exact ReLU,
+    LRSI scales folded into the kernels), ready for `keras_sparse.strip` and
+    TFLite. Each tweak can be switched off alone.
+
+    Args:
+        ghost_skip: add ghost skip connections (`add_ghost_skips`).
+        ghost_swish: replace ReLU by annealed `GhostSwish`.
+        lrsi: learn one scale per prunable layer (`add_lrsi`).
+        label_smoothing: smoothing alpha for `loss()` (0: off).
+        smoothing_variant: `"keras"` or `"tost"` (see
+            `LabelSmoothingCrossentropy`).
+        ghost_fraction, alpha_start, beta_start, beta_end: schedules (see
+            `ToSTCallback`).
+
+    Example:
+
+    >>> tost = keras_sparse.tost.ToST()
+    >>> model = tost.prepare(keras_sparse.pruning.snip(model, (x, y), 0.95, loss))
+    >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+    ...               tost.loss(from_logits=True), metrics=["accuracy"])
+    >>> model.fit(x, y, epochs=30, callbacks=[tost.callback()])
+    >>> final, report = tost.finalize(model, validation_data=(x_test, y_test))
+
+    Reference:
+        Jaiswal et al., "Training Your Sparse Neural Network Better with Any
+        Mask", ICML 2022.
+    """
+
+    def __init__(self, ghost_skip: bool = True, ghost_swish: bool = True, lrsi: bool = True,
+                 label_smoothing: float = 0.1, smoothing_variant: str = "keras",
+                 ghost_fraction: float = 0.5, alpha_start: float = 1.0,
+                 beta_start: float = 1.0, beta_end: float = 100.0):
+        for name, value in (("ghost_skip", ghost_skip), ("ghost_swish", ghost_swish), ("lrsi", lrsi)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool. Received: {value!r}.")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {label_smoothing!r}.")
+        self.ghost_skip, self.ghost_swish, self.lrsi = ghost_skip, ghost_swish, lrsi
+        self.label_smoothing = float(label_smoothing)
+        self.smoothing_variant = smoothing_variant
+        self.ghost_fraction = ghost_fraction
+        self.alpha_start, self.beta_start, self.beta_end = alpha_start, beta_start, beta_end
+        LabelSmoothingCrossentropy(self.label_smoothing, smoothing_variant)  # validate
+        self.callback()  # validates the schedule arguments
+
+    def prepare(self, model: keras.Model) -> keras.Model:
+        """Returns a new model with the enabled tweaks inserted (input untouched)."""
+        out = model
+        if self.lrsi:
+            out = add_lrsi(out)
+        if self.ghost_swish:
+            out = add_ghost_swish(out, beta=self.beta_start)
+        if self.ghost_skip:
+            out = add_ghost_skips(out, alpha=self.alpha_start)
+        return out
+
+    def loss(self, from_logits: bool = False, sparse_labels: bool = True) -> keras.losses.Loss:
+        """The training loss (cross-entropy, smoothed when `label_smoothing > 0`)."""
+        return LabelSmoothingCrossentropy(self.label_smoothing, self.smoothing_variant,
+                                          from_logits=from_logits, sparse_labels=sparse_labels)
+
+    def callback(self, total_steps: int | None = None) -> ToSTCallback:
+        """The `ToSTCallback` with this helper's schedules."""
+        return ToSTCallback(total_steps, self.ghost_fraction, self.alpha_start,
+                            self.beta_start, self.beta_end)
+
+    def finalize(self, model: keras.Model, validation_data=None,
+                 force: bool = False) -> tuple[keras.Model, dict[str, Any]]:
+        """Removes every tweak: plain sparse ReLU model of the original graph.
+
+        Args:
+            model: the trained model from `prepare`.
+            validation_data: optional `(x, y)`; the report then holds the
+                accuracy before and after the Swish->ReLU swap.
+            force: remove ghost gates even if `alpha != 0`.
+
+        Returns:
+            `(model, report)`: an uncompiled model, and a dict with
+            `accuracy_with_swish`, `accuracy_relu`, `swap_accuracy_change`,
+            `max_abs_output_change` when `validation_data` is given.
+        """
+        report: dict[str, Any] = {}
+        out = model
+        if ghost_layers(out, GhostGate):
+            out = remove_ghost_skips(out, force=force)
+        if ghost_layers(out, LRSIScale):
+            out = fold_lrsi(out)
+        if ghost_layers(out, GhostSwish):
+            report["beta"] = [float(s.beta.numpy()) for s in ghost_layers(out, GhostSwish)][0]
+            before = out
+            out = swap_to_relu(out)
+            if validation_data is not None:
+                x, y = validation_data[0], validation_data[1]
+                acc_s, pred_s = _accuracy(before, x, y)
+                acc_r, pred_r = _accuracy(out, x, y)
+                report.update(accuracy_with_swish=acc_s, accuracy_relu=acc_r,
+                              swap_accuracy_change=acc_r - acc_s,
+                              max_abs_output_change=float(np.max(np.abs(pred_r - pred_s))))
+        elif validation_data is not None:
+            report["accuracy_relu"] = _accuracy(out, validation_data[0], validation_data[1])[0]
+        return out, report
+
+    def get_config(self):
+        return {"ghost_skip": self.ghost_skip, "ghost_swish": self.ghost_swish,
+                "lrsi": self.lrsi, "label_smoothing": self.label_smoothing,
+                "smoothing_variant": self.smoothing_variant,
+                "ghost_fraction": self.ghost_fraction, "alpha_start": self.alpha_start,
+                "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

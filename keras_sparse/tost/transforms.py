@@ -1,0 +1,369 @@
+"""Model transforms of ToST: add / remove each temporary tweak.
+
+Every function returns a new model (weights copied by layer name) and leaves
+its input untouched; Sequential models are accepted and come back Functional.
+Compile the returned model before training.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
+from keras_sparse.layers.sparse_wrapper import SparseWrapper
+from keras_sparse.tost.graph import Graph, as_functional, inner_config
+from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
+
+__all__ = [
+    "add_ghost_skips",
+    "add_ghost_swish",
+    "add_lrsi",
+    "fold_lrsi",
+    "ghost_layers",
+    "remove_ghost_skips",
+    "swap_to_relu",
+]
+
+# Single-input layers that keep the shape and may sit inside a ghost-skipped unit.
+_PASS_THROUGH = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    GhostSwish,
+    LRSIScale,
+)
+
+
+def _prunable(layer) -> bool:
+    return isinstance(layer, SparseWrapper) or (layer is not None and is_prunable(layer))
+
+
+def _shape(tensor_shape):
+    return tuple(tensor_shape)[1:]
+
+
+def ghost_layers(model: keras.Model, cls: type) -> list[keras.layers.Layer]:
+    """Every layer of type `cls` in `model` (nested models included)."""
+    found = []
+
+    def walk(container):
+        for layer in container.layers:
+            if isinstance(layer, cls):
+                found.append(layer)
+            elif hasattr(layer, "layers") and isinstance(layer, keras.Model):
+                walk(layer)
+
+    walk(model)
+    return found
+
+
+def _ghost_units(graph: Graph) -> list[tuple[str, str, dict]]:
+    """(start layer, end layer, start input ref) of every ghost-skippable unit.
+
+    A unit starts at a single-call prunable layer whose input and output
+    shapes are equal and extends through the single-consumer chain of
+    shape-preserving pass-through layers (BatchNorm, activations, dropout)
+    that follows it, stopping before the next prunable layer, merge or model
+    output.
+    """
+    units = []
+    for entry in graph.entries:
+        name = entry["name"]
+        layer = graph.layer(name)
+        if not _prunable(layer) or not graph.is_single_call(name):
+            continue
+        refs = graph.input_refs(name)
+        if len(refs) != 1:
+            continue
+        try:
+            in_shape, out_shape = _shape(layer.input.shape), _shape(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        if in_shape != out_shape:
+            continue
+        end = name
+        while True:
+            consumers = graph.consumers(end)
+            if len(consumers) != 1 or consumers[0] == "<output>":
+                break
+            nxt = graph.layer(consumers[0])
+            if (not isinstance(nxt, _PASS_THROUGH) or not graph.is_single_call(nxt.name)
+                    or _shape(nxt.output.shape) != out_shape):
+                break
+            end = nxt.name
+        units.append((name, end, refs[0]))
+    return units
+
+
+def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
+    """Adds gated ghost skip connections around every shape-preserving unit.
+
+    For each single-call prunable layer L (Dense/Conv, wrapped or not) whose
+    input and output have the same shape, the unit "L followed by its chain
+    of BatchNorm / activation / dropout layers" gets an identity skip from
+    L's input to the unit's output through a `GhostGate`:
+    `unit_out + alpha * L_in`. In a CIFAR ResNet this puts one ghost skip
+    around each 3x3 conv of every non-downsampling block (no projection is
+    ever added: shape-changing layers get no ghost). Works on any Functional
+    ResNet built from `Add` layers, and on Sequential models.
+
+    Args:
+        model: a Functional or Sequential model (sparse or dense).
+        alpha: initial gate value.
+
+    Returns:
+        A new model with `GhostGate` layers named `<L>_ghost_gate`.
+
+    Raises:
+        TypeError: subclassed model or not a model.
+        ValueError: no layer has equal input and output shapes (nothing to
+            ghost-skip), or the model already has ghost skips.
+
+    Reference:
+        Jaiswal et al., "Training Your Sparse Neural Network Better with Any
+        Mask", ICML 2022 (Figure 4).
+    """
+    functional = as_functional(model, "add_ghost_skips")
+    if ghost_layers(functional, GhostGate):
+        raise ValueError(f"Model {model.name!r} already has ghost skips (GhostGate layers).")
+    graph = Graph(functional)
+    units = _ghost_units(graph)
+    if not units:
+        raise ValueError(
+            f"Model {model.name!r} has no place for a ghost skip: ghost skips "
+            "need a single-call Dense/Conv layer whose input and output "
+            "shapes are equal (e.g. the 3x3 convs of a ResNet block). "
+            "Received layers with shapes: "
+            + ", ".join(
+                f"{l.name} {_shape(l.input.shape)}->{_shape(l.output.shape)}"
+                for l in functional.layers if _prunable(l) and graph.is_single_call(l.name)
+            )
+        )
+    for start, end, ref in units:
+        gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
+        graph.insert_after(end, gate, extra_inputs=[ref])
+    return graph.build()
+
+
+def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
+    """Removes every `GhostGate`, restoring the original graph.
+
+    Args:
+        model: a model from `add_ghost_skips` (after the ghost phase).
+        force: remove the gates even if some `alpha != 0` (outputs change).
+
+    Returns:
+        A new model whose graph is the one before `add_ghost_skips`; with all
+        gates at 0 its outputs are identical.
+
+    Raises:
+        ValueError: a gate still has `alpha != 0` and `force` is False, or
+            there is no GhostGate.
+    """
+    functional = as_functional(model, "remove_ghost_skips")
+    gates = ghost_layers(functional, GhostGate)
+    if not gates:
+        raise ValueError(f"Model {model.name!r} has no GhostGate layer to remove.")
+    open_gates = {g.name: float(g.alpha.numpy()) for g in gates if float(g.alpha.numpy()) != 0.0}
+    if open_gates and not force:
+        raise ValueError(
+            f"Ghost gates still open (alpha != 0): {open_gates}. Removing them "
+            "would change the outputs; finish the ghost phase (ToSTCallback "
+            "anneals alpha to 0) or pass `force=True`."
+        )
+    graph = Graph(functional)
+    for gate in gates:
+        graph.remove(gate.name)
+    return graph.build()
+
+
+def _refuse(graph: Graph, act_name: str, activation) -> bool:
+    """Folds a split-out activation back into its layer (undoing a ToST split).
+
+    Only for activations named `<layer>_act` / `<layer>_ghost_swish` that read
+    directly from single-consumer `<layer>`, i.e. the ones ToST split out.
+    """
+    refs = graph.input_refs(act_name)
+    if len(refs) != 1:
+        return False
+    source = refs[0]["config"]["keras_history"][0]
+    if act_name not in (f"{source}_act", f"{source}_ghost_swish"):
+        return False
+    if graph.consumers(source) != [act_name] or not graph.is_single_call(source):
+        return False
+    cfg = inner_config(graph.entry(source))
+    if cfg.get("activation") not in (None, "linear"):
+        return False
+    cfg["activation"] = activation
+    graph.remove(act_name)
+    return True
+
+
+def _is_relu_activation(value) -> bool:
+    return value == "relu" or (isinstance(value, dict) and value.get("config") == "relu")
+
+
+def add_ghost_swish(model: keras.Model, beta: float = 1.0) -> keras.Model:
+    """Replaces every ReLU with a `GhostSwish(beta)` layer.
+
+    Covers `Activation("relu")`, plain `ReLU()` layers (no `max_value`,
+    slope or threshold) and `activation="relu"` inside single-call layers
+    (the activation is split out into a `GhostSwish` named
+    `<layer>_ghost_swish`).
+
+    Args:
+        model: a Functional or Sequential model.
+        beta: initial beta (1: Swish).
+
+    Returns:
+        A new model.
+
+    Raises:
+        ValueError: the model has no ReLU.
+    """
+    functional = as_functional(model, "add_ghost_swish")
+    graph = Graph(functional)
+    changed = 0
+    for entry in list(graph.entries):
+        name = entry["name"]
+        layer = graph.layer(name)
+        if isinstance(layer, keras.layers.ReLU):
+            cfg = layer.get_config()
+            if cfg.get("max_value") is None and not cfg.get("negative_slope") and not cfg.get("threshold"):
+                graph.replace(name, GhostSwish(beta, name=name))
+                changed += 1
+        elif isinstance(layer, keras.layers.Activation) and _is_relu_activation(
+                entry["config"].get("activation")):
+            graph.replace(name, GhostSwish(beta, relu_layer="activation", name=name))
+            changed += 1
+        elif graph.is_single_call(name) and _is_relu_activation(
+                inner_config(entry).get("activation")) and not isinstance(layer, keras.layers.Activation):
+            inner_config(entry)["activation"] = "linear"
+            graph.insert_after(name, GhostSwish(beta, name=f"{name}_ghost_swish"))
+            changed += 1
+    if not changed:
+        raise ValueError(f"Model {model.name!r} has no ReLU to replace with GhostSwish.")
+    return graph.build()
+
+
+def swap_to_relu(model: keras.Model) -> keras.Model:
+    """Replaces every `GhostSwish` by an exact `keras.layers.ReLU` (same name).
+
+    A `GhostSwish` that `add_ghost_swish` split out of a layer's fused
+    `activation="relu"` is fused back (`activation="relu"` again), so the
+    graph is the original one.
+
+    Returns:
+        A new model with plain ReLU layers.
+
+    Raises:
+        ValueError: the model has no GhostSwish.
+    """
+    functional = as_functional(model, "swap_to_relu")
+    swishes = ghost_layers(functional, GhostSwish)
+    if not swishes:
+        raise ValueError(f"Model {model.name!r} has no GhostSwish layer to swap.")
+    graph = Graph(functional)
+    for layer in swishes:
+        if not _refuse(graph, layer.name, "relu"):
+            relu = (keras.layers.Activation("relu", name=layer.name)
+                    if layer.relu_layer == "activation" else keras.layers.ReLU(name=layer.name))
+            graph.replace(layer.name, relu)
+    return graph.build()
+
+
+def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
+    """Adds one learned `LRSIScale` after every single-call prunable layer.
+
+    A fused activation (e.g. `Conv2D(activation="relu")`) is moved into an
+    `Activation` layer after the scale, so the scale multiplies `W x + b`
+    and can be folded exactly.
+
+    Args:
+        model: a Functional or Sequential model.
+        initial_scale: starting scalar.
+
+    Returns:
+        A new model with `LRSIScale` layers named `<layer>_lrsi`.
+
+    Raises:
+        ValueError: no prunable layer.
+
+    Reference:
+        Jaiswal et al., ICML 2022 (LRSI).
+    """
+    functional = as_functional(model, "add_lrsi")
+    graph = Graph(functional)
+    changed = 0
+    for entry in list(graph.entries):
+        name = entry["name"]
+        if not _prunable(graph.layer(name)) or not graph.is_single_call(name):
+            continue
+        cfg = inner_config(entry)
+        activation = cfg.get("activation")
+        graph.insert_after(name, LRSIScale(initial_scale, name=f"{name}_lrsi"))
+        if activation not in (None, "linear"):
+            cfg["activation"] = "linear"
+            graph.insert_after(f"{name}_lrsi", keras.layers.Activation(
+                keras.activations.deserialize(activation) if isinstance(activation, dict)
+                else activation, name=f"{name}_act"))
+        changed += 1
+    if not changed:
+        raise ValueError(f"Model {model.name!r} has no prunable layer to re-scale.")
+    return graph.build()
+
+
+def fold_lrsi(model: keras.Model) -> keras.Model:
+    """Folds every `LRSIScale` into the preceding layer and removes it.
+
+    An activation that `add_lrsi` split out of the layer is fused back.
+    The last prunable weight of the layer (the kernel; the pointwise kernel
+    of separable convs) and its bias are multiplied by the scalar, so the
+    result has no extra op and masked entries stay exactly zero.
+
+    Returns:
+        A new model; its outputs equal the input model's (to float rounding).
+
+    Raises:
+        ValueError: no LRSIScale layer, or one not right after a prunable layer.
+    """
+    functional = as_functional(model, "fold_lrsi")
+    scales = ghost_layers(functional, LRSIScale)
+    if not scales:
+        raise ValueError(f"Model {model.name!r} has no LRSIScale layer to fold.")
+    graph = Graph(functional)
+    folds = {}
+    for scale in scales:
+        refs = graph.input_refs(scale.name)
+        source = graph.layer(refs[0]["config"]["keras_history"][0]) if refs else None
+        if not _prunable(source):
+            raise ValueError(
+                f"LRSIScale {scale.name!r} must directly follow a prunable layer; "
+                f"it follows {getattr(source, 'name', None)!r}."
+            )
+        folds[source.name] = float(scale.scale.numpy())
+        graph.remove(scale.name)
+        act = graph.layer(f"{source.name}_act")
+        if isinstance(act, keras.layers.Activation):
+            _refuse(graph, act.name, keras.activations.serialize(act.activation))
+    new = graph.build()
+    for name, value in folds.items():
+        layer = new.get_layer(name)
+        inner = layer.layer if isinstance(layer, SparseWrapper) else layer
+        targets = [get_prunable_weights(inner)[-1][1]]
+        if getattr(inner, "bias", None) is not None:
+            targets.append(inner.bias)
+        for variable in targets:
+            variable.assign(np.asarray(variable.numpy()) * np.float32(value))
+    return new

@@ -1,0 +1,109 @@
+"""Lottery tickets: iterative magnitude pruning with rewinding."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_sparse  # noqa: E402
+from keras_sparse import lottery, pruning  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+
+
+def mlp():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(16, activation="relu", name="h")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+
+
+def xy(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0)
+
+
+def compiled(model):
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("rewind_step", [0, 3])
+def test_rewinding_restores_saved_weights_on_kept_entries(rewind_step):
+    x, y = xy()
+    sparse = compiled(keras_sparse.sparsify(mlp(), 0.0, "uniform", keep_dense=None))
+    init = [w.copy() for w in sparse.get_weights()]
+    ticket = lottery.find_ticket(sparse, dict(x=x, y=y, epochs=2, batch_size=16),
+                                 rounds=3, prune_per_round=0.3, rewind_step=rewind_step)
+    assert ticket.model is sparse
+    if rewind_step == 0:
+        for a, b in zip(init, ticket.rewind_weights):
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert any(not np.array_equal(a, b) for a, b in zip(init, ticket.rewind_weights))
+    saved = dict(zip([v.path for v in sparse.weights], ticket.rewind_weights))
+    for wrapper in keras_sparse.sparse_wrappers(sparse):
+        for name, w, m in wrapper.masked_weights:
+            kept = m.numpy() == 1
+            np.testing.assert_array_equal(w.numpy()[kept], saved[w.path][kept])
+            assert np.all(w.numpy()[~kept] == 0)
+            np.testing.assert_array_equal(m.numpy(), ticket.masks[f"{wrapper.name}/{name}"])
+    np.testing.assert_array_equal(sparse.get_layer("bn").get_weights()[0], saved[sparse.get_layer("bn").weights[0].path])
+    expected = 1 - 0.7 ** 3
+    assert abs(ticket.sparsity - expected) < 0.01
+    assert [h["round"] for h in ticket.history] == [1, 2, 3]
+    sparsities = [h["sparsity"] for h in ticket.history]
+    assert sparsities == sorted(sparsities)
+
+
+def test_ticket_apply_to_fresh_model_and_save_load(tmp_path):
+    x, y = xy()
+    ticket = lottery.find_ticket(compiled(mlp()), dict(x=x, y=y, epochs=1, batch_size=32),
+                                 rounds=2, prune_per_round=0.5)
+    path = ticket.save(tmp_path / "ticket")
+    loaded = lottery.LotteryTicket.load(path)
+    fresh = keras_sparse.sparsify(mlp(), 0.0, "uniform", keep_dense=None)
+    loaded.apply(fresh)
+    for a, b in zip(fresh.get_weights(), ticket.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for k, m in pruning.get_masks(fresh).items():
+        np.testing.assert_array_equal(m, ticket.masks[k])
+
+
+def test_masks_are_nested_across_rounds():
+    x, y = xy()
+    seen = []
+    lottery.find_ticket(compiled(mlp()), dict(x=x, y=y, epochs=1, batch_size=32), rounds=3,
+                        on_round_end=lambda r, m: seen.append(pruning.get_masks(m)))
+    for before, after in zip(seen, seen[1:]):
+        for k in before:
+            assert np.all(after[k] <= before[k])
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [({"rounds": 0}, "rounds"), ({"prune_per_round": 1.0}, "prune_per_round"),
+     ({"rewind_step": -1}, "rewind_step"), ({"rewind_step": 10_000}, "not reached")],
+)
+def test_bad_input(kwargs, text):
+    x, y = xy()
+    args = dict(rounds=1, fit_kwargs=dict(x=x, y=y, epochs=1, batch_size=32))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=text):
+        lottery.find_ticket(compiled(mlp()), **args)
+
+
+def test_uncompiled_model_is_rejected():
+    with pytest.raises(ValueError, match="compiled"):
+        lottery.find_ticket(mlp(), {}, rounds=1)

@@ -1,0 +1,300 @@
+"""ToST: ghost skips, ghost Swish, LRSI, label smoothing, callback, helper."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_sparse  # noqa: E402
+from keras_sparse import pruning, tost  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+
+
+def tiny_resnet(width=4, classes=3):
+    """Stem, one identity block, one downsampling block with projection."""
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="b1_c1")(x)
+    y = keras.layers.BatchNormalization(name="b1_bn1")(y)
+    y = keras.layers.ReLU(name="b1_relu1")(y)
+    y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="b1_c2")(y)
+    y = keras.layers.BatchNormalization(name="b1_bn2")(y)
+    x = keras.layers.Activation("relu", name="b1_out")(keras.layers.Add(name="b1_add")([x, y]))
+    y = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu", name="b2_c1")(x)
+    y = keras.layers.Conv2D(2 * width, 3, padding="same", name="b2_c2")(y)
+    s = keras.layers.Conv2D(2 * width, 1, strides=2, name="b2_proj")(x)
+    x = keras.layers.ReLU(name="b2_out")(keras.layers.Add(name="b2_add")([y, s]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="fc")(x))
+
+
+def xy(n=32, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8, 8, 2)).astype("float32"), rng.integers(0, classes, n)
+
+
+def structure(model):
+    cfg = model.get_config()
+    return [(l["name"], l["class_name"], str(l["inbound_nodes"])) for l in cfg["layers"]], cfg["output_layers"]
+
+
+def _set_all(model, cls, attr, value):
+    for layer in tost.ghost_layers(model, cls):
+        getattr(layer, attr).assign(value)
+
+
+# --- ghost skips -----------------------------------------------------------
+
+def test_ghost_skips_go_around_shape_preserving_units_only():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    ghosted = tost.add_ghost_skips(model)
+    names = sorted(g.name for g in tost.ghost_layers(ghosted, tost.GhostGate))
+    assert names == ["b1_c1_ghost_gate", "b1_c2_ghost_gate", "b2_c2_ghost_gate"]
+    # b1_c1's unit spans conv -> BN -> ReLU; the gate adds the conv's input.
+    gate = ghosted.get_layer("b1_c1_ghost_gate")
+    x = xy()[0]
+    sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_relu1").output,
+                                          ghosted.get_layer("stem_relu").output, gate.output])
+    relu1, stem, gated = (np.asarray(t) for t in sub_in(x))
+    np.testing.assert_allclose(gated, relu1 + stem, rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    ghosted = tost.add_ghost_skips(model)
+    x = xy()[0]
+    assert not np.allclose(ghosted.predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(ValueError, match="still open"):
+        tost.remove_ghost_skips(ghosted)
+    _set_all(ghosted, tost.GhostGate, "alpha", 0.0)
+    restored = tost.remove_ghost_skips(ghosted)
+    assert structure(restored) == structure(model)
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), ghosted.predict(x, verbose=0))
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert pruning.get_masks(restored).keys() == pruning.get_masks(model).keys()
+
+
+def test_ghost_model_save_load_round_trip(tmp_path):
+    ghosted = tost.add_ghost_skips(keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform",
+                                                         keep_dense=None, seed=0))
+    _set_all(ghosted, tost.GhostGate, "alpha", 0.37)
+    path = str(tmp_path / "g.keras")
+    ghosted.save(path)
+    loaded = keras.saving.load_model(path)
+    x = xy()[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ghosted.predict(x, verbose=0), rtol=1e-6)
+    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * 3)
+
+
+def test_ghost_skips_on_sequential_dense_model():
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, activation="relu"),
+                              keras.layers.Dense(5), keras.layers.Dense(2)])
+    ghosted = tost.add_ghost_skips(model)
+    assert len(tost.ghost_layers(ghosted, tost.GhostGate)) == 2
+
+
+def test_ghost_skips_bad_models_raise_and_leave_model_unchanged():
+    inputs = keras.Input((6,))
+    narrowing = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
+    before = structure(narrowing)
+    with pytest.raises(ValueError, match=r"no place for a ghost skip.*\(6,\)->\(4,\)"):
+        tost.add_ghost_skips(narrowing)
+    assert structure(narrowing) == before
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    with pytest.raises(TypeError, match="subclassed"):
+        tost.add_ghost_skips(Sub())
+    with pytest.raises(ValueError, match="already has ghost"):
+        tost.add_ghost_skips(tost.add_ghost_skips(tiny_resnet()))
+
+
+# --- ghost swish -----------------------------------------------------------
+
+def test_ghost_swish_replaces_every_relu_kind():
+    model = tiny_resnet()
+    swished = tost.add_ghost_swish(model, beta=1.0)
+    names = sorted(l.name for l in tost.ghost_layers(swished, tost.GhostSwish))
+    assert names == ["b1_out", "b1_relu1", "b2_c1_ghost_swish", "b2_out", "stem_relu"]
+    assert swished.get_layer("b2_c1").get_config()["activation"] == "linear"
+    x = xy()[0]
+    assert not np.allclose(swished.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-3)
+
+
+@pytest.mark.parametrize("beta", [1e2, 1e4])
+def test_swish_to_relu_swap_matches_at_large_beta(beta):
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    swished = tost.add_ghost_swish(model)
+    _set_all(swished, tost.GhostSwish, "beta", beta)
+    relu = tost.swap_to_relu(swished)
+    x = xy()[0]
+    a, b = swished.predict(x, verbose=0), relu.predict(x, verbose=0)
+    ref = model.predict(x, verbose=0)
+    np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5)  # exact ReLU again
+    err = np.max(np.abs(a - b))
+    assert err < 50 * 0.2785 / beta and (beta < 1e3 or err < 1e-3)
+    assert not tost.ghost_layers(relu, tost.GhostSwish)
+
+
+def test_ghost_swish_bound_per_activation():
+    layer = tost.GhostSwish(beta=20.0)
+    x = np.linspace(-3, 3, 10001).astype("float32")
+    gap = np.abs(np.asarray(layer(x)) - np.maximum(x, 0))
+    assert gap.max() <= 0.2785 / 20.0 + 1e-6
+
+
+# --- LRSI ------------------------------------------------------------------
+
+def test_lrsi_fold_gives_identical_outputs_and_keeps_zeros():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
+    scaled = tost.add_lrsi(model)
+    scales = tost.ghost_layers(scaled, tost.LRSIScale)
+    assert len(scales) == len(keras_sparse.sparse_wrappers(model))
+    assert all(s.trainable_weights for s in scales)
+    x = xy()[0]
+    np.testing.assert_allclose(scaled.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(0)
+    for s in scales:
+        s.scale.assign(rng.uniform(0.5, 2.0))
+    folded = tost.fold_lrsi(scaled)
+    assert not tost.ghost_layers(folded, tost.LRSIScale)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), scaled.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+    # The fused activation split out of b2_c1 is fused back: original graph.
+    assert folded.get_layer("b2_c1").layer.get_config()["activation"] == "relu"
+    assert structure(folded) == structure(model)
+    for wrapper in keras_sparse.sparse_wrappers(folded):
+        for _, w, m in wrapper.masked_weights:
+            assert np.all(w.numpy()[m.numpy() == 0] == 0)
+
+
+def test_lrsi_scale_trains():
+    inputs = keras.Input((4,))
+    model = tost.add_lrsi(keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs)))
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    model.fit(x, 3.0 * x.sum(1, keepdims=True), epochs=3, verbose=0)
+    assert float(model.get_layer("d_lrsi").scale.numpy()) != 1.0
+
+
+# --- label smoothing --------------------------------------------------------
+
+def test_label_smoothing_variants():
+    logits = np.random.default_rng(0).normal(size=(5, 10)).astype("float32")
+    labels = np.arange(5)
+    onehot = np.eye(10, dtype="float32")[labels]
+    keras_ref = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    ours = tost.LabelSmoothingCrossentropy(0.1, "keras", from_logits=True)
+    np.testing.assert_allclose(float(ours(labels, logits)), float(keras_ref(onehot, logits)), rtol=1e-6)
+    # ToST spreads alpha / (C - 1): equal to Keras with alpha * C / (C - 1).
+    tost_loss = tost.LabelSmoothingCrossentropy(0.1, "tost", from_logits=True)
+    equiv = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=tost.keras_smoothing_for_tost(0.1, 10))
+    np.testing.assert_allclose(float(tost_loss(labels, logits)), float(equiv(onehot, logits)), rtol=1e-6)
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = np.full((5, 10), 0.1 / 9)
+    target[np.arange(5), labels] = 0.9
+    np.testing.assert_allclose(float(tost_loss(labels, logits)), -(target * logp).sum(1).mean(), rtol=1e-5)
+    assert abs(float(tost_loss(labels, logits)) - float(keras_ref(onehot, logits))) > 1e-4
+
+
+# --- serialization -----------------------------------------------------------
+
+@pytest.mark.parametrize("obj", [
+    tost.GhostGate(alpha=0.5), tost.GhostSwish(beta=3.0), tost.LRSIScale(initial_scale=2.0),
+    tost.LabelSmoothingCrossentropy(0.2, "tost", from_logits=True),
+    tost.ToSTCallback(total_steps=10, ghost_fraction=0.3),
+    tost.ToST(lrsi=False, label_smoothing=0.0),
+])
+def test_config_round_trip(obj):
+    config = obj.get_config()
+    clone = type(obj).from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+    assert type(restored) is type(obj)
+
+
+# --- callback and helper ------------------------------------------------------
+
+def test_schedule_defaults():
+    assert tost.ghost_schedule(0, 100) == (1.0, 1.0)
+    alpha, beta = tost.ghost_schedule(25, 100)
+    assert alpha == pytest.approx(0.5) and beta == pytest.approx(10.0)
+    assert tost.ghost_schedule(50, 100) == (0.0, pytest.approx(100.0))
+    assert tost.ghost_schedule(99, 100) == (0.0, pytest.approx(100.0))
+
+
+def test_callback_anneals_from_optimizer_iterations():
+    model = tost.ToST(lrsi=False).prepare(
+        keras_sparse.sparsify(tiny_resnet(), 0.8, "uniform", keep_dense=None, seed=0))
+    model.compile(keras.optimizers.SGD(0.01), tost.LabelSmoothingCrossentropy(0.1, from_logits=True))
+    x, y = xy()
+    cb = tost.ToSTCallback(ghost_fraction=0.5)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[cb], verbose=0)  # 8 steps
+    assert history.history["ghost_alpha"] == pytest.approx([0.0, 0.0])  # logged at epoch end
+    for gate in tost.ghost_layers(model, tost.GhostGate):
+        assert float(gate.alpha.numpy()) == 0.0
+    for s in tost.ghost_layers(model, tost.GhostSwish):
+        assert float(s.beta.numpy()) == pytest.approx(100.0)
+    assert history.history["sparsity"][-1] == pytest.approx(0.8, abs=0.02)
+
+
+def test_tost_end_to_end_returns_original_plain_graph():
+    x, y = xy(64)
+    base = keras_sparse.sparsify(tiny_resnet(), 0.0, "uniform", keep_dense=None)
+    sparse = pruning.snip(base, (x, y), 0.8, loss=keras.losses.SparseCategoricalCrossentropy(True))
+    helper = tost.ToST()
+    model = helper.prepare(sparse)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), helper.loss(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[helper.callback()], verbose=0)
+    final, report = helper.finalize(model, validation_data=(x, y))
+    assert structure(final) == structure(sparse)
+    assert abs(report["swap_accuracy_change"]) <= 0.05
+    assert report["max_abs_output_change"] < 0.5
+    np.testing.assert_allclose(final.predict(x, verbose=0).argmax(-1).mean(),
+                               final.predict(x, verbose=0).argmax(-1).mean())
+    for wrapper in keras_sparse.sparse_wrappers(final):
+        for _, w, m in wrapper.masked_weights:
+            assert np.all(w.numpy()[m.numpy() == 0] == 0)
+    plain = keras_sparse.strip(final)
+    assert not any(isinstance(l, (tost.GhostGate, tost.GhostSwish, tost.LRSIScale)) for l in plain.layers)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), final.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_each_tweak_switches_alone():
+    for kwargs, present in [({"ghost_skip": True, "ghost_swish": False, "lrsi": False}, tost.GhostGate),
+                            ({"ghost_skip": False, "ghost_swish": True, "lrsi": False}, tost.GhostSwish),
+                            ({"ghost_skip": False, "ghost_swish": False, "lrsi": True}, tost.LRSIScale)]:
+        model = tost.ToST(**kwargs).prepare(tiny_resnet())
+        found = {cls for cls in (tost.GhostGate, tost.GhostSwish, tost.LRSIScale)
+                 if tost.ghost_layers(model, cls)}
+        assert found == {present}
+
+
+def test_tost_bad_arguments():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        tost.ToST(label_smoothing=1.0)
+    with pytest.raises(TypeError, match="ghost_skip"):
+        tost.ToST(ghost_skip="yes")
+    with pytest.raises(ValueError, match="ghost_fraction"):
+        tost.ToST(ghost_fraction=0.0)
+    with pytest.raises(ValueError, match="variant"):
+        tost.LabelSmoothingCrossentropy(0.1, variant="other")
