@@ -10,7 +10,7 @@ Public API:
     - `keras_sparse.allocation`, `keras_sparse.masks`: the underlying math.
 """
 
-from keras_sparse import allocation, callbacks, datasets, layers, masks, models
+from keras_sparse import allocation, callbacks, datasets, layers, lottery, masks, models, pruning, tost
 from keras_sparse.report import SparsityReport, sparsity_report, summary
 from keras_sparse.sparsify import sparse_wrappers, sparsify, strip
 from keras_sparse.version import __version__
@@ -22,11 +22,14 @@ __all__ = [
     "callbacks",
     "datasets",
     "layers",
+    "lottery",
     "masks",
     "models",
+    "pruning",
     "sparse_wrappers",
     "sparsify",
     "sparsity_report",
     "strip",
     "summary",
+    "tost",
 ]
