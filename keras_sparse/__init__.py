@@ -11,6 +11,7 @@ Public API:
 """
 
 from keras_sparse import allocation, callbacks, layers, masks
+from keras_sparse import algorithms, diagnostics, schedules
 from keras_sparse.report import SparsityReport, sparsity_report, summary
 from keras_sparse.sparsify import sparse_wrappers, sparsify, strip
 from keras_sparse.version import __version__
