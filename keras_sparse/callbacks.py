@@ -240,6 +240,10 @@ class DynamicSparseTraining(SparsityLogger):
             "per_layer": self.per_layer,
         }
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
 
 def _named(algorithm_cls, doc_name):
     class Named(DynamicSparseTraining):
