@@ -107,3 +107,20 @@ def test_structure_errors_name_values():
         mm.validate_structure("2:4")
     with pytest.raises(TypeError):
         mm.validate_structure(None)
+
+
+@pytest.mark.parametrize("structure", ["block", "n:m"])
+def test_sparsify_structure_and_wrapper_config(structure):
+    import keras
+
+    import keras_sparse as ks
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12), keras.layers.Dense(4)])
+    sparse = ks.sparsify(model, 0.75, distribution="uniform", keep_dense=None, seed=0, structure=structure)
+    for w in ks.sparse_wrappers(sparse):
+        m = w.masked_weights[0].mask.numpy()
+        assert m.sum() == mm.num_active(m.size, 0.75)
+        assert w.get_config()["structure"] == structure
+        clone = type(w).from_config(w.get_config())
+        assert clone.structure == structure
