@@ -182,3 +182,12 @@ def test_callback_config_round_trip():
     assert again.algorithm.get_config() == cb.algorithm.get_config()
     base = ks.callbacks.DynamicSparseTraining("neurrev")
     assert ks.callbacks.DynamicSparseTraining.from_config(base.get_config()).algorithm.get_config() == base.algorithm.get_config()
+
+
+def test_neurrev_default_p_skips_dense_weights():
+    ts = targets(np.ones((4, 2), np.float32), np.array([[0.5, 0, 0, -0.3]], np.float32))
+    a = alg.NeurRev()
+    a.setup(ts, 1000)  # a dense weight (s = 0) must not raise with p=None
+    assert a._relax[0] == 0
+    with pytest.raises(ValueError, match="s - p must be >= 0"):
+        alg.NeurRev(p=0.2).setup(ts, 1000)

@@ -111,7 +111,7 @@ class NeurRev(RigL):
 
     Args:
         p: relaxation as a fraction of each weight's size (absolute), or None
-            for `0.1 * (1 - s)` per weight. `s - p` must be >= 0.
+            for `min(0.1 * (1 - s), s)` per weight (0 for a dense weight). `s - p` must be >= 0.
         **kwargs: `Updater` arguments.
 
     Raises:
@@ -139,7 +139,8 @@ class NeurRev(RigL):
         for t in targets:
             mask = keras.ops.convert_to_numpy(t.mask)
             s = 1.0 - float(mask.mean())
-            p = 0.1 * (1.0 - s) if self.p is None else self.p
+            # Default: 10% of the non-zero budget, never more than s (dense layers: 0).
+            p = min(0.1 * (1.0 - s), s) if self.p is None else self.p
             if s - p < -1e-9:
                 raise ValueError(
                     f"NeurRev's relaxed sparsity s - p must be >= 0, but weight "
