@@ -256,8 +256,8 @@ def prune_and_grow(
     """Drops the `n_drop` lowest-scored active entries, grows the `n_grow` best inactive ones.
 
     The one prune-and-grow of keras_sparse (jaxpruner's `update_mask`).
-    Growth may pick an entry dropped in the same call (RigL does); the caller
-    gives such entries a fresh zero value. With `n_grow == n_drop` the number
+    Growth may pick an entry dropped in the same call (RigL does); such an
+    entry stays active and the caller keeps its value (it is not new). With `n_grow == n_drop` the number
     of active entries is conserved exactly.
 
     Args:

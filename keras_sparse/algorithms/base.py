@@ -293,6 +293,11 @@ class Updater:
                     self.grow_scores(i, w, m, g, rng) if n_grow else None,
                     n_drop, n_grow, self.structure,
                 )
+            # New connections are grown entries that were inactive before this
+            # update; an entry dropped and re-grown in the same update is not
+            # new and keeps its value and moments (as in RigL's reference code,
+            # which only re-initializes `grown & ~old_mask`).
+            grown = grown * (1.0 - m)
             new_w = w * new_m * (1.0 - grown)
             new_w, new_m, extra = self.after_prune_and_grow(i, step, new_w, new_m, grown, g)
             t.mask.assign(new_m.astype(np.float32))
