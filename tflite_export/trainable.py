@@ -20,8 +20,12 @@ variables of a Keras 3 model it holds, so the module creates its own
 `tf.Variable`s from the model's weights explicitly.
 
 Pruned weights (exact zeros of the kernels at export time) are kept at
-exact zero by a constant boolean mask that selects both the gradient and
-the update.
+exact zero by a mask that selects both the gradient and the update: a
+constant boolean tensor with `weight_storage="dense"`, a float variable
+set to `weight != 0` by `init_sparse` with `weight_storage="sparse"`.
+
+On device, BatchNormalization is frozen and Dropout is the identity (see
+`export_trainable`).
 """
 
 from __future__ import annotations
