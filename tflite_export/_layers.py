@@ -272,7 +272,7 @@ def forward(steps: list[Step], ws: list[tf.Tensor], x: tf.Tensor,
 # --------------------------------------------------------------- backward
 
 def _relu_grad(dy, pre):
-    return tf.where(pre > 0.0, dy, tf.zeros_like(dy))
+    return tf.where(pre > 0.0, dy, 0.0)
 
 
 def _conv_filter_grad(x, dy, st: Step, batch: int):

@@ -143,38 +143,43 @@ def cross_entropy(spec: LossSpec, logits: tf.Tensor, labels: tf.Tensor,
     return loss, dz
 
 
-def apply_update(spec: OptimizerSpec, var: tf.Variable, grad: tf.Tensor,
-                 slots: list[tf.Variable], step: tf.Tensor,
+def apply_update(spec: OptimizerSpec, var: tf.Variable, value: tf.Tensor,
+                 grad: tf.Tensor, slots: list[tf.Variable],
+                 slot_values: list[tf.Tensor], step: tf.Tensor,
                  mask: tf.Tensor | None) -> list:
     """One Keras-3-equivalent optimizer update of `var`.
 
-    `mask` (bool, same shape) keeps pruned entries at exact zero: the
-    gradient and the update are both selected by it.
+    `value` and `slot_values` are the current contents of `var` and `slots`
+    (read by the caller, which knows their static shapes). `mask` (bool,
+    same shape) keeps pruned entries at exact zero: the gradient and the
+    update are both selected by it.
     """
     if mask is not None:
-        grad = tf.where(mask, grad, tf.zeros_like(grad))
+        # A scalar 0.0 (broadcast by SELECT_V2), not zeros_like: the
+        # converter folds zeros_like of a static shape into a dense constant
+        # of the weight's size.
+        grad = tf.where(mask, grad, 0.0)
     lr = spec.learning_rate
     ops = []
     if spec.name == "sgd":
         if spec.momentum:
-            m = slots[0]
-            m_new = m * spec.momentum - grad * lr
-            ops.append(m.assign(m_new))
+            m_new = slot_values[0] * spec.momentum - grad * lr
+            ops.append(slots[0].assign(m_new))
             upd = (m_new * spec.momentum - grad * lr) if spec.nesterov else m_new
         else:
             upd = -grad * lr
-        new = var + _masked(upd, mask)
+        new = value + _masked(upd, mask)
     else:
-        m, v = slots
+        m, v = slot_values
         t = step + 1.0
         b1p = tf.pow(spec.beta_1, t)
         b2p = tf.pow(spec.beta_2, t)
         alpha = lr * tf.sqrt(1.0 - b2p) / (1.0 - b1p)
         m_new = m + (grad - m) * (1.0 - spec.beta_1)
         v_new = v + (tf.square(grad) - v) * (1.0 - spec.beta_2)
-        ops += [m.assign(m_new), v.assign(v_new)]
-        new = var - _masked((m_new * alpha) / (tf.sqrt(v_new) + spec.epsilon),
-                            mask)
+        ops += [slots[0].assign(m_new), slots[1].assign(v_new)]
+        new = value - _masked((m_new * alpha) / (tf.sqrt(v_new) + spec.epsilon),
+                              mask)
     ops.append(var.assign(new))
     return ops
 
@@ -182,4 +187,4 @@ def apply_update(spec: OptimizerSpec, var: tf.Variable, grad: tf.Tensor,
 def _masked(upd, mask):
     if mask is None:
         return upd
-    return tf.where(mask, upd, tf.zeros_like(upd))
+    return tf.where(mask, upd, 0.0)

@@ -20,8 +20,12 @@ variables of a Keras 3 model it holds, so the module creates its own
 `tf.Variable`s from the model's weights explicitly.
 
 Pruned weights (exact zeros of the kernels at export time) are kept at
-exact zero by a constant boolean mask that selects both the gradient and
-the update.
+exact zero by a mask that selects both the gradient and the update: a
+constant boolean tensor with `weight_storage="dense"`, a float variable
+set to `weight != 0` by `init_sparse` with `weight_storage="sparse"`.
+
+On device, BatchNormalization is frozen and Dropout is the identity (see
+`export_trainable`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def _sig_name(name: str) -> str:
 
 
 class TrainingModule(tf.Module):
-    """Holds explicit variables and the four signature functions.
+    """Holds explicit variables and the signature functions.
 
     Args:
         steps: plan from `_layers.plan_model`.
@@ -62,8 +66,14 @@ class TrainingModule(tf.Module):
         input_shape: per-sample input shape.
         num_classes: width of the logits.
         final_activation: `linear` or `softmax` (applied by `infer`).
-        sparse_init: if True, variables start at zero and `init_sparse`
-            scatters the stored non-zeros into them.
+        sparse_init: if True, the file stores the non-zeros of the weights
+            (values + int32 flat indices); weights, optimizer slots and
+            float masks are variables that start at zero and are filled by
+            the `init_sparse` signature (weights scattered from the stored
+            non-zeros, slots zero, masks `weight != 0`). All-zero initial
+            values of one shape share one buffer in the flatbuffer, so the
+            masks cost no file bytes (a constant bool mask costs 1 byte per
+            weight).
     """
 
     def __init__(self, steps, weights, masks, loss, optimizer, batch_size,
@@ -76,26 +86,49 @@ class TrainingModule(tf.Module):
         self._batch = int(batch_size)
         self._num_classes = int(num_classes)
         self._final = final_activation
+        self._sparse_init = bool(sparse_init)
         self.weight_names = [_sig_name(n) for n, _ in weights]
-        self._masks = [None if m is None else tf.constant(m) for m in masks]
+        self._shapes = [tuple(int(d) for d in w.shape) for _, w in weights]
+        self._has_mask = [m is not None for m in masks]
         self._sparse = []
+        # Explicitly created, so tf.Module tracks them (a held Keras 3 model
+        # would not expose its variables to tf.Module tracking).
         if sparse_init:
-            # Compact storage: flat int32 indices + float32 values.
             for _, w in weights:
                 flat = w.reshape(-1)
                 idx = np.flatnonzero(flat).astype(np.int32)
-                self._sparse.append((tf.constant(idx[:, None]),
-                                     tf.constant(flat[idx])))
-            init = [np.zeros(w.shape, np.float32) for _, w in weights]
+                if 2 * len(idx) >= flat.size:  # values alone are smaller
+                    self._sparse.append((None, tf.constant(flat)))
+                else:
+                    self._sparse.append((tf.constant(idx[:, None]),
+                                         tf.constant(flat[idx])))
+
+            # Shape-less variables that start empty would avoid even the
+            # zero buffers, but the XNNPACK delegate (LiteRT 2.3) fails on
+            # them and resized variables read back as zeros in
+            # tflite-runtime 2.14, so every variable keeps its static shape.
+            def zeros(name, shape):
+                return tf.Variable(tf.zeros(shape), name=name)
+
+            self.vars = [zeros(n, s) for n, s in zip(self.weight_names,
+                                                     self._shapes)]
+            self.slots = [[zeros(f"{n}_slot{k}", s)
+                           for k in range(optimizer.num_slots)]
+                          for n, s in zip(self.weight_names, self._shapes)]
+            self.mask_vars = [zeros(f"{n}_mask", s) if has else None
+                              for n, s, has in zip(self.weight_names,
+                                                   self._shapes,
+                                                   self._has_mask)]
+            self._masks = [None] * len(weights)
         else:
-            init = [w.astype(np.float32) for _, w in weights]
-        # Explicitly created, so tf.Module tracks them (a held Keras 3 model
-        # would not expose its variables to tf.Module tracking).
-        self.vars = [tf.Variable(v, name=n) for v, n in
-                     zip(init, self.weight_names)]
-        self.slots = [[tf.Variable(tf.zeros(v.shape), name=f"{n}_slot{k}")
-                       for k in range(optimizer.num_slots)]
-                      for v, n in zip(init, self.weight_names)]
+            self.vars = [tf.Variable(w.astype(np.float32), name=n)
+                         for (_, w), n in zip(weights, self.weight_names)]
+            self.slots = [[tf.Variable(tf.zeros(v.shape), name=f"{n}_slot{k}")
+                           for k in range(optimizer.num_slots)]
+                          for v, n in zip(self.vars, self.weight_names)]
+            self.mask_vars = [None] * len(weights)
+            self._masks = [None if m is None else tf.constant(m)
+                           for m in masks]
         self.step = tf.Variable(0.0, name="step")
         label_spec = (tf.TensorSpec([self._batch], tf.int32, name="y")
                       if loss.kind == "sparse" else
@@ -109,8 +142,8 @@ class TrainingModule(tf.Module):
         self.infer = tf.function(self._infer, input_signature=[x_infer])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
         self.set_weights = tf.function(self._set_weights, input_signature=[
-            tf.TensorSpec(v.shape, tf.float32, name=n)
-            for v, n in zip(self.vars, self.weight_names)])
+            tf.TensorSpec(shape, tf.float32, name=n)
+            for shape, n in zip(self._shapes, self.weight_names)])
         if sparse_init:
             self.init_sparse = tf.function(self._init_sparse,
                                            input_signature=[])
@@ -122,32 +155,39 @@ class TrainingModule(tf.Module):
             "get_weights": self.get_weights.get_concrete_function(),
             "set_weights": self.set_weights.get_concrete_function(),
         }
-        if self._sparse:
+        if self._sparse_init:
             sigs["init_sparse"] = self.init_sparse.get_concrete_function()
         return sigs
 
+    def _weights(self):
+        return [v.read_value() for v in self.vars]
+
     def _train(self, x, y):
-        ws = [v.read_value() for v in self.vars]
+        ws = self._weights()
         logits, caches = _layers.forward(self._steps, ws, x, keep=True)
         loss, dz = tm.cross_entropy(self._loss, logits, y, self._num_classes,
                                     self._batch)
         grads = _layers.backward(self._steps, ws, caches, dz, self._batch)
         step = self.step.read_value()
-        for var, g, slots, mask in zip(self.vars, grads, self.slots,
-                                       self._masks):
-            tm.apply_update(self._opt, var, g, slots, step, mask)
+        for k, (var, w, g, slots) in enumerate(zip(self.vars, ws, grads,
+                                                   self.slots)):
+            mask = self._masks[k]
+            if self.mask_vars[k] is not None:
+                mask = self.mask_vars[k].read_value() > 0.5
+            slot_values = [s.read_value() for s in slots]
+            tm.apply_update(self._opt, var, w, g, slots, slot_values, step,
+                            mask)
         self.step.assign_add(1.0)
         return {"loss": loss}
 
     def _infer(self, x):
-        ws = [v.read_value() for v in self.vars]
-        out, _ = _layers.forward(self._steps, ws, x, keep=False)
+        out, _ = _layers.forward(self._steps, self._weights(), x, keep=False)
         if self._final == "softmax":
             out = tf.nn.softmax(out)
         return {"output": out}
 
     def _get_weights(self):
-        return {n: v.read_value() for n, v in zip(self.weight_names, self.vars)}
+        return dict(zip(self.weight_names, self._weights()))
 
     def _set_weights(self, *values):
         for v, val in zip(self.vars, values):
@@ -155,9 +195,22 @@ class TrainingModule(tf.Module):
         return {"step": self.step.read_value()}
 
     def _init_sparse(self):
-        for v, (idx, vals) in zip(self.vars, self._sparse):
-            flat = tf.scatter_nd(idx, vals, [int(np.prod(v.shape))])
-            v.assign(tf.reshape(flat, v.shape))
+        for k, (idx, vals) in enumerate(self._sparse):
+            shape = self._shapes[k]
+            if idx is None:
+                full = tf.reshape(vals, shape)
+            else:
+                full = tf.reshape(
+                    tf.scatter_nd(idx, vals, [int(np.prod(shape))]), shape)
+            self.vars[k].assign(full)
+            # Folded into the same shared zero buffer as the initial values.
+            zeros = tf.zeros(shape)
+            for slot in self.slots[k]:
+                slot.assign(zeros)
+            if self.mask_vars[k] is not None:
+                self.mask_vars[k].assign(
+                    tf.cast(tf.not_equal(full, 0.0), tf.float32))
+        self.step.assign(0.0)
         return {"step": self.step.read_value()}
 
 
@@ -250,6 +303,13 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             signature that must be run once after loading.
         compare_dense: also measure the dense float32 inference export.
 
+    Layers whose training behaviour differs from inference: on device,
+    `BatchNormalization` is frozen (moving statistics, gamma and beta are
+    constants, not trained) and `Dropout` is the identity. Keras by default
+    trains BN with batch statistics and applies dropout, so the Keras model
+    that trains identically has its BN layers set `trainable=False` and its
+    Dropout rates 0; the report's `notes` list the affected layers.
+
     Returns:
         A `TrainableExportReport`.
 
@@ -288,6 +348,11 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if bn:
         notes.append(f"BatchNormalization layers {bn} are frozen on device "
                      "(inference statistics, gamma/beta not trained).")
+    drop = [l.name for l in model.layers
+            if type(l).__name__ == "Dropout" and l.rate > 0]
+    if drop:
+        notes.append(f"Dropout layers {drop} are identity on device (no "
+                     "dropout in the train signature).")
     if weight_storage == "sparse":
         notes.append("Run the 'init_sparse' signature once after loading: "
                      "variables start at zero.")
@@ -300,7 +365,7 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         operators=summary.op_counts,
         flex_ops=flex,
         num_weights=len(module.vars),
-        num_masked=sum(m is not None for m in module._masks),
+        num_masked=sum(module._has_mask),
         weight_names=list(module.weight_names),
         notes=notes,
     )

@@ -117,3 +117,57 @@ def test_relu_after_bias_free_matmul_survives_conversion(tmp_path, rng):
     hidden = keras.Model(model.inputs, model.layers[0].output)
     assert np.min(np.asarray(hidden(x))) == 0.0  # ReLU clips something
     assert report.max_abs_err <= report.tolerance
+
+
+def test_batchnorm_model_matches_keras(tmp_path, rng):
+    model = zero_out(keras.Sequential([
+        keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 3),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Flatten(), keras.layers.Dense(16, use_bias=False),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Dropout(0.5), keras.layers.Dense(3)]), 0.2)
+    for layer in model.layers:  # non-trivial inference statistics
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(
+                rng.uniform(0.5, 2.0, n).astype("float32"))
+    x = rng.standard_normal((8, 8, 8, 2)).astype(np.float32)
+    path = str(tmp_path / "bn.tflite")
+    report = tflite_export.export_inference(model, path, sample_inputs=x,
+                                            measure_latency=False,
+                                            compare_dense=False)
+    with open(path, "rb") as f:
+        out = run_batch1(make_interpreter(f.read(), report.op_resolver),
+                         [x])[0]
+    np.testing.assert_allclose(out, np.asarray(model(x, training=False)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_multi_input_model_matches_keras(tmp_path, rng):
+    # Inputs of different widths, named so that alphabetical order differs
+    # from the model's input order.
+    a = keras.Input((12,), name="z_wide")
+    b = keras.Input((4,), name="a_narrow")
+    h = keras.layers.Concatenate()([keras.layers.Dense(16, activation="relu")(a),
+                                    keras.layers.Dense(8, activation="relu")(b)])
+    model = zero_out(keras.Model([a, b], keras.layers.Dense(3)(h)), 0.2)
+    xs = [rng.standard_normal((6, 12)).astype(np.float32),
+          rng.standard_normal((6, 4)).astype(np.float32)]
+    path = str(tmp_path / "mi.tflite")
+    report = tflite_export.export_inference(model, path, sample_inputs=xs,
+                                            measure_latency=False,
+                                            compare_dense=False)
+    assert report.max_abs_err <= report.tolerance
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read(), report.op_resolver)
+    shapes = [tuple(d["shape"][1:]) for d in interp.get_input_details()]
+    order = [shapes.index((x.shape[1],)) for x in xs]
+    feed = [None, None]
+    for x, k in zip(xs, order):
+        feed[k] = x
+    out = run_batch1(interp, feed)[0]
+    np.testing.assert_allclose(out, np.asarray(model(xs)), rtol=1e-4,
+                               atol=1e-5)
