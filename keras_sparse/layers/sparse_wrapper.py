@@ -165,6 +165,10 @@ class SparseWrapper(keras.layers.Wrapper):
                 dtype="float32",
                 initializer="ones",
                 trainable=False,
+                # Under tf.distribute a replica-context assign with the
+                # default aggregation ("none") lets replicas' masks diverge
+                # silently; "only_first_replica" broadcasts replica 0's mask.
+                aggregation="only_first_replica",
             )
             if self.structure == "unstructured" or self.sparsity_of(name) == 0.0:
                 initial = mask_math.random_mask(

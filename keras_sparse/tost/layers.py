@@ -44,7 +44,7 @@ class GhostGate(keras.layers.Layer):
             )
         self.alpha = self.add_weight(
             name="alpha", shape=(), initializer=keras.initializers.Constant(self.alpha_init),
-            trainable=False)
+            trainable=False, aggregation="only_first_replica")  # same gate on every replica
 
     def call(self, inputs):
         main, ghost = inputs
