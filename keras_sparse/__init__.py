@@ -10,7 +10,20 @@ Public API:
     - `keras_sparse.allocation`, `keras_sparse.masks`: the underlying math.
 """
 
-from keras_sparse import allocation, callbacks, datasets, layers, lottery, masks, models, pruning, tost
+from keras_sparse import (
+    algorithms,
+    allocation,
+    callbacks,
+    datasets,
+    diagnostics,
+    layers,
+    lottery,
+    masks,
+    models,
+    pruning,
+    schedules,
+    tost,
+)
 from keras_sparse.report import SparsityReport, sparsity_report, summary
 from keras_sparse.sparsify import sparse_wrappers, sparsify, strip
 from keras_sparse.version import __version__
@@ -18,14 +31,17 @@ from keras_sparse.version import __version__
 __all__ = [
     "SparsityReport",
     "__version__",
+    "algorithms",
     "allocation",
     "callbacks",
     "datasets",
+    "diagnostics",
     "layers",
     "lottery",
     "masks",
     "models",
     "pruning",
+    "schedules",
     "sparse_wrappers",
     "sparsify",
     "sparsity_report",

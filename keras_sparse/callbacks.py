@@ -98,3 +98,182 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def get_config(self):
         return {"per_layer": self.per_layer}
+
+
+# ---------------------------------------------------------------------------
+# Dynamic sparse training callbacks.
+# ---------------------------------------------------------------------------
+
+from keras_sparse import algorithms as _algorithms  # noqa: E402
+from keras_sparse.gradients import GradientCapture  # noqa: E402
+
+__all__ += [
+    "DSR", "DeepR", "DynamicSparseTraining", "GMP", "GraNet", "GraNetST",
+    "MEST", "NeurRev", "RigL", "SET",
+]
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse")
+class DynamicSparseTraining(SparsityLogger):
+    """Runs a sparse-training algorithm (mask updater) during `model.fit`.
+
+    At the end of every batch it reads `model.optimizer.iterations`; when the
+    algorithm's schedule has an update step in the steps just run (works
+    with `steps_per_execution > 1` and after resuming), it lets the algorithm
+    update the masks, then logs `sparsity`, `drop_fraction`, `regrown`,
+    `itop_rate` (and `awakened` for NeurRev); with `per_layer=True` also
+    `<figure>/<layer>/<weight>`. Put it before `keras.callbacks.TensorBoard`
+    to see these in TensorBoard.
+
+    Dense gradients for grow criteria are the ones of the user's own training
+    step at the update step, captured inside `optimizer.apply` (see
+    `keras_sparse.gradients`): no extra data and no extra pass.
+
+    Args:
+        algorithm: an `keras_sparse.algorithms.Updater`, name or config dict.
+        total_steps: total training steps, to resolve fractional start/stop
+            steps; default `epochs * steps_per_epoch` from `fit`.
+        per_layer: also log per-layer figures.
+
+    Raises:
+        ValueError: at `on_train_begin`, before any mask changes: model not
+            sparsified, stop step beyond training, unknown training length,
+            structure incompatible with a weight, method-specific problems.
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.9, seed=0)
+    >>> sparse.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss)
+    >>> sparse.fit(x, y, epochs=10, callbacks=[
+    ...     keras_sparse.callbacks.DynamicSparseTraining("rigl")])
+    """
+
+    def __init__(self, algorithm="rigl", total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(per_layer=per_layer)
+        self.algorithm = _algorithms.get(algorithm)
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
+        ):
+            raise ValueError(f"`total_steps` must be an int >= 1 or None. Received: {total_steps!r}.")
+        self.total_steps = total_steps
+        self._capture = None
+        self._targets = []
+        self._last_seen = 0
+        self._dst_logs: dict[str, float] = {}
+
+    def _iterations(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _resolve_total(self) -> int | None:
+        if self.total_steps is not None:
+            return self.total_steps
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if epochs and steps:
+            return int(epochs) * int(steps)
+        return None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # raises if the model is not sparsified
+        total = self._resolve_total()
+        if total is None and any(isinstance(v, float) for v in (self.algorithm.start_step, self.algorithm.stop_step)):
+            raise ValueError(
+                "The number of training steps is unknown (dataset of unknown "
+                "length), so fractional start/stop steps cannot be resolved. "
+                "Pass `total_steps=` to the callback or `steps_per_epoch=` to fit."
+            )
+        self._targets = [
+            _algorithms.Target(f"{w.name}/{name}", weight, mask, w.sparsity_of(name))
+            for w in self.wrappers
+            for name, weight, mask in w.masked_weights
+        ]
+        self.algorithm.setup(self._targets, total)
+        self._total = total
+        self._last_seen = self._iterations()
+        if self.algorithm.needs_gradients:
+            self._capture = GradientCapture(
+                self.model, [t.weight for t in self._targets], self.algorithm.update_interval
+            )
+            self._capture.install()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._iterations()
+        t = self.algorithm.schedule.last_update_in(self._last_seen, step, self._total)
+        self._last_seen = step
+        if t is not None:
+            grads = self._capture.gradients(t) if self._capture is not None else None
+            stats = self.algorithm.update(t, self._targets, grads, self.model.optimizer)
+            self.refresh_sparsity()
+            self._dst_logs = self._summarize(stats)
+        super().on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if self._capture is not None:
+            self._capture.uninstall()
+            self._capture = None
+
+    def _summarize(self, stats):
+        out = {}
+        if not stats:
+            return out
+        sizes = {t.key: int(np.prod(t.mask.shape)) for t in self._targets}
+        total = sum(sizes.values())
+        out["drop_fraction"] = float(np.mean([s["drop_fraction"] for s in stats.values()]))
+        out["regrown"] = float(sum(s["regrown"] for s in stats.values()))
+        out["itop_rate"] = float(sum(s["itop_rate"] * sizes[k] for k, s in stats.items()) / total)
+        if any("awakened" in s for s in stats.values()):
+            out["awakened"] = float(sum(s.get("awakened", 0.0) for s in stats.values()))
+        if self.per_layer:
+            for key, s in stats.items():
+                for name in ("drop_fraction", "regrown", "itop_rate", "awakened"):
+                    if name in s:
+                        out[f"{name}/{key}"] = float(s[name])
+        return out
+
+    def extra_logs(self):
+        return dict(self._dst_logs)
+
+    def get_config(self):
+        return {
+            "algorithm": {"class_name": type(self.algorithm).__name__, "config": self.algorithm.get_config()},
+            "total_steps": self.total_steps,
+            "per_layer": self.per_layer,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _named(algorithm_cls, doc_name):
+    class Named(DynamicSparseTraining):
+        __doc__ = (
+            f"`model.fit` callback running `keras_sparse.algorithms.{algorithm_cls.__name__}`.\n\n"
+            "    Args:\n"
+            "        total_steps: see `DynamicSparseTraining`.\n"
+            "        per_layer: also log per-layer figures.\n"
+            f"        **kwargs: arguments of `keras_sparse.algorithms.{algorithm_cls.__name__}`.\n\n"
+            "    Example:\n\n"
+            f"    >>> model.fit(x, y, callbacks=[keras_sparse.callbacks.{doc_name}(seed=0)])\n"
+        )
+
+        def __init__(self, total_steps=None, per_layer=False, **kwargs):
+            super().__init__(algorithm_cls(**kwargs), total_steps=total_steps, per_layer=per_layer)
+
+        def get_config(self):
+            return {"total_steps": self.total_steps, "per_layer": self.per_layer,
+                    **self.algorithm.get_config()}
+
+    Named.__name__ = Named.__qualname__ = doc_name
+    return keras.saving.register_keras_serializable(package="keras_sparse", name=doc_name)(Named)
+
+
+SET = _named(_algorithms.SET, "SET")
+RigL = _named(_algorithms.RigL, "RigL")
+MEST = _named(_algorithms.MEST, "MEST")
+NeurRev = _named(_algorithms.NeurRev, "NeurRev")
+DSR = _named(_algorithms.DSR, "DSR")
+DeepR = _named(_algorithms.DeepR, "DeepR")
+GMP = _named(_algorithms.GMP, "GMP")
+GraNet = _named(_algorithms.GraNet, "GraNet")
+GraNetST = _named(_algorithms.GraNetST, "GraNetST")

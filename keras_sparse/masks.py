@@ -15,7 +15,17 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
+    "STRUCTURES",
+    "capacity",
+    "search_and_awake",
+    "from_blocks",
+    "global_drop_counts",
+    "group_size",
     "num_active",
+    "prune_and_grow",
+    "structured_random_mask",
+    "to_blocks",
+    "validate_structure",
     "random_mask",
     "seed_for",
     "topk_mask",
@@ -124,3 +134,302 @@ def topk_mask(scores: np.ndarray, k: int) -> np.ndarray:
         # Stable sort on -scores keeps the lowest index among equal scores.
         mask[np.argsort(-flat, kind="stable")[:k]] = 1.0
     return mask.reshape(np.shape(scores))
+
+
+# ---------------------------------------------------------------------------
+# Structured masks and prune-and-grow (shared by every sparse-training
+# algorithm in `keras_sparse.algorithms`).
+# ---------------------------------------------------------------------------
+
+STRUCTURES = ("unstructured", "block", "n:m")
+"""Accepted `structure` values.
+
+- `"unstructured"`: any entry may be active.
+- `"block"`: 1x4 blocks along the input dimension (axis -2 of a Dense
+  `(in, out)` kernel, input channels of a Conv kernel) are all active or all
+  pruned, as in TFLite's sparse FULLY_CONNECTED kernels.
+- `"n:m"`: at most 2 of every 4 consecutive entries along axis -2 are active
+  (NVIDIA 2:4 pattern), which needs a sparsity of at least 0.5.
+"""
+
+GROUP = 4  # Block length and M of N:M, along axis -2.
+N_OF_M = 2
+
+
+def validate_structure(structure: str, shape: Sequence[int] | None = None,
+                       sparsity: float | None = None, what: str = "weight") -> str:
+    """Checks `structure` (and that a weight of `shape` can have it).
+
+    Args:
+        structure: one of `STRUCTURES`.
+        shape: optional weight shape to check against.
+        sparsity: optional sparsity to check against (`"n:m"` needs >= 0.5).
+        what: name of the weight, for messages.
+
+    Returns:
+        The structure string.
+
+    Raises:
+        TypeError: `structure` is not a string.
+        ValueError: unknown structure, or incompatible shape/sparsity.
+    """
+    if not isinstance(structure, str):
+        raise TypeError(
+            f"`structure` must be one of {list(STRUCTURES)}. Received: "
+            f"{structure!r} of type {type(structure).__name__}."
+        )
+    if structure not in STRUCTURES:
+        raise ValueError(
+            f"`structure` must be one of {list(STRUCTURES)}. Received: {structure!r}."
+        )
+    if structure != "unstructured" and shape is not None:
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2 or shape[-2] % GROUP:
+            raise ValueError(
+                f"structure={structure!r} groups {GROUP} consecutive entries "
+                f"along axis -2 (the input dimension), so {what} needs rank >= 2 "
+                f"and shape[-2] divisible by {GROUP}. Received shape {shape}. "
+                "Use structure='unstructured' for this weight or keep the "
+                "layer dense."
+            )
+    if structure == "n:m" and sparsity is not None and sparsity < 1 - N_OF_M / GROUP:
+        raise ValueError(
+            f"structure='n:m' ({N_OF_M}:{GROUP}) keeps at most half of the "
+            f"entries, so {what} needs sparsity >= {1 - N_OF_M / GROUP}. "
+            f"Received sparsity={sparsity!r}."
+        )
+    return structure
+
+
+def _grouped(a: np.ndarray) -> np.ndarray:
+    """View (..., in, out) as (..., in // 4, 4, out)."""
+    shape = a.shape
+    return a.reshape(shape[:-2] + (shape[-2] // GROUP, GROUP, shape[-1]))
+
+
+def to_blocks(a: np.ndarray, reduce: str = "mean") -> np.ndarray:
+    """Reduces each 1x4 block along axis -2 to one value (`"mean"` or `"max"`)."""
+    g = _grouped(np.asarray(a))
+    return g.max(axis=-2) if reduce == "max" else g.mean(axis=-2)
+
+
+def from_blocks(a: np.ndarray) -> np.ndarray:
+    """Inverse of `to_blocks` for masks: repeats each block value 4 times."""
+    return np.repeat(a, GROUP, axis=-2)
+
+
+def group_size(structure: str) -> int:
+    """Entries per mask unit: 4 for `"block"`, else 1."""
+    return GROUP if structure == "block" else 1
+
+
+def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the `k` smallest finite-or-not `scores` (deterministic)."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= scores.size:
+        return np.arange(scores.size)
+    return np.argpartition(scores, k - 1)[:k]
+
+
+def _nm_capacity_filter(candidates: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Keeps (sets to -inf the rest) only the best candidates each 2:4 group can take."""
+    shape = candidates.shape
+    c = _grouped(candidates)
+    free = N_OF_M - _grouped(mask).sum(axis=-2, keepdims=True)
+    # Rank of each entry within its group, best candidate first (stable).
+    order = np.argsort(-c, axis=-2, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(GROUP).reshape((1,) * (c.ndim - 2) + (GROUP, 1)), axis=-2)
+    allowed = rank < free
+    return np.where(allowed, c, -np.inf).reshape(shape)
+
+
+def prune_and_grow(
+    mask: np.ndarray,
+    drop_scores: np.ndarray | None,
+    grow_scores: np.ndarray | None,
+    n_drop: int,
+    n_grow: int | None = None,
+    structure: str = "unstructured",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drops the `n_drop` lowest-scored active entries, grows the `n_grow` best inactive ones.
+
+    The one prune-and-grow of keras_sparse (jaxpruner's `update_mask`).
+    Growth may pick an entry dropped in the same call (RigL does); the caller
+    gives such entries a fresh zero value. With `n_grow == n_drop` the number
+    of active entries is conserved exactly.
+
+    Args:
+        mask: 0/1 array.
+        drop_scores: higher means keep; only active entries are considered.
+            May be None when `n_drop == 0`.
+        grow_scores: higher means grow first; entries with score -inf are
+            never grown. May be None when `n_grow == 0`.
+        n_drop: entries to drop (in entries; for `"block"` rounded down to a
+            multiple of 4). Clipped to the number of active entries.
+        n_grow: entries to grow; defaults to `n_drop`.
+        structure: one of `STRUCTURES` (see there).
+
+    Returns:
+        `(new_mask, grown)`: float32 0/1 arrays; `grown` marks entries chosen
+        in the grow phase.
+
+    Raises:
+        ValueError: if fewer than `n_grow` entries can be grown.
+    """
+    mask = np.asarray(mask, dtype=np.float32)
+    n_grow = n_drop if n_grow is None else n_grow
+    if structure == "block":
+        units = to_blocks(mask, "max")
+        ds = None if drop_scores is None else to_blocks(drop_scores)
+        gs = None if grow_scores is None else to_blocks(grow_scores)
+        new_u, grown_u = prune_and_grow(units, ds, gs, n_drop // GROUP, n_grow // GROUP)
+        return from_blocks(new_u), from_blocks(grown_u)
+    shape = mask.shape
+    flat = mask.reshape(-1).copy()
+    active = flat > 0
+    n_drop = min(int(n_drop), int(active.sum()))
+    if n_drop > 0:
+        d = np.where(active, np.asarray(drop_scores, dtype=np.float64).reshape(-1), np.inf)
+        flat[_smallest(d, n_drop)] = 0.0
+    grown = np.zeros_like(flat)
+    if n_grow > 0:
+        g = np.where(flat > 0, -np.inf, np.asarray(grow_scores, dtype=np.float64).reshape(-1))
+        if structure == "n:m":
+            g = _nm_capacity_filter(g.reshape(shape), flat.reshape(shape)).reshape(-1)
+        available = int(np.isfinite(g).sum() + (g == np.inf).sum())
+        if available < n_grow:
+            raise ValueError(
+                f"Cannot grow {n_grow} entries with structure={structure!r}: "
+                f"only {available} inactive entries are eligible (shape {shape})."
+            )
+        idx = _smallest(-g, n_grow)
+        grown[idx] = 1.0
+        flat[idx] = 1.0
+    return flat.reshape(shape), grown.reshape(shape)
+
+
+def structured_random_mask(
+    shape: Sequence[int], sparsity: float, rng: np.random.Generator,
+    structure: str = "unstructured",
+) -> np.ndarray:
+    """A random mask with the given structure (`random_mask` when unstructured).
+
+    Args:
+        shape: weight shape.
+        sparsity: fraction of zeros.
+        rng: source of randomness.
+        structure: one of `STRUCTURES`.
+
+    Returns:
+        A float32 0/1 array with `num_active(size, sparsity)` ones (for
+        `"block"`: that count rounded to whole blocks, at least one block).
+    """
+    validate_structure(structure, shape, sparsity)
+    if structure == "unstructured":
+        return random_mask(shape, sparsity, rng)
+    if structure == "block":
+        units_shape = tuple(shape[:-2]) + (shape[-2] // GROUP, shape[-1])
+        return from_blocks(random_mask(units_shape, sparsity, rng))
+    size = int(np.prod(shape, dtype=np.int64))
+    zeros = np.zeros(tuple(shape), np.float32)
+    mask, _ = prune_and_grow(zeros, None, rng.random(tuple(shape)), 0,
+                             num_active(size, sparsity), structure)
+    return mask
+
+
+def global_drop_counts(
+    masks: Sequence[np.ndarray], scores: Sequence[np.ndarray], n_drop: int,
+    structure: str = "unstructured",
+) -> list[int]:
+    """Splits a global drop budget over weights by one global score ranking.
+
+    The `n_drop` active entries with the lowest scores over all weights are
+    found (global magnitude pruning); the result says how many fall in each
+    weight. For `"block"`, blocks are ranked by mean score and counts are
+    multiples of 4.
+
+    Args:
+        masks: 0/1 arrays.
+        scores: arrays of the same shapes (higher means keep).
+        n_drop: total number of entries to drop.
+        structure: one of `STRUCTURES`.
+
+    Returns:
+        Per-weight drop counts summing to `n_drop` (block: rounded down).
+    """
+    k = group_size(structure)
+    flat = []
+    for m, s in zip(masks, scores):
+        if structure == "block":
+            m, s = to_blocks(m, "max"), to_blocks(s)
+        flat.append(np.where(np.asarray(m).reshape(-1) > 0,
+                             np.asarray(s, np.float64).reshape(-1), np.inf))
+    sizes = [f.size for f in flat]
+    allscores = np.concatenate(flat) if flat else np.zeros(0)
+    n_units = min(int(n_drop) // k, int(np.isfinite(allscores).sum()))
+    chosen = _smallest(allscores, n_units)
+    owner = np.searchsorted(np.cumsum(sizes), chosen, side="right")
+    counts = np.bincount(owner, minlength=len(sizes))
+    return [int(c) * k for c in counts]
+
+
+def search_and_awake(
+    mask: np.ndarray,
+    weights: np.ndarray,
+    delta: np.ndarray,
+    n_prune: int,
+    structure: str = "unstructured",
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """NeurRev's Search & Awake (Li et al. 2024, Algorithm 2).
+
+    Walks the active entries in ascending order of `delta` (the weight
+    change since the last update: weights that barely moved belong to
+    dormant neurons) and prunes the negative ones until `n_prune` are pruned.
+    If fewer than `n_prune` active entries are negative, the rest is pruned
+    by smallest magnitude among the remaining active entries, so the number
+    of active entries always drops by exactly `n_prune` (keras_sparse's
+    choice, to return exactly to the target sparsity).
+
+    Args:
+        mask: 0/1 array.
+        weights: current weight values.
+        delta: `|theta - theta*|`, same shape.
+        n_prune: entries to prune (for `"block"`: rounded down to blocks;
+            block sign and delta are block means).
+        structure: one of `STRUCTURES`.
+
+    Returns:
+        `(new_mask, pruned, n_negative)`: the mask, the 0/1 array of pruned
+        entries, and how many of them were negative (the "awakened" count).
+    """
+    mask = np.asarray(mask, np.float32)
+    if structure == "block":
+        new_u, pruned_u, neg = search_and_awake(
+            to_blocks(mask, "max"), to_blocks(weights), to_blocks(delta), n_prune // GROUP
+        )
+        return from_blocks(new_u), from_blocks(pruned_u), neg * GROUP
+    flat_m = mask.reshape(-1).copy()
+    w = np.asarray(weights, np.float64).reshape(-1)
+    d = np.asarray(delta, np.float64).reshape(-1)
+    active = flat_m > 0
+    n_prune = min(int(n_prune), int(active.sum()))
+    negative = np.flatnonzero(active & (w < 0))
+    order = negative[np.argsort(d[negative], kind="stable")]
+    chosen = order[:n_prune]
+    rest = n_prune - chosen.size
+    pruned = np.zeros_like(flat_m)
+    pruned[chosen] = 1.0
+    if rest > 0:
+        scores = np.where(active & (pruned == 0), np.abs(w), np.inf)
+        pruned[_smallest(scores, rest)] = 1.0
+    flat_m[pruned > 0] = 0.0
+    return flat_m.reshape(mask.shape), pruned.reshape(mask.shape), int(chosen.size)
+
+
+def capacity(mask: np.ndarray, structure: str = "unstructured") -> int:
+    """How many more entries `mask` can activate under `structure`."""
+    size = int(np.asarray(mask).size)
+    limit = size * N_OF_M // GROUP if structure == "n:m" else size
+    return max(0, limit - int(np.asarray(mask).sum()))

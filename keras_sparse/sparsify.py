@@ -126,6 +126,7 @@ def sparsify(
     erk_power_scale: float = 1.0,
     keep_dense: str | Sequence[str] | None = "auto",
     seed: int | None = None,
+    structure: str = "unstructured",
 ) -> keras.Model:
     """Returns a copy of `model` with its prunable layers wrapped and masked.
 
@@ -153,6 +154,10 @@ def sparsify(
             `None` keeps nothing dense.
         seed: seed of the random masks (`None`: random). The same seed gives
             the same masks.
+        structure: pattern of the initial masks, `"unstructured"`,
+            `"block"` (1x4 along the input dimension) or `"n:m"` (2:4); see
+            `keras_sparse.masks.STRUCTURES`. Every sparsified weight must fit
+            it (put the others in `keep_dense`).
 
     Returns:
         A new `keras.Model` whose global sparsity over the wrapped weights is
@@ -187,6 +192,15 @@ def sparsify(
             "`keras_sparse.layers.register_prunable_weights`."
         )
     plan = _plan(layers, sparsity, distribution, erk_power_scale, keep_dense)
+    mask_math.validate_structure(structure)
+    if structure != "unstructured":
+        for layer in layers:
+            for name, weight in get_prunable_weights(layer):
+                value = plan.get(id(layer), {}).get(name, 0.0)
+                if id(layer) in plan and value > 0.0:
+                    mask_math.validate_structure(
+                        structure, weight.shape, value, f"weight {layer.name}/{name}"
+                    )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     order = {id(layer): i for i, layer in enumerate(layers)}
@@ -197,7 +211,9 @@ def sparsify(
         weight_sparsity = plan[id(layer)]
         clone = layer.__class__.from_config(layer.get_config())
         layer_seed = int(mask_math.seed_for(seed, order[id(layer)]).integers(2**31))
-        return SparseWrapper(clone, sparsity=weight_sparsity, seed=layer_seed)
+        return SparseWrapper(
+            clone, sparsity=weight_sparsity, seed=layer_seed, structure=structure
+        )
 
     def copy_weights(old, wrapper):
         wrapper.layer.set_weights(old.get_weights())

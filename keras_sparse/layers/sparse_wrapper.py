@@ -85,6 +85,9 @@ class SparseWrapper(keras.layers.Wrapper):
             "pointwise_kernel": 0.9}`); weights not named are dense.
         seed: integer seed of the initial random masks. `None` draws one and
             stores it in the config, so clones draw the same masks.
+        structure: sparsity pattern of the initial masks, one of
+            `keras_sparse.masks.STRUCTURES`: `"unstructured"` (default),
+            `"block"` (1x4 along the input dimension) or `"n:m"` (2:4).
         **kwargs: base layer arguments (`name` defaults to the wrapped
             layer's name).
 
@@ -106,6 +109,7 @@ class SparseWrapper(keras.layers.Wrapper):
         layer: keras.layers.Layer,
         sparsity: float | Mapping[str, float] = 0.0,
         seed: int | None = None,
+        structure: str = "unstructured",
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -133,10 +137,12 @@ class SparseWrapper(keras.layers.Wrapper):
             seed = secrets.randbelow(2**31)
         elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise TypeError(f"`seed` must be a non-negative int or None. Received: {seed!r}.")
+        mask_math.validate_structure(structure)
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.sparsity = sparsity
         self.seed = int(seed)
+        self.structure = structure
         self._masked_weights: list[MaskedWeight] = []
 
     def build(self, input_shape=None):
@@ -160,13 +166,18 @@ class SparseWrapper(keras.layers.Wrapper):
                 initializer="ones",
                 trainable=False,
             )
-            mask.assign(
-                mask_math.random_mask(
+            if self.structure == "unstructured" or self.sparsity_of(name) == 0.0:
+                initial = mask_math.random_mask(
+                    weight.shape, self.sparsity_of(name), mask_math.seed_for(self.seed, index)
+                )
+            else:
+                initial = mask_math.structured_random_mask(
                     weight.shape,
                     self.sparsity_of(name),
                     mask_math.seed_for(self.seed, index),
+                    self.structure,
                 )
-            )
+            mask.assign(initial)
             inner = weight.constraint
             if isinstance(inner, MaskConstraint):  # re-built: keep user's one.
                 inner = inner.inner
@@ -206,4 +217,6 @@ class SparseWrapper(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config.update({"sparsity": self.sparsity, "seed": self.seed})
+        if self.structure != "unstructured":
+            config["structure"] = self.structure
         return config

@@ -1,0 +1,149 @@
+"""DST overhead: training step-time ratio vs dense, and mask-update latency.
+
+Run: PYTHONPATH=. python benchmarks/dst_overhead.py [--steps 200 --repeats 3]
+
+1. Step time: Model A (conv32-pool-conv64-pool-dense256-dense10) on random
+   28x28 batches of 128, 90% ERK, each method at its default update interval
+   (100 steps), versus the same dense model; fits alternated in one process,
+   median over repeats of the per-fit wall time divided by steps.
+2. Mask-update latency: `algorithm.update` on synthetic masked weights with
+   ResNet-20 conv shapes (~0.27M weights) and a 25M-weight stack (25 x
+   1000x1000), 90% sparse, dense gradients given (in training they come from
+   the captured step, at no cost). Median of repeats.
+Writes benchmarks/results/dst_overhead.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_sparse as ks  # noqa: E402
+from keras_sparse import algorithms as alg  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "results")
+
+
+def model_a():
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10),
+    ])
+
+
+def config(method):
+    return {"sparsity": 0.9} if method in ("gmp", "granet", "granet_st") else {}
+
+
+def start_sparsity(method):
+    return {"gmp": 0.0, "granet": 0.0, "granet_st": 0.5}.get(method, 0.9)
+
+
+def step_times(methods, steps, repeats):
+    rng = np.random.default_rng(0)
+    x = rng.random((128 * steps, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, 128 * steps)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def build(method):
+        keras.utils.set_random_seed(0)
+        m = model_a()
+        if method != "dense":
+            m = ks.sparsify(m, start_sparsity(method), seed=0)
+        m.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss)
+        m.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # trace/compile
+        return m
+
+    def timed(model, method):
+        cbs = []
+        if method != "dense":
+            cbs = [ks.callbacks.DynamicSparseTraining({"class_name": method, "config": config(method)},
+                                                      total_steps=steps)]
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=128, epochs=1, callbacks=cbs, verbose=0)
+        return (time.perf_counter() - t) / steps
+
+    results = {}
+    dense = build("dense")
+    for method in methods:
+        sparse = build(method)
+        d, s = [], []
+        for _ in range(repeats):
+            d.append(timed(dense, "dense"))
+            s.append(timed(sparse, method))
+        results[method] = {"dense_step_s": float(np.median(d)), "step_s": float(np.median(s)),
+                           "ratio": float(np.median(s) / np.median(d))}
+        print(f"step time {method:10s} ratio {results[method]['ratio']:.3f}", flush=True)
+    return results
+
+
+def resnet20_shapes():
+    shapes = [(3, 3, 3, 16)] + [(3, 3, 16, 16)] * 6 + [(3, 3, 16, 32)] + [(3, 3, 32, 32)] * 5
+    shapes += [(3, 3, 32, 64)] + [(3, 3, 64, 64)] * 5 + [(64, 10)]
+    return shapes
+
+
+def update_latency(methods, shapes, repeats):
+    rng = np.random.default_rng(0)
+    out = {}
+    for method in methods:
+        s0 = start_sparsity(method)
+        ts, grads = [], []
+        for i, shape in enumerate(shapes):
+            m = ks.masks.random_mask(shape, max(s0, 0.0), rng)
+            w = (rng.standard_normal(shape).astype("float32") * m)
+            ts.append(alg.Target(f"w{i}/kernel", keras.Variable(w), keras.Variable(m), s0))
+            grads.append(rng.standard_normal(shape).astype("float32"))
+        a = alg.get({"class_name": method, "config": config(method)})
+        a.setup(ts, 10_000)
+        times = []
+        for r in range(repeats):
+            t = time.perf_counter()
+            a.update(100 * (r + 1), ts, grads)
+            times.append(time.perf_counter() - t)
+        out[method] = float(np.median(times))
+        print(f"update latency {method:10s} {out[method]:.3f}s ({sum(int(np.prod(s)) for s in shapes):,} weights)", flush=True)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--methods", default=",".join(alg.registered_names()))
+    p.add_argument("--skip-step-time", action="store_true")
+    args = p.parse_args()
+    methods = args.methods.split(",")
+    res = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+           "keras": keras.__version__, "steps": args.steps, "repeats": args.repeats}
+    if not args.skip_step_time:
+        res["step_time"] = step_times(methods, args.steps, args.repeats)
+    res["update_latency_resnet20_s"] = update_latency(methods, resnet20_shapes(), args.repeats)
+    res["update_latency_25m_s"] = update_latency(methods, [(1000, 1000)] * 25, args.repeats)
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "dst_overhead.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    lines = [f"# DST overhead ({res['machine']}, {res['date']}, keras {res['keras']})", "",
+             "| method | step-time ratio vs dense | update latency ResNet-20 (s) | update latency 25M (s) |",
+             "|---|---|---|---|"]
+    for m in methods:
+        ratio = res.get("step_time", {}).get(m, {}).get("ratio")
+        lines.append(f"| {m} | {'n/a' if ratio is None else f'{ratio:.3f}'} | "
+                     f"{res['update_latency_resnet20_s'][m]:.3f} | {res['update_latency_25m_s'][m]:.3f} |")
+    with open(os.path.join(OUT, "dst_overhead.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Sparse-to-sparse dynamic sparse training: SET, RigL, MEST+EM, NeurRev, DSR, Deep-R."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_sparse import masks as mask_math
+from keras_sparse.algorithms.base import Updater, register
+from keras_sparse.schedules import validate_fraction
+
+__all__ = ["DSR", "DeepR", "MEST", "NeurRev", "RigL", "SET"]
+
+
+@register("set")
+class SET(Updater):
+    """Sparse Evolutionary Training: drop smallest magnitudes, grow at random.
+
+    Uses RigL's schedule defaults (every 100 steps, drop fraction 0.3 cosine
+    decayed, stop at 75% of training) so methods compare on equal terms.
+    See `Updater` for the arguments.
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.9, seed=0)
+    >>> sparse.fit(x, y, callbacks=[keras_sparse.callbacks.SET(seed=0)])
+
+    Reference:
+        Mocanu et al., "Scalable training of artificial neural networks with
+        adaptive sparse connectivity inspired by network science", Nature
+        Communications 2018.
+    """
+
+
+@register("rigl")
+class RigL(SET):
+    """RigL: SET with growth by dense-gradient magnitude.
+
+    Dense gradients come from the user's own training step (see
+    `keras_sparse.gradients`). The callback also logs the ITOP rate
+    (fraction of weights ever active, Liu et al. 2021). Arguments as
+    `Updater`; defaults are google-research/rigl's.
+
+    Reference:
+        Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+    """
+
+    needs_gradients = True
+
+    def grow_scores(self, index, weight, mask, grad, rng):
+        return np.abs(grad)
+
+
+@register("mest")
+class MEST(Updater):
+    """MEST with Elastic Mutation: drop by |W| + lambda |grad W|, grow at random.
+
+    Elastic Mutation (EM) decays the mutation ratio (drop fraction) in stages
+    (default: halved at 50% and 75% of the update span). keras_sparse does not
+    implement MEST's soft memory bound (the "&S" variant that temporarily
+    exceeds the non-zero budget); non-zeros are conserved exactly per layer.
+
+    Args:
+        gradient_weight: lambda in the removal score (default 1.0; MEST's
+            reference scripts expose it as a flag).
+        drop_fraction: initial mutation ratio (default 0.3).
+        drop_fraction_decay: default `"stagewise"`.
+        **kwargs: other `Updater` arguments.
+
+    Reference:
+        Yuan et al., "MEST: Accurate and Fast Memory-Economic Sparse Training
+        Framework on the Edge", NeurIPS 2021.
+    """
+
+    def __init__(self, gradient_weight: float = 1.0, drop_fraction: float = 0.3,
+                 drop_fraction_decay: str = "stagewise", **kwargs):
+        if isinstance(gradient_weight, bool) or not isinstance(gradient_weight, (int, float)) or gradient_weight < 0:
+            raise ValueError(f"`gradient_weight` must be a float >= 0. Received: {gradient_weight!r}.")
+        super().__init__(drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, **kwargs)
+        self.gradient_weight = float(gradient_weight)
+        self.needs_gradients = self.gradient_weight > 0
+
+    def drop_scores(self, index, weight, mask, grad):
+        if self.gradient_weight == 0:
+            return np.abs(weight)
+        return np.abs(weight) + self.gradient_weight * np.abs(grad)
+
+    def get_config(self):
+        return {**super().get_config(), "gradient_weight": self.gradient_weight}
+
+
+@register("neurrev")
+class NeurRev(RigL):
+    """NeurRev: RigL plus Search & Awake of dormant neurons.
+
+    Every update (Li et al. 2024, Algorithm 1): `delta = |theta - theta*|`
+    (change since the previous update); prune-and-grow to the relaxed
+    sparsity `s - p` (drop `f * n_active` by magnitude, grow `f * n_active +
+    p * size` by gradient); then Search & Awake (Algorithm 2,
+    `keras_sparse.masks.search_and_awake`) prunes `p * size` active negative
+    weights in ascending `delta` order, back to sparsity `s`; finally
+    `theta* = theta`.
+
+    Defaults (the paper publishes no code): RigL's schedule (every 100 steps,
+    drop fraction 0.3 cosine, stop at 75%) so NeurRev differs from RigL only
+    by Search & Awake, and `p = 0.1 * (1 - s)` per weight, i.e. 10% of each
+    layer's non-zero budget is relaxed and re-pruned. A small `p` keeps
+    enough negative weights available at 98% sparsity (about half the
+    active weights are negative). Logged as `awakened`: weights pruned by
+    Search & Awake that were negative.
+
+    Args:
+        p: relaxation as a fraction of each weight's size (absolute), or None
+            for `min(0.1 * (1 - s), s)` per weight (0 for a dense weight). `s - p` must be >= 0.
+        **kwargs: `Updater` arguments.
+
+    Raises:
+        ValueError: `p` outside (0, 1), or `s - p < 0` for some weight (at
+            `on_train_begin`).
+
+    Reference:
+        Li et al., "NeurRev: Train Better Sparse Neural Network Practically
+        via Neuron Revitalization", ICLR 2024.
+    """
+
+    def __init__(self, p: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.p = None if p is None else validate_fraction(p, "p")
+        self._reference: list[np.ndarray] = []
+        self._relax: list[int] = []
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+    def setup(self, targets, total_steps):
+        super().setup(targets, total_steps)
+        self._relax = []
+        unit = mask_math.group_size(self.structure)
+        for t in targets:
+            mask = keras.ops.convert_to_numpy(t.mask)
+            s = 1.0 - float(mask.mean())
+            # Default: 10% of the non-zero budget, never more than s (dense layers: 0).
+            p = min(0.1 * (1.0 - s), s) if self.p is None else self.p
+            if s - p < -1e-9:
+                raise ValueError(
+                    f"NeurRev's relaxed sparsity s - p must be >= 0, but weight "
+                    f"{t.key!r} has s={s:.4f} and p={p}. Accepted: p <= {s:.4f} "
+                    "(or p=None for 0.1 * (1 - s))."
+                )
+            n = int(round(p * mask.size)) // unit * unit
+            # The relaxed mask must fit the structure (2:4 caps density at 0.5).
+            cap = mask_math.capacity(mask, self.structure)
+            self._relax.append(min(n, cap))
+        self._reference = [keras.ops.convert_to_numpy(t.weight).copy() for t in targets]
+
+    def before_update(self, step, weights, masks, grads):
+        self._delta = [np.abs(w - r) for w, r in zip(weights, self._reference)]
+
+    def counts(self, step, weights, masks, grads):
+        base = super().counts(step, weights, masks, grads)
+        out = []
+        for (n_drop, n_grow), m, relax in zip(base, masks, self._relax):
+            free = mask_math.capacity(m, self.structure)
+            out.append((n_drop, min(n_grow + relax, free + n_drop)))
+        return out
+
+    def after_prune_and_grow(self, index, step, weight, mask, grown, grad):
+        # Back from the relaxed sparsity s - p to s: as many active as before.
+        n_prune = int(mask.sum()) - int(round(self._active_before[index]))
+        new_mask, pruned, negative = mask_math.search_and_awake(
+            mask, weight, self._delta[index], n_prune, self.structure
+        )
+        weight = weight * new_mask
+        self._reference[index] = weight.copy()
+        return weight, new_mask, {"awakened": float(negative)}
+
+    def update(self, step, targets, grads=None, optimizer=None):
+        self._active_before = [float(keras.ops.convert_to_numpy(keras.ops.sum(t.mask))) for t in targets]
+        return super().update(step, targets, grads, optimizer)
+
+
+@register("dsr")
+class DSR(Updater):
+    """Dynamic Sparse Reparameterization: adaptive global threshold, reallocation.
+
+    Every update: prune every active weight with `|w| < H` (one global
+    threshold for all layers); if the number pruned `K` is below
+    `(1 - tolerance) * target` double `H`, above `(1 + tolerance) * target`
+    halve it (`target = drop_fraction * n_active`, the paper's N_p); regrow
+    `K` weights at random, allocated across layers in proportion to each
+    layer's surviving non-zeros. The *total* number of non-zeros is
+    conserved exactly; per-layer counts move by design (reallocation).
+
+    Args:
+        initial_threshold: H at the first update (paper: 0.001).
+        tolerance: delta in the threshold rule (paper: 0.1).
+        drop_fraction: target fraction pruned per update (default 0.3),
+            constant by default.
+        **kwargs: `Updater` arguments.
+
+    Reference:
+        Mostafa and Wang, "Parameter Efficient Training of Deep Convolutional
+        Neural Networks by Dynamic Sparse Reparameterization", ICML 2019.
+    """
+
+    def __init__(self, initial_threshold: float = 1e-3, tolerance: float = 0.1,
+                 drop_fraction: float = 0.3, drop_fraction_decay: str = "constant", **kwargs):
+        if not isinstance(initial_threshold, (int, float)) or initial_threshold <= 0:
+            raise ValueError(f"`initial_threshold` must be a float > 0. Received: {initial_threshold!r}.")
+        super().__init__(drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, **kwargs)
+        self.initial_threshold = float(initial_threshold)
+        self.tolerance = validate_fraction(tolerance, "tolerance")
+        self.threshold = self.initial_threshold
+
+    def get_config(self):
+        return {**super().get_config(), "initial_threshold": self.initial_threshold,
+                "tolerance": self.tolerance}
+
+    def setup(self, targets, total_steps):
+        super().setup(targets, total_steps)
+        self.threshold = self.initial_threshold
+
+    def counts(self, step, weights, masks, grads):
+        unit = mask_math.group_size(self.structure)
+        drops = []
+        for w, m in zip(weights, masks):
+            mag = mask_math.to_blocks(np.abs(w)) if self.structure == "block" else np.abs(w)
+            am = mask_math.to_blocks(m, "max") if self.structure == "block" else m
+            n = int(((am > 0) & (mag < self.threshold)).sum()) * unit
+            drops.append(min(n, int(m.sum()) - unit))  # never empty a layer
+        drops = [max(0, d) for d in drops]
+        total = sum(drops)
+        target = self.drop_fraction_at(step) * sum(float(m.sum()) for m in masks)
+        if total < (1 - self.tolerance) * target:
+            self.threshold *= 2.0
+        elif total > (1 + self.tolerance) * target:
+            self.threshold /= 2.0
+        survivors = np.array([float(m.sum()) - d for m, d in zip(masks, drops)])
+        room = np.array([mask_math.capacity(m, self.structure) + d for m, d in zip(masks, drops)], float)
+        grows = _proportional(total // unit, survivors, room // unit) * unit
+        return list(zip(drops, [int(g) for g in grows]))
+
+
+def _proportional(n: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Splits integer `n` proportionally to `weights` under per-entry caps (largest remainder)."""
+    out = np.zeros(len(weights), dtype=np.int64)
+    left = int(n)
+    open_ = caps > 0
+    while left > 0 and open_.any():
+        w = np.where(open_, weights + 1e-12, 0.0)
+        share = w / w.sum() * left
+        base = np.minimum(np.floor(share).astype(np.int64), (caps - out).astype(np.int64))
+        rem = left - int(base.sum())
+        out += base
+        if rem > 0:
+            frac = np.where(open_ & (out < caps), share - np.floor(share), -1.0)
+            for j in np.argsort(-frac, kind="stable")[:rem]:
+                if frac[j] >= 0 and out[j] < caps[j]:
+                    out[j] += 1
+        left = int(n) - int(out.sum())
+        open_ = out < caps
+        if base.sum() == 0 and rem == left:  # no progress possible
+            break
+    return out
+
+
+@register("deep_r")
+class DeepR(SET):
+    """Deep-R (zero-temperature variant): rewire connections whose sign flipped.
+
+    In Deep-R each connection has a fixed sign; it turns dormant when its
+    parameter crosses zero, and as many dormant connections are activated at
+    random, conserving the count. keras_sparse checks sign flips at each
+    update (every `update_interval` steps, default 100, against the signs at
+    the previous update) rather than every step, grows at random with zero
+    init, and leaves Deep-R's L1 term to the layer's `kernel_regularizer`.
+    With `temperature > 0` it adds the soft-Deep-R Langevin noise
+    `sqrt(2 * lr * T * interval) * N(0, 1)` to active weights at updates (an
+    approximation of per-step noise). Documented simplification of
+    soft-DEEP-R; `drop_fraction` is unused.
+
+    Args:
+        temperature: T (default 0: no noise).
+        **kwargs: `Updater` schedule/structure/seed arguments.
+
+    Reference:
+        Bellec et al., "Deep Rewiring: Training very sparse deep networks",
+        ICLR 2018.
+    """
+
+    def __init__(self, temperature: float = 0.0, **kwargs):
+        if not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ValueError(f"`temperature` must be a float >= 0. Received: {temperature!r}.")
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+        self._signs: list[np.ndarray] = []
+        self.learning_rate = 0.0
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+    def setup(self, targets, total_steps):
+        super().setup(targets, total_steps)
+        self._signs = [np.sign(keras.ops.convert_to_numpy(t.weight)) for t in targets]
+
+    def counts(self, step, weights, masks, grads):
+        out = []
+        self._flipped = []
+        for w, m, ref in zip(weights, masks, self._signs):
+            flipped = (m > 0) & (ref != 0) & (np.sign(w) == -ref)
+            self._flipped.append(flipped)
+            n = int(flipped.sum())
+            if self.structure == "block":
+                n = int((mask_math.to_blocks(flipped.astype(np.float32), "max") > 0).sum()) * mask_math.GROUP
+            out.append((n, n))
+        return out
+
+    def drop_scores(self, index, weight, mask, grad):
+        # Flipped connections first (score -1), then by magnitude.
+        return np.where(self._flipped[index], -1.0, np.abs(weight))
+
+    def update(self, step, targets, grads=None, optimizer=None):
+        if optimizer is not None and self.temperature > 0:
+            lr = getattr(optimizer, "learning_rate", 0.0)
+            self.learning_rate = float(keras.ops.convert_to_numpy(lr))
+        return super().update(step, targets, grads, optimizer)
+
+    def after_prune_and_grow(self, index, step, weight, mask, grown, grad):
+        if self.temperature > 0 and self.learning_rate > 0:
+            rng = mask_math.seed_for(self.seed, step, index, 1)
+            sigma = np.sqrt(2.0 * self.learning_rate * self.temperature * self.update_interval)
+            weight = weight + sigma * rng.standard_normal(weight.shape) * mask * (1 - grown)
+        self._signs[index] = np.sign(weight)
+        return weight, mask, {}

@@ -1,0 +1,125 @@
+"""Dense gradients of the training loss for grow criteria, at zero extra cost.
+
+Design choice. Keras callbacks never see the batch, and the training step is
+compiled (XLA by default), so capturing the batch itself needs variables of
+unknown shape, which XLA rejects. Instead, the gradients the training step
+already computes are captured: the gradient of the loss w.r.t. a masked
+kernel is dense (the mask acts through exact zeros in the kernel, enforced by
+a constraint after each update, not by a multiplication in the forward
+pass). `GradientCapture.install()` wraps `optimizer.apply` (the public method
+`train_step` reaches through `apply_gradients`) of the model's optimizer and
+forces `model.make_train_function(force=True)`, so the next trace copies the
+gradients of the masked weights into non-trainable buffers, but only on the
+step just before a scheduled mask update (`tf.cond` on
+`optimizer.iterations`, XLA-friendly, no copy on other steps). No extra
+forward/backward pass and no second copy of the data are needed: the
+gradient is that of the user's own training batch at the update step, as in
+RigL. `uninstall()` restores the optimizer and retraces.
+
+Caveat: with `steps_per_execution = k > interval`, several update steps fall in
+one execution; the callback performs one update, with the gradient of the
+last of them.
+
+TensorFlow is imported here because this is gradient capture Keras does not
+expose (see STYLE.md §1).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["GradientCapture"]
+
+
+class GradientCapture:
+    """Captures dense gradients of given variables on chosen optimizer steps.
+
+    Args:
+        model: a compiled Keras model.
+        variables: the variables whose gradients to keep (masked weights).
+        interval: capture on the step that brings `optimizer.iterations` to a
+            multiple of `interval`.
+    """
+
+    def __init__(self, model: keras.Model, variables, interval: int):
+        self.model = model
+        self.variables = list(variables)
+        self.interval = int(interval)
+        self._keys = {id(v): i for i, v in enumerate(self.variables)}
+        self.buffers = [
+            keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="dense_grad")
+            for v in self.variables
+        ]
+        self.captured_step = keras.Variable(-1, dtype="int64", trainable=False, name="grad_step")
+        self._installed = False
+
+    def install(self) -> None:
+        """Wraps `optimizer.apply` and forces the training function to retrace."""
+        optimizer = self.model.optimizer
+        if optimizer is None:
+            raise ValueError("The model must be compiled with an optimizer before training.")
+        if "apply" in vars(optimizer):
+            # Another capture is installed (e.g. a second DST callback).
+            raise ValueError(
+                "The model's optimizer already has a gradient capture installed: "
+                "use one keras_sparse dynamic sparse training callback per fit."
+            )
+        original = optimizer.apply
+        capture = self
+
+        def apply(grads, trainable_variables=None):
+            if trainable_variables is not None:
+                capture._record(optimizer, grads, trainable_variables)
+            return original(grads, trainable_variables)
+
+        optimizer.apply = apply
+        self._installed = True
+        self.model.make_train_function(force=True)
+
+    def uninstall(self) -> None:
+        """Restores the optimizer's own `apply` and retraces."""
+        if self._installed:
+            optimizer = self.model.optimizer
+            vars(optimizer).pop("apply", None)
+            self._installed = False
+            self.model.make_train_function(force=True)
+
+    def _record(self, optimizer, grads, trainable_variables) -> None:
+        pairs = []
+        for g, v in zip(grads, trainable_variables):
+            i = self._keys.get(id(v))
+            if i is not None and g is not None:
+                pairs.append((i, g))
+        if not pairs:
+            return
+        step = tf.cast(optimizer.iterations, tf.int64) + 1
+
+        def assign():
+            for i, g in pairs:
+                g = tf.convert_to_tensor(g)  # IndexedSlices (Embedding) to dense
+                self.buffers[i].assign(tf.cast(g, self.buffers[i].dtype))
+            self.captured_step.assign(step)
+            return tf.constant(True)
+
+        tf.cond(tf.equal(step % self.interval, 0), assign, lambda: tf.constant(False))
+
+    def gradients(self, step: int) -> list[np.ndarray]:
+        """The captured gradients for update step `step`, as NumPy arrays.
+
+        Raises:
+            RuntimeError: nothing was captured on that step (the training
+                step does not call `optimizer.apply`/`apply_gradients` with
+                the variables, e.g. a custom `train_step`).
+        """
+        captured = int(keras.ops.convert_to_numpy(self.captured_step))
+        if captured != step:
+            raise RuntimeError(
+                f"No dense gradient was captured for update step {step} (last "
+                f"capture: step {captured}). keras_sparse captures gradients in "
+                "`optimizer.apply`; a custom `train_step` must call "
+                "`self.optimizer.apply_gradients(zip(grads, weights))` (or "
+                "`apply`) with the masked weights."
+            )
+        return [keras.ops.convert_to_numpy(b) for b in self.buffers]
