@@ -52,7 +52,7 @@ from benchmarks.harness import BenchData, Budget, register, train  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("small_cnn", "resnet20")
 DISTRIBUTIONS = ("uniform", "erk")
-QUICK_METHODS = ("dense", "static", "random_pai", "snip", "grasp", "synflow", "snip_tost",
+QUICK_METHODS = ("dense", "static", "snip", "snip_tost", "synflow", "rigl", "neurrev",
                  "tfmot")
 QUICK_TRAIN_SIZE = 10_000
 
@@ -183,38 +183,60 @@ def _lth(model, sparsity, distribution, data, budget, seed):
 LTH_DISTRIBUTIONS = ("global",)
 
 
-# -- DST methods: one entry each, filled in when keras_sparse.algorithms lands.
+# -- DST and gradual methods (keras_sparse.algorithms + callbacks).
 
 def _dst_available() -> str | None:
-    if importlib.util.find_spec("keras_sparse.algorithms") is None:
-        return "keras_sparse.algorithms not merged yet"
+    import keras_sparse
+
+    if not (Path(keras_sparse.__file__).parent / "algorithms").is_dir():
+        return "keras_sparse.algorithms not in this checkout"
     return None
 
 
-def dst_callback(name: str, data: BenchData, budget: Budget, seed: int):
-    """THE place to adapt to the DST branch's API once it is merged."""
-    from keras_sparse import algorithms, callbacks  # noqa: F401
-
-    algorithm = algorithms.get(name)
-    total_steps = budget.steps(len(data.x_train))
-    factory = getattr(callbacks, "MaskUpdateCallback", None) or getattr(callbacks, "DSTCallback")
-    return factory(algorithm, end_step=int(0.75 * total_steps), seed=seed)
+def update_interval(budget: Budget, n_train: int) -> int:
+    """RigL's 100 steps, shrunk so short (quick) budgets still get ~20 updates."""
+    return int(min(100, max(1, budget.steps(n_train) // 20)))
 
 
-def _register_dst(name: str, label: str):
-    @register(name, label=label, kind="dst", available=_dst_available)
-    def _dst(model, sparsity, distribution, data, budget, seed):
-        import keras_sparse as ks
+def _history_extras(model) -> dict[str, Any]:
+    hist = getattr(getattr(model, "history", None), "history", {}) or {}
+    return {f"final_{k}": float(v[-1]) for k, v in hist.items()
+            if k in ("itop_rate", "awakened", "regrown", "drop_fraction") and v}
 
+
+def train_dst(name: str, model, sparsity, distribution, data, budget, seed):
+    """Sparse-to-sparse DST (SET, RigL, MEST, DSR, Deep-R, NeurRev) or
+    gradual pruning (GMP, GraNet from dense; GraNet-ST from 50% sparse)."""
+    import keras_sparse as ks
+    from keras_sparse import algorithms, callbacks
+
+    cls = type(algorithms.get(name))
+    ui = update_interval(budget, len(data.x_train))
+    kwargs: dict[str, Any] = dict(update_interval=ui, seed=seed)
+    if name in ("gmp", "granet", "granet_st"):
+        # Per-layer allocation so the columns compare like with like.
+        kwargs.update(sparsity=sparsity, distribution=distribution)
+        start = 0.5 if name == "granet_st" else 0.0
+        sparse = ks.sparsify(model, start, distribution=distribution, seed=seed)
+    else:
         sparse = ks.sparsify(model, sparsity, distribution=distribution, seed=seed)
-        return train(sparse, data, budget, seed,
-                     callbacks=[dst_callback(name, data, budget, seed)]), {}
+    callback = callbacks.DynamicSparseTraining(cls(**kwargs))
+    trained = train(sparse, data, budget, seed, callbacks=[callback])
+    return trained, {"update_interval": ui, **_history_extras(trained)}
 
 
-for _name, _label in (("set", "SET"), ("rigl", "RigL"), ("mest", "MEST+EM"), ("dsr", "DSR"),
-                      ("granet", "GraNet"), ("granet_st", "GraNet-ST"), ("gmp", "GMP"),
-                      ("neurrev", "NeurRev"), ("deep_r", "Deep-R")):
+def _register_dst(name: str, label: str, kind: str = "dst"):
+    @register(name, label=label, kind=kind, available=_dst_available)
+    def _dst(model, sparsity, distribution, data, budget, seed):
+        return train_dst(name, model, sparsity, distribution, data, budget, seed)
+
+
+for _name, _label in (("set", "SET"), ("rigl", "RigL"), ("mest", "MEST"), ("dsr", "DSR"),
+                      ("deep_r", "Deep-R"), ("neurrev", "NeurRev")):
     _register_dst(_name, _label)
+for _name, _label in (("gmp", "GMP (from dense)"), ("granet", "GraNet (from dense)"),
+                      ("granet_st", "GraNet-ST (from 50%)")):
+    _register_dst(_name, _label, kind="gradual")
 
 
 # -- the peer: TF-MOT prune_low_magnitude in its own process (tf_keras).

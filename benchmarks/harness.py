@@ -281,7 +281,8 @@ def plan_runs(methods: Iterable[str], models: Iterable[str], sparsities: Iterabl
 def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data: BenchData,
             budget: Budget, results_path: Path, registry: Mapping[str, MethodSpec] | None = None,
             progress: bool = True, machine: Mapping[str, Any] | None = None,
-            retry_failed: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+            retry_failed: bool = True, log: Callable[[str], None] = print,
+            fresh_session: bool = True) -> list[dict]:
     """Runs every key not already finished in `results_path` (same budget).
 
     Each finished run (or failure, with its traceback) is appended at once.
@@ -319,7 +320,8 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
             if bar is not None:
                 bar.set_description(f"{key.method} {key.model} {key.sparsity:g} "
                                     f"{key.distribution} s{key.seed}")
-            rec = execute(key, build_model, data, budget, registry[key.method], machine)
+            rec = execute(key, build_model, data, budget, registry[key.method], machine,
+                          fresh_session=fresh_session)
             append_run(results_path, rec)
             new.append(rec)
             if bar is not None:
@@ -336,8 +338,12 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
 
 
 def execute(key: RunKey, build_model, data: BenchData, budget: Budget, spec: MethodSpec,
-            machine: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One run: build, call the method, measure; never raises on method errors."""
+            machine: Mapping[str, Any] | None = None, fresh_session: bool = True) -> dict[str, Any]:
+    """One run: build, call the method, measure; never raises on method errors.
+
+    `fresh_session` clears the Keras session first (memory over hundreds of
+    runs); the seed is set either way.
+    """
     import keras
 
     record: dict[str, Any] = {
@@ -351,7 +357,8 @@ def execute(key: RunKey, build_model, data: BenchData, budget: Budget, spec: Met
                              if k in machine}
     start = time.perf_counter()
     try:
-        keras.utils.clear_session()
+        if fresh_session:
+            keras.utils.clear_session()
         keras.utils.set_random_seed(key.seed)
         model = build_model(key.model, key.seed)
         trained, extras = spec.fn(model, key.sparsity, key.distribution, data, budget, key.seed)
