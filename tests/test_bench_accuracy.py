@@ -57,7 +57,7 @@ def _tiny_data(n=256):
     return harness.BenchData(x, y, x[:64], y[:64])
 
 
-@pytest.mark.parametrize("method", ["static", "snip"])
+@pytest.mark.parametrize("method", ["static", pytest.param("snip", marks=pytest.mark.slow)])
 def test_real_methods_measure_sparsity(method, tmp_path):
     key = harness.RunKey(method, "small_cnn", 0.9, "erk", 0)
     rec = harness.execute(key, accuracy.build_model, _tiny_data(), harness.Budget(epochs=1),
