@@ -67,3 +67,12 @@ def test_notebook_executes_quick(name, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+@pytest.mark.slow
+def test_cifar_recipe_smoke():
+    spec = importlib.util.spec_from_file_location("cifar_recipe", EXAMPLES / "cifar_resnet32_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rec = module.main(["--smoke", "--method", "rigl", "--epochs", "1"])
+    assert abs(rec["final_sparsity"] - 0.9) < 1e-3
