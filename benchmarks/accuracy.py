@@ -382,6 +382,9 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
         "Uniform keeps the first conv dense (RigL's convention), so its measured sparsity "
         "sits slightly under the target; ERK budgets cover every layer.",
     ]
+    if any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in args.methods):
+        notes.append(f"DST/gradual mask-update interval: min(100, steps // 20) = "
+                     f"{update_interval(budget, args.n_train)} steps here (RigL: 100).")
     notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in args.methods
               if harness.REGISTRY[m].note]
     md = "\n\n".join([f"## {title}", machine_markdown(machine), "\n".join(f"- {n}" for n in notes),
