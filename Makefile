@@ -10,12 +10,19 @@ EXTRAS ?= test,tflite,bench
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+# The benchmark peer, TF-MOT, only runs under tf_keras (Keras 2): own venv,
+# TensorFlow pinned to the main venv's version.
+TFMOT_VENV ?= .venv-tfmot
+TFMOT_STAMP := $(TFMOT_VENV)/.installed
+TF_VERSION ?= 2.21.0
+BENCH_ARGS ?=
 # tflite-runtime 2.14 (the legacy device runtime) needs numpy<2: own venv.
 TFLRT_VENV ?= .venv-tflrt
 TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
+.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite test-notebooks notebooks
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -25,6 +32,10 @@ help:
 	@echo "make venv        create $(VENV) and pip install -e '.[$(EXTRAS)]'"
 	@echo "make tflrt-venv  legacy tflite-runtime 2.14 venv (numpy<2) for runner tests"
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
+	@echo "make bench-accuracy        accuracy table (hours, resumable); -quick: < 10 min smoke run"
+	@echo "make bench-tflite          TFLite bytes/latency/on-device training benchmark"
+	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
+	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
 venv: $(STAMP)
 
@@ -74,3 +85,29 @@ bench-step: venv data
 
 clean-venv:
 	rm -rf $(VENV) $(TFLRT_VENV)
+
+tfmot-venv: $(TFMOT_STAMP)
+
+$(TFMOT_STAMP):
+	@test -x $(TFMOT_VENV)/bin/python || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install --upgrade pip
+	$(TFMOT_VENV)/bin/python -m pip install "tensorflow==$(TF_VERSION)" "tf_keras==$(TF_VERSION)" tensorflow-model-optimization
+	@touch $@
+
+# Accuracy table (hours; resumable: rerun to continue). BENCH_ARGS=... to narrow it.
+bench-accuracy: venv data tfmot-venv
+	$(VENV_PY) -m benchmarks.accuracy $(BENCH_ARGS)
+
+bench-accuracy-quick: venv data tfmot-venv
+	$(VENV_PY) -m benchmarks.accuracy --quick $(BENCH_ARGS)
+
+bench-tflite: venv data
+	$(VENV_PY) -m benchmarks.tflite_bench $(BENCH_ARGS)
+
+notebooks: venv
+	$(VENV_PY) examples/make_notebooks.py
+
+# Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
+test-notebooks: venv data
+	$(VENV_PY) -m pip install -q nbclient nbformat ipykernel
+	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py

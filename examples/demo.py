@@ -1,10 +1,15 @@
-"""keras_sparse demo: static sparse training of a small CNN on Fashion-MNIST.
+"""keras_sparse demo: sparse training of a small CNN on Fashion-MNIST, to TFLite.
 
 Sparsifies the benchmark protocol's small CNN (Model A) at 90% sparsity with
 the ERK per-layer allocation, trains it with plain `model.fit` (SGD momentum
-0.9, cosine decay, batch 128) on the real Fashion-MNIST data, then prints the
-sparsity report and the test accuracy, and checks that `ks.strip` gives a
-plain Keras model with exact zeros and the same predictions.
+0.9, cosine decay, batch 128) on the real Fashion-MNIST data with NeurRev
+dynamic sparse training (`--algorithm static` for fixed masks), prints the
+sparsity report, trains a dense baseline with the same budget in the same
+run and prints both accuracies; strips the sparse model to a plain Keras
+model, exports it to TFLite (float32, sparse encoding) and runs it in
+LiteRT (bytes vs dense, agreement with Keras over 1000 test images); then
+exports a trainable TFLite model and runs a few on-device training steps
+through `tflite_export.runner`.
 
 Run with `make demo`, or:
 
@@ -22,6 +27,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,6 +48,11 @@ from keras_sparse.datasets import load_fashion_mnist
 from keras_sparse.models import small_cnn
 
 QUICK_TRAIN_EXAMPLES = 10_000
+AGREEMENT_IMAGES = 1000
+ON_DEVICE_STEPS = 5
+ON_DEVICE_BATCH = 32
+# "static" = fixed random masks; any name of keras_sparse.algorithms runs DST.
+ALGORITHMS = ("static", "neurrev", "rigl", "set", "mest", "dsr", "deep_r")
 
 
 @dataclass
@@ -77,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST IDX .gz files")
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (1 = progress bar)")
+    parser.add_argument("--algorithm", default="neurrev", choices=ALGORITHMS,
+                        help="mask updates during training (default neurrev; static = fixed masks)")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the .tflite files go (default: a temporary directory)")
     args = parser.parse_args(argv)
     if os.environ.get("KERAS_SPARSE_DEMO_QUICK") == "1":
         args.quick = True
@@ -121,9 +136,29 @@ def step_load_data(ctx: DemoContext) -> None:
     print(f"train {x_train.shape}, test {x_test.shape}")
 
 
+def sparse_training_callbacks(args: argparse.Namespace, num_examples: int) -> list:
+    """The callbacks that make training sparse-to-sparse.
+
+    DST HOOK: this is the one place that picks the mask-update algorithm.
+    `--algorithm static` keeps the masks fixed (`SparsityLogger` only logs);
+    any other name runs that `keras_sparse.algorithms` updater (NeurRev by
+    default, at RigL's schedule) through `DynamicSparseTraining`.
+    """
+    if args.algorithm == "static":
+        return [ks.callbacks.SparsityLogger()]
+    from keras_sparse import algorithms
+
+    total_steps = args.epochs * math.ceil(num_examples / args.batch_size)
+    # RigL's 100-step interval, shortened so a quick run still gets updates.
+    interval = int(min(100, max(10, total_steps // 10)))
+    updater = type(algorithms.get(args.algorithm))(update_interval=interval, seed=args.seed)
+    return [ks.callbacks.DynamicSparseTraining(updater)]
+
+
 def step_sparse_training(ctx: DemoContext) -> None:
     args = ctx.args
-    banner(f"Static sparse training: {args.sparsity:.0%} {args.distribution.upper()}")
+    what = "Static sparse training" if args.algorithm == "static" else f"{args.algorithm} DST"
+    banner(f"{what}: {args.sparsity:.0%} {args.distribution.upper()}")
     keras.utils.set_random_seed(args.seed)
     dense = small_cnn()
     sparse = ks.sparsify(
@@ -136,7 +171,7 @@ def step_sparse_training(ctx: DemoContext) -> None:
         ctx.y_train,
         batch_size=args.batch_size,
         epochs=args.epochs,
-        callbacks=[ks.callbacks.SparsityLogger()],
+        callbacks=sparse_training_callbacks(args, len(ctx.x_train)),
         verbose=args.verbose,
     )
     train_seconds = time.perf_counter() - start
@@ -153,7 +188,27 @@ def step_sparse_training(ctx: DemoContext) -> None:
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / args.epochs,
         "final_train_loss": float(history.history["loss"][-1]),
+        "algorithm": args.algorithm,
     }
+    if "itop_rate" in history.history:
+        ctx.results["sparse"]["itop_rate"] = float(history.history["itop_rate"][-1])
+
+
+def step_dense_baseline(ctx: DemoContext) -> None:
+    args = ctx.args
+    banner("Dense baseline (same model, budget, data and seed)")
+    keras.utils.set_random_seed(args.seed)
+    dense = small_cnn()
+    compile_for_training(dense, args, len(ctx.x_train))
+    start = time.perf_counter()
+    dense.fit(ctx.x_train, ctx.y_train, batch_size=args.batch_size, epochs=args.epochs,
+              verbose=args.verbose)
+    seconds = time.perf_counter() - start
+    ctx.models["dense"] = dense
+    ctx.results["dense"] = {"test_accuracy": test_accuracy(dense, ctx), "train_seconds": seconds}
+    print(f"dense test accuracy {ctx.results['dense']['test_accuracy']:.4f}   "
+          f"sparse ({args.sparsity:.0%} {args.distribution.upper()}) "
+          f"{ctx.results['sparse']['test_accuracy']:.4f}")
 
 
 def step_strip(ctx: DemoContext) -> None:
@@ -174,6 +229,80 @@ def step_strip(ctx: DemoContext) -> None:
     ctx.results["strip"] = {"max_abs_output_diff": diff, "kernel_zero_fraction": zeros / total}
 
 
+def _out_dir(ctx: DemoContext) -> str:
+    if ctx.args.out_dir:
+        os.makedirs(ctx.args.out_dir, exist_ok=True)
+        return ctx.args.out_dir
+    if "out_dir" not in ctx.results:
+        ctx.results["out_dir"] = tempfile.mkdtemp(prefix="keras_sparse_demo_")
+    return ctx.results["out_dir"]
+
+
+def step_tflite_export(ctx: DemoContext) -> None:
+    banner("TFLite export (float32, sparse encoding) and LiteRT agreement")
+    import tflite_export
+    from tflite_export import runner
+
+    plain = ctx.models["stripped"]
+    path = os.path.join(_out_dir(ctx), "small_cnn_sparse.tflite")
+    report = tflite_export.export_inference(
+        plain, path, precision="float32", sample_inputs=ctx.x_test[:16], latency_invokes=100
+    )
+    x = ctx.x_test[:AGREEMENT_IMAGES]
+    keras_pred = np.argmax(plain.predict(x, batch_size=1000, verbose=0), axis=-1)
+    interp = runner.make_interpreter(path)
+    lite_logits = runner.run_inference(interp, x, progress=False)
+    lite_pred = np.argmax(lite_logits, axis=-1)
+    agreement = float(np.mean(lite_pred == keras_pred))
+    lite_acc = float(np.mean(lite_pred == ctx.y_test[:AGREEMENT_IMAGES]))
+    ratio = report.num_bytes / report.dense_float32_bytes if report.dense_float32_bytes else None
+    print(f"file: {path}")
+    print(f"bytes: sparse {report.num_bytes:,} vs dense float32 {report.dense_float32_bytes:,}"
+          f" ({ratio:.3f}x)" if ratio else f"bytes: {report.num_bytes:,}")
+    print(f"runtime path: {report.runtime_path}; op resolver: {report.op_resolver}; "
+          f"batch-1 latency {report.latency_us:.0f} us" if report.latency_us else "")
+    print(f"agreement Keras vs LiteRT on {len(x)} test images: {agreement:.4f} "
+          f"(LiteRT accuracy on them {lite_acc:.4f}); max |diff| in verification "
+          f"{report.max_abs_err:.2e}")
+    for note in report.notes:
+        print(f"note: {note}")
+    ctx.results["tflite"] = {
+        "path": path, "bytes": report.num_bytes, "dense_float32_bytes": report.dense_float32_bytes,
+        "size_ratio": ratio, "agreement": agreement, "litert_accuracy": lite_acc,
+        "images": int(len(x)), "latency_us": report.latency_us, "runtime_path": report.runtime_path,
+    }
+
+
+def step_on_device_training(ctx: DemoContext) -> None:
+    banner(f"On-device training: {ON_DEVICE_STEPS} train-signature steps in LiteRT")
+    import tflite_export
+    from tflite_export import runner
+
+    plain = ctx.models["stripped"]
+    path = os.path.join(_out_dir(ctx), "small_cnn_trainable.tflite")
+    report = tflite_export.export_trainable(
+        plain, path, keras.optimizers.SGD(0.01, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        batch_size=ON_DEVICE_BATCH, compare_dense=False)
+    interp = runner.make_interpreter(path)
+    runner.maybe_init_sparse(interp)
+    train = interp.get_signature_runner("train")
+    before = runner.get_weights(interp)
+    rng = np.random.default_rng(ctx.args.seed)
+    losses = []
+    for step in range(ON_DEVICE_STEPS):
+        idx = rng.choice(len(ctx.x_train), ON_DEVICE_BATCH, replace=False)
+        out = train(x=ctx.x_train[idx].astype(np.float32), y=ctx.y_train[idx].astype(np.int32))
+        losses.append(float(out["loss"]))
+        print(f"  step {step + 1}: loss {losses[-1]:.4f}")
+    after = runner.get_weights(interp)
+    kept = all(np.all(after[k][before[k] == 0.0] == 0.0) for k in before if "kernel" in k)
+    print(f"file: {path} ({report.num_bytes:,} bytes, signatures {report.signatures}); "
+          f"pruned kernel entries still exactly zero: {kept}")
+    ctx.results["on_device"] = {"losses": losses, "bytes": report.num_bytes,
+                                "zeros_kept": bool(kept)}
+
+
 def step_summary(ctx: DemoContext) -> None:
     banner("Summary")
     args = ctx.args
@@ -182,17 +311,30 @@ def step_summary(ctx: DemoContext) -> None:
         f"small CNN, {args.distribution.upper()} at {args.sparsity:.0%} target sparsity, "
         f"{args.epochs} epoch(s) on {len(ctx.x_train)} examples"
     )
+    print(f"  mask updates: {sparse['algorithm']}")
     print(f"  actual sparsity of prunable weights: {sparse['total_sparsity']:.4f}")
     print(f"  test accuracy: {sparse['test_accuracy']:.4f}")
+    if "dense" in ctx.results:
+        print(f"  dense baseline, same budget: {ctx.results['dense']['test_accuracy']:.4f}")
     print(f"  training time: {sparse['train_seconds']:.1f} s "
           f"({sparse['seconds_per_epoch']:.1f} s/epoch)")
+    if "tflite" in ctx.results:
+        t = ctx.results["tflite"]
+        print(f"  TFLite float32: {t['bytes']:,} bytes vs dense {t['dense_float32_bytes']:,}; "
+              f"Keras/LiteRT agreement {t['agreement']:.4f} on {t['images']} images")
+    if "on_device" in ctx.results:
+        losses = ", ".join(f"{v:.3f}" for v in ctx.results["on_device"]["losses"])
+        print(f"  on-device training losses: {losses}")
 
 
 # Later features append their step functions here (before step_summary).
 STEPS: list[Callable[[DemoContext], None]] = [
     step_load_data,
     step_sparse_training,
+    step_dense_baseline,
     step_strip,
+    step_tflite_export,
+    step_on_device_training,
     step_summary,
 ]
 

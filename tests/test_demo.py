@@ -1,7 +1,9 @@
 """Tests for examples/demo.py: argument handling (fast) and a quick end-to-end
-run (slow; needs the core API and the real Fashion-MNIST files)."""
+run (about 20 s on 2 cores, in the default run; needs the real Fashion-MNIST
+files, skips without them)."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -43,9 +45,17 @@ def test_demo_steps_end_with_summary():
     assert demo.STEPS[-1] is demo.step_summary
 
 
-@pytest.mark.slow
+def test_demo_has_dense_baseline_tflite_and_on_device_steps():
+    demo = _load_demo()
+    names = [step.__name__ for step in demo.STEPS]
+    for name in ("step_sparse_training", "step_dense_baseline", "step_tflite_export",
+                 "step_on_device_training"):
+        assert name in names
+    assert demo.parse_args([]).algorithm == "neurrev"
+
+
 @pytest.mark.real_data
-def test_demo_quick_end_to_end():
+def test_demo_quick_end_to_end(tmp_path):
     import keras_sparse as ks
     from keras_sparse.datasets import load_fashion_mnist
 
@@ -55,9 +65,16 @@ def test_demo_quick_end_to_end():
         load_fashion_mnist(allow_download=False)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    ctx = _load_demo().main(["--quick", "--verbose", "0"])
+    ctx = _load_demo().main(["--quick", "--verbose", "0", "--out-dir", str(tmp_path)])
     sparse = ctx.results["sparse"]
     assert abs(sparse["total_sparsity"] - 0.9) < 1e-3
     # Better than chance (10 classes) after one quick epoch.
     assert sparse["test_accuracy"] > 0.15
     assert ctx.results["strip"]["max_abs_output_diff"] < 1e-5
+    assert ctx.results["dense"]["test_accuracy"] > 0.15
+    tfl = ctx.results["tflite"]
+    assert tfl["bytes"] < tfl["dense_float32_bytes"]
+    assert tfl["agreement"] >= 0.99 and tfl["images"] == 1000
+    on_device = ctx.results["on_device"]
+    assert len(on_device["losses"]) == 5 and all(math.isfinite(v) for v in on_device["losses"])
+    assert on_device["zeros_kept"]

@@ -1,0 +1,542 @@
+"""Accuracy-benchmark harness: method registry, resumable runner, tables.
+
+A *method* is one small function
+
+    fn(model, sparsity, distribution, data, budget, seed) -> (trained, extras)
+
+that receives a freshly built, seeded **dense** Keras model, makes it sparse
+its own way, trains it within `budget` (use `train(...)` below so every
+method gets the same optimizer, schedule and batches) and returns the
+trained model plus a dict of extra metrics (JSON-serializable). The harness
+measures test accuracy and the actual final weight sparsity itself, on the
+returned model, identically for every method. A method that trains outside
+this process (the TF-MOT peer) returns `None` as the model and puts
+`test_accuracy` and `final_sparsity` into `extras`.
+
+Register a method with the `register` decorator:
+
+    @register("rigl", label="RigL", kind="dst")
+    def _rigl(model, sparsity, distribution, data, budget, seed):
+        sparse = ks.sparsify(model, sparsity, distribution, seed=seed)
+        return train(sparse, data, budget, seed, callbacks=[...]), {}
+
+Runs are keyed by `(method, model, sparsity, distribution, seed)` plus the
+budget: every finished run is appended as one JSON line to a results file,
+and a rerun (after a crash or Ctrl-C) skips the keys already there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# ----------------------------------------------------------------- data types
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The training budget every method gets (the table states it)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    train_size: int | None = None  # None: the full 60k training set
+    schedule: str = "cosine"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short stable id: runs with another budget are other runs."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def steps(self, num_examples: int) -> int:
+        return self.epochs * math.ceil(num_examples / self.batch_size)
+
+
+@dataclasses.dataclass
+class BenchData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str = "fashion_mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKey:
+    method: str
+    model: str
+    sparsity: float
+    distribution: str
+    seed: int
+
+    def as_tuple(self) -> tuple:
+        return (self.method, self.model, round(float(self.sparsity), 6), self.distribution,
+                int(self.seed))
+
+
+MethodFn = Callable[..., tuple[Any, dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One row family of the table.
+
+    Attributes:
+        name: registry key (snake_case), used on the command line.
+        fn: the method function (see the module docstring).
+        label: row label in the table.
+        kind: "dense", "static", "pai" (prune at init), "dst", "gradual",
+            "lth" or "peer"; only used for grouping and plots.
+        dense: runs once per (model, seed) at sparsity 0 ("-" distribution).
+        available: returns None when the method can run here, else a reason
+            (shown in the table as "pending: ...").
+        note: one line for the table's footnotes.
+    """
+
+    name: str
+    fn: MethodFn
+    label: str
+    kind: str = "static"
+    dense: bool = False
+    available: Callable[[], str | None] | None = None
+    note: str = ""
+
+    def unavailable_reason(self) -> str | None:
+        return None if self.available is None else self.available()
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, label: str | None = None, kind: str = "static", dense: bool = False,
+             available: Callable[[], str | None] | None = None, note: str = ""):
+    """Decorator adding `fn` to `REGISTRY` under `name`."""
+
+    def wrap(fn: MethodFn) -> MethodFn:
+        if name in REGISTRY:
+            raise ValueError(f"Method {name!r} is already registered.")
+        REGISTRY[name] = MethodSpec(name, fn, label or name, kind, dense, available, note)
+        return fn
+
+    return wrap
+
+
+# ---------------------------------------------------------- shared training
+
+
+def compile_model(model, data: BenchData, budget: Budget, loss=None) -> None:
+    """SGD (momentum, decoupled weight decay) with cosine decay to 0 over the budget."""
+    import keras
+
+    steps = budget.steps(len(data.x_train))
+    if budget.schedule != "cosine":
+        raise ValueError(f"Only the cosine schedule is implemented; received {budget.schedule!r}.")
+    lr = keras.optimizers.schedules.CosineDecay(budget.lr, decay_steps=steps)
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr, momentum=budget.momentum,
+                                       weight_decay=budget.weight_decay or None),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def train(model, data: BenchData, budget: Budget, seed: int, callbacks: Sequence = (),
+          loss=None, compile: bool = True, epochs: int | None = None):
+    """Compiles (unless `compile=False`) and fits `model` within the budget."""
+    import keras
+
+    if compile:
+        compile_model(model, data, budget, loss)
+    keras.utils.set_random_seed(seed)
+    model.fit(data.x_train, data.y_train, batch_size=budget.batch_size,
+              epochs=budget.epochs if epochs is None else epochs,
+              callbacks=list(callbacks), verbose=0, shuffle=True)
+    return model
+
+
+def test_accuracy(model, data: BenchData, batch_size: int = 1000) -> float:
+    logits = np.asarray(model.predict(data.x_test, batch_size=batch_size, verbose=0))
+    return float(np.mean(logits.argmax(-1) == np.asarray(data.y_test).reshape(-1)))
+
+
+def plain_model(model):
+    """`keras_sparse.strip(model)` when it has SparseWrappers, else `model`."""
+    import keras_sparse as ks
+
+    return ks.strip(model) if ks.sparse_wrappers(model) else model
+
+
+def kernel_sparsity(model) -> dict[str, Any]:
+    """Measured zeros over every kernel/embedding of a plain model.
+
+    This is the "actual final weight sparsity" of the table: the same count
+    for every method (biases and normalization parameters excluded, first
+    and last layers included).
+    """
+    zeros = total = 0
+    per_layer = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            leaf = w.path.split("/")[-1]
+            if leaf not in ("kernel", "embeddings", "depthwise_kernel", "pointwise_kernel"):
+                continue
+            value = np.asarray(w.numpy())
+            z = int(np.sum(value == 0.0))
+            zeros += z
+            total += value.size
+            per_layer[f"{layer.name}/{leaf}"] = {"size": int(value.size),
+                                                 "density": 1.0 - z / value.size}
+    return {"final_sparsity": zeros / total if total else 0.0, "num_weights": total,
+            "per_layer": per_layer}
+
+
+def layer_budgets(model, sparsity: float, distribution: str, seed: int) -> dict[str, float]:
+    """Per-weight sparsities `{"layer/kernel": s}` that `sparsify` would use.
+
+    Mask makers (SNIP, GraSP, SynFlow, random, LTH) and the TF-MOT peer get
+    exactly the per-layer budgets of static random sparse training, so rows
+    differ only in *which* weights each layer keeps.
+    """
+    import keras_sparse as ks
+    from keras_sparse.pruning import get_masks
+
+    probe = ks.sparsify(model, sparsity, distribution=distribution, seed=seed)
+    return {k: float(1.0 - m.mean()) for k, m in get_masks(probe).items()}
+
+
+# ------------------------------------------------------------------- runner
+
+
+def default_results_path(quick: bool) -> Path:
+    from benchmarks._common import RESULTS_DIR
+
+    return RESULTS_DIR / ("accuracy_quick.jsonl" if quick else "accuracy.jsonl")
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL results file; a torn last line (killed writer) is ignored."""
+    if not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def record_key(record: Mapping[str, Any]) -> tuple:
+    return (RunKey(record["method"], record["model"], record["sparsity"],
+                   record["distribution"], record["seed"]).as_tuple(),
+            record.get("budget_id"))
+
+
+def append_run(path: Path, record: Mapping[str, Any]) -> None:
+    """Appends one finished run and fsyncs, so a kill loses at most the current run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def plan_runs(methods: Iterable[str], models: Iterable[str], sparsities: Iterable[float],
+              distributions: Iterable[str], seeds: Iterable[int],
+              registry: Mapping[str, MethodSpec] | None = None) -> list[RunKey]:
+    """Every key to run, in table order; dense methods once per (model, seed)."""
+    registry = REGISTRY if registry is None else registry
+    keys: list[RunKey] = []
+    for model in models:
+        for method in methods:
+            spec = registry[method]
+            if spec.dense:
+                keys += [RunKey(method, model, 0.0, "-", seed) for seed in seeds]
+                continue
+            for s in sparsities:
+                for d in distributions:
+                    keys += [RunKey(method, model, float(s), d, seed) for seed in seeds]
+    return keys
+
+
+def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data: BenchData,
+            budget: Budget, results_path: Path, registry: Mapping[str, MethodSpec] | None = None,
+            progress: bool = True, machine: Mapping[str, Any] | None = None,
+            retry_failed: bool = True, log: Callable[[str], None] = print,
+            fresh_session: bool = True) -> list[dict]:
+    """Runs every key not already finished in `results_path` (same budget).
+
+    Each finished run (or failure, with its traceback) is appended at once.
+    Unavailable methods are skipped without a record. Returns the records of
+    the runs executed in this call.
+    """
+    registry = REGISTRY if registry is None else registry
+    done = set()
+    for rec in read_runs(results_path):
+        if rec.get("status") == "ok" or not retry_failed:
+            done.add(record_key(rec))
+    todo, skipped_unavailable = [], {}
+    for key in keys:
+        spec = registry[key.method]
+        reason = spec.unavailable_reason()
+        if reason:
+            skipped_unavailable[key.method] = reason
+            continue
+        if (key.as_tuple(), budget.fingerprint) not in done:
+            todo.append(key)
+    for name, reason in skipped_unavailable.items():
+        log(f"[skip] {name}: {reason}")
+    n_done = len(keys) - len(todo) - sum(
+        1 for k in keys if k.method in skipped_unavailable)
+    if n_done:
+        log(f"[resume] {n_done} run(s) already in {results_path}, {len(todo)} to go")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True)
+    new = []
+    try:
+        for key in todo:
+            if bar is not None:
+                bar.set_description(f"{key.method} {key.model} {key.sparsity:g} "
+                                    f"{key.distribution} s{key.seed}")
+            rec = execute(key, build_model, data, budget, registry[key.method], machine,
+                          fresh_session=fresh_session)
+            append_run(results_path, rec)
+            new.append(rec)
+            if bar is not None:
+                bar.update(1)
+                if rec["status"] == "ok":
+                    bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}",
+                                    sp=f"{rec['final_sparsity']:.3f}")
+            if rec["status"] != "ok":
+                log(f"[fail] {key}: {rec['error'].splitlines()[-1]}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return new
+
+
+def execute(key: RunKey, build_model, data: BenchData, budget: Budget, spec: MethodSpec,
+            machine: Mapping[str, Any] | None = None, fresh_session: bool = True) -> dict[str, Any]:
+    """One run: build, call the method, measure; never raises on method errors.
+
+    `fresh_session` clears the Keras session first (memory over hundreds of
+    runs); the seed is set either way.
+    """
+    import keras
+
+    record: dict[str, Any] = {
+        "method": key.method, "model": key.model, "sparsity": float(key.sparsity),
+        "distribution": key.distribution, "seed": int(key.seed),
+        "budget": budget.to_dict(), "budget_id": budget.fingerprint,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if machine:
+        record["machine"] = {k: machine[k] for k in ("tensorflow", "keras", "platform")
+                             if k in machine}
+    start = time.perf_counter()
+    try:
+        if fresh_session:
+            keras.utils.clear_session()
+        keras.utils.set_random_seed(key.seed)
+        model = build_model(key.model, key.seed)
+        trained, extras = spec.fn(model, key.sparsity, key.distribution, data, budget, key.seed)
+        extras = dict(extras or {})
+        if trained is not None:
+            plain = plain_model(trained)
+            extras.setdefault("test_accuracy", test_accuracy(plain, data))
+            measured = kernel_sparsity(plain)
+            extras.setdefault("final_sparsity", measured["final_sparsity"])
+            extras.setdefault("num_weights", measured["num_weights"])
+        missing = [k for k in ("test_accuracy", "final_sparsity") if k not in extras]
+        if missing:
+            raise ValueError(f"Method {key.method!r} returned no model and no {missing}.")
+        record.update(extras)
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a failing method must not stop the table
+        record["status"] = "failed"
+        record["error"] = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
+    record["seconds"] = time.perf_counter() - start
+    return record
+
+
+# ------------------------------------------------------------------- tables
+
+
+def aggregate(records: Iterable[Mapping[str, Any]], budget_id: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (method, model, sparsity, distribution)."""
+    groups: dict[tuple, list] = {}
+    failures: dict[tuple, int] = {}
+    latest: dict[tuple, Mapping] = {}
+    for rec in records:  # the last record of a key wins (retried failures)
+        if budget_id is not None and rec.get("budget_id") != budget_id:
+            continue
+        latest[record_key(rec)] = rec
+    for rec in latest.values():
+        g = (rec["method"], rec["model"], float(rec["sparsity"]), rec["distribution"])
+        if rec.get("status") == "ok":
+            groups.setdefault(g, []).append(rec)
+        else:
+            failures[g] = failures.get(g, 0) + 1
+    rows = []
+    for g in sorted(set(groups) | set(failures), key=lambda t: (t[1], t[0], t[2], t[3])):
+        recs = groups.get(g, [])
+        acc = np.array([r["test_accuracy"] for r in recs], float)
+        sp = np.array([r["final_sparsity"] for r in recs], float)
+        rows.append({
+            "method": g[0], "model": g[1], "sparsity": g[2], "distribution": g[3],
+            "n": len(recs), "failed": failures.get(g, 0),
+            "acc_mean": float(acc.mean()) if len(acc) else None,
+            "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0 if len(acc) else None,
+            "sparsity_mean": float(sp.mean()) if len(sp) else None,
+            "seeds": sorted(int(r["seed"]) for r in recs),
+        })
+    return rows
+
+
+def _cell(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    if not row["n"]:
+        return f"failed ({row['failed']})"
+    pm = f" ± {100 * row['acc_std']:.2f}" if row["n"] > 1 else ""
+    fail = f", {row['failed']} failed" if row["failed"] else ""
+    return f"{100 * row['acc_mean']:.2f}{pm} (sp {row['sparsity_mean']:.3f}, n={row['n']}{fail})"
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], registry: Mapping[str, MethodSpec] | None = None,
+                 pending: Mapping[str, str] | None = None) -> str:
+    """One Markdown table per model: method rows x (sparsity, distribution) columns.
+
+    Cells: test accuracy % mean ± std over seeds, then the measured final
+    weight sparsity ("sp") and the number of seeds.
+    """
+    from benchmarks._common import markdown_table
+
+    registry = REGISTRY if registry is None else registry
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        mrows = [r for r in rows if r["model"] == model]
+        cols = sorted({(r["sparsity"], r["distribution"]) for r in mrows if r["distribution"] != "-"},
+                      key=lambda c: (c[0], c[1]))
+        if not cols:
+            cols = [(0.0, "-")]
+        methods = []
+        for r in mrows:
+            if r["method"] not in methods:
+                methods.append(r["method"])
+        order = list(registry)
+        methods.sort(key=lambda m: order.index(m) if m in order else len(order))
+        headers = ["method"] + [f"{s:.0%} {d}" for s, d in cols]
+        body = []
+        for m in methods:
+            label = registry[m].label if m in registry else m
+            by_col = {(r["sparsity"], r["distribution"]): r for r in mrows if r["method"] == m}
+            if registry.get(m) is not None and registry[m].dense or (0.0, "-") in by_col:
+                dense = by_col.get((0.0, "-"))
+                body.append([label] + [_cell(dense)] * len(cols))
+            else:
+                body.append([label] + [_cell(by_col.get(c)) for c in cols])
+        for m, reason in (pending or {}).items():
+            label = registry[m].label if m in registry else m
+            body.append([label] + [f"pending: {reason}"] + ["-"] * (len(cols) - 1))
+        out.append(f"#### {model}\n\n" + markdown_table(headers, body))
+    return "\n\n".join(out)
+
+
+# -------------------------------------------------------------------- plots
+
+
+def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
+                              registry: Mapping[str, MethodSpec] | None = None) -> list[Path]:
+    """One PNG per (model, distribution): accuracy vs sparsity, error bars over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    registry = REGISTRY if registry is None else registry
+    written = []
+    ok = [r for r in rows if r["n"]]
+    for model in sorted({r["model"] for r in ok}):
+        dists = sorted({r["distribution"] for r in ok if r["model"] == model} - {"-"})
+        for dist in dists:
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            xs_all = sorted({r["sparsity"] for r in ok if r["model"] == model and r["distribution"] == dist})
+            for r in ok:
+                if r["model"] == model and r["distribution"] == "-":
+                    ax.axhline(100 * r["acc_mean"], color="k", ls="--", lw=1,
+                               label=f"{registry[r['method']].label if r['method'] in registry else r['method']}")
+            methods = sorted({r["method"] for r in ok if r["model"] == model and r["distribution"] == dist},
+                             key=lambda m: list(registry).index(m) if m in registry else 999)
+            for m in methods:
+                pts = sorted((r for r in ok if r["model"] == model and r["distribution"] == dist
+                              and r["method"] == m), key=lambda r: r["sparsity"])
+                ax.errorbar([100 * p["sparsity"] for p in pts], [100 * p["acc_mean"] for p in pts],
+                            yerr=[100 * (p["acc_std"] or 0) for p in pts], marker="o", capsize=3,
+                            label=registry[m].label if m in registry else m)
+            ax.set_xlabel("target sparsity (%)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{model}, {dist}")
+            if xs_all:
+                ax.set_xticks([100 * x for x in xs_all])
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+            fig.tight_layout()
+            out = Path(path) / f"accuracy_vs_sparsity_{model}_{dist}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=120)
+            plt.close(fig)
+            written.append(out)
+    return written
+
+
+def plot_density_bars(per_layer: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """Per-layer density bars, one group per allocation (e.g. uniform vs ERK)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(per_layer.values())).keys())
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.0))
+    width = 0.8 / len(per_layer)
+    for i, (dist, dens) in enumerate(per_layer.items()):
+        ax.bar(np.arange(len(names)) + i * width, [dens.get(n, 1.0) for n in names], width,
+               label=dist)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels([n.replace("/kernel", "") for n in names], rotation=70, ha="right",
+                       fontsize=7)
+    ax.set_ylabel("density (1 - sparsity)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

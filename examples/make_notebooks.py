@@ -1,0 +1,310 @@
+"""Writes the Colab notebooks in examples/ from the cells below (nbformat).
+
+    python examples/make_notebooks.py          # (re)write the .ipynb files
+    python examples/make_notebooks.py --check  # exit 1 if a file is stale
+
+Edit the cells here, not the .ipynb files. Every notebook reads
+`KERAS_SPARSE_NOTEBOOK_QUICK=1` (tiny settings, used by CI) and has a
+`FULL_RECIPE` flag for the long run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+INSTALL_MD = """## Install
+
+`keras_sparse` is **not on PyPI yet**, so `pip install keras-sparse` does not
+work today, and this environment cannot install from a git URL for you.
+What works:
+
+* **From a checkout** (this notebook opened from `examples/` of the
+  repository, locally or after uploading/cloning the repository into Colab):
+  the cell below runs `pip install -e <repo>[tflite,examples]`.
+* **On Colab without the repository**: upload it (or `git clone` your copy)
+  first, then `%cd` into `examples/` and run the cell.
+
+When `keras_sparse` is already importable (e.g. `PYTHONPATH` points at the
+repository, as in CI), the cell installs nothing."""
+
+INSTALL_CODE = """import importlib.util, os, sys
+IN_COLAB = "google.colab" in sys.modules
+if importlib.util.find_spec("keras_sparse") is None:
+    repo = os.path.abspath("..")
+    if os.path.exists(os.path.join(repo, "setup.py")):
+        %pip install -q -e {repo}[tflite,examples]
+    else:
+        raise RuntimeError(
+            "keras_sparse is not installed and no repository checkout was found at "
+            f"{repo}. It is not on PyPI yet: upload or clone the repository, "
+            "%cd into its examples/ folder and rerun this cell.")
+print("keras_sparse found:", importlib.util.find_spec("keras_sparse").origin)"""
+
+SETTINGS_CODE = """import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# CI sets KERAS_SPARSE_NOTEBOOK_QUICK=1: a few hundred steps on a data subset.
+QUICK = os.environ.get("KERAS_SPARSE_NOTEBOOK_QUICK") == "1"
+FULL_RECIPE = False  # True: the full recipe below (tens of minutes on a CPU)
+"""
+
+DATA_MD = """## Data
+
+Fashion-MNIST, 60k/10k 28x28 images. `load_fashion_mnist` reads local IDX
+files first (Debian's `dataset-fashion-mnist`, a `data_dir`, or
+`$KERAS_SPARSE_FASHION_MNIST_DIR`), so it works **offline**; without local
+files (e.g. on Colab) it falls back to the Keras downloader."""
+
+DATA_CODE = """import numpy as np
+from keras_sparse.datasets import load_fashion_mnist
+
+(x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+if TRAIN_SIZE is not None:
+    x_train, y_train = x_train[:TRAIN_SIZE], y_train[:TRAIN_SIZE]
+if TEST_SIZE is not None:
+    x_test, y_test = x_test[:TEST_SIZE], y_test[:TEST_SIZE]
+print(x_train.shape, x_test.shape)"""
+
+COMPILE_CODE = """import math
+import keras
+
+def compile_sgd(model, epochs, loss=None, lr=0.1):
+    steps = epochs * math.ceil(len(x_train) / 128)
+    model.compile(
+        optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(lr, steps),
+                                       momentum=0.9),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    return model
+
+def accuracy(model):
+    return float(np.mean(model.predict(x_test, batch_size=1000, verbose=0).argmax(-1) == y_test))"""
+
+
+def quickstart() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("""# keras_sparse quick start: 90% sparse CNN on Fashion-MNIST
+
+Make a Keras 3 model sparse with the ERK per-layer allocation (RigL's),
+train it with plain `model.fit`, compare fixed random masks (static sparse
+training) with RigL dynamic sparse training and a dense baseline, and strip
+the result back to a plain Keras model with exact zeros."""),
+        new_markdown_cell(INSTALL_MD),
+        new_code_cell(INSTALL_CODE),
+        new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (20 if FULL_RECIPE else 3)
+TRAIN_SIZE = 5000 if QUICK else None
+TEST_SIZE = 2000 if QUICK else None
+SPARSITY = 0.9"""),
+        new_markdown_cell(DATA_MD),
+        new_code_cell(DATA_CODE),
+        new_code_cell(COMPILE_CODE),
+        new_markdown_cell("""## Static sparse training (fixed ERK masks)
+
+`ks.sparsify` wraps every prunable layer in a `SparseWrapper` with a seeded
+random mask; pruned weights stay exactly zero after every optimizer step."""),
+        new_code_cell("""import keras_sparse as ks
+from keras_sparse.models import small_cnn
+
+keras.utils.set_random_seed(0)
+static = ks.sparsify(small_cnn(), sparsity=SPARSITY, distribution="erk", seed=0)
+compile_sgd(static, EPOCHS)
+static.fit(x_train, y_train, batch_size=128, epochs=EPOCHS,
+           callbacks=[ks.callbacks.SparsityLogger()], verbose=2)
+report = ks.summary(static)
+print("static ERK accuracy:", accuracy(static))"""),
+        new_markdown_cell("""## RigL: dynamic sparse training
+
+Same masks budget; every `update_interval` steps RigL drops the smallest
+weights and regrows where the dense gradient is largest."""),
+        new_code_cell("""from keras_sparse import algorithms
+import math
+steps = EPOCHS * math.ceil(len(x_train) / 128)
+keras.utils.set_random_seed(0)
+rigl = ks.sparsify(small_cnn(), sparsity=SPARSITY, distribution="erk", seed=0)
+compile_sgd(rigl, EPOCHS)
+updater = algorithms.RigL(update_interval=int(min(100, max(10, steps // 10))), seed=0)
+history = rigl.fit(x_train, y_train, batch_size=128, epochs=EPOCHS,
+                   callbacks=[ks.callbacks.DynamicSparseTraining(updater)], verbose=2)
+print("RigL ERK accuracy:", accuracy(rigl), " ITOP rate:", history.history.get("itop_rate", [None])[-1])"""),
+        new_code_cell("""keras.utils.set_random_seed(0)
+dense = compile_sgd(small_cnn(), EPOCHS)
+dense.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=2)
+print(f"dense {accuracy(dense):.4f} | static ERK {accuracy(static):.4f} | RigL ERK {accuracy(rigl):.4f}")"""),
+        new_markdown_cell("## Strip to a plain Keras model"),
+        new_code_cell("""plain = ks.strip(rigl)
+kernels = [w.numpy() for w in plain.weights if w.path.endswith("kernel")]
+zeros = sum(int((k == 0).sum()) for k in kernels); total = sum(k.size for k in kernels)
+print(type(plain).__name__, f"{zeros / total:.2%} of kernel entries exactly zero")
+assert np.allclose(plain.predict(x_test[:256], verbose=0), rigl.predict(x_test[:256], verbose=0), atol=1e-5)"""),
+    ])
+
+
+def pai_tost() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("""# Pruning at initialization + ToST
+
+Draw a mask before training with SNIP (or GraSP, SynFlow, random), train it
+as is, and train the same mask with ToST's tweaks (ghost skips, ghost Swish,
+LRSI, label smoothing), which are all removed at the end so the final
+model is a plain sparse ReLU network of the original graph.
+
+Model: the library's CIFAR-style ResNet-20 for 28x28x1 inputs (ghost skips
+need shape-preserving convolutions)."""),
+        new_markdown_cell(INSTALL_MD),
+        new_code_cell(INSTALL_CODE),
+        new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (30 if FULL_RECIPE else 3)
+TRAIN_SIZE = 2000 if QUICK else (None if FULL_RECIPE else 20000)
+TEST_SIZE = 1000 if QUICK else None
+SPARSITY = 0.95
+METHOD = "snip"  # "snip", "grasp", "synflow" or "random"
+DEPTH = 8 if QUICK else 20"""),
+        new_markdown_cell(DATA_MD),
+        new_code_cell(DATA_CODE),
+        new_code_cell(COMPILE_CODE),
+        new_code_cell("""import keras_sparse as ks
+from keras_sparse import pruning, tost
+from keras_sparse.models import cifar_resnet
+
+def make_mask(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = cifar_resnet(DEPTH, input_shape=(28, 28, 1))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    idx = np.random.default_rng(seed).choice(len(x_train), 256, replace=False)
+    data = (x_train[idx], y_train[idx]) if METHOD in ("snip", "grasp") else None
+    kwargs = dict(data=data, loss=loss) if data is not None else {}
+    if METHOD == "random":
+        kwargs["seed"] = seed
+    return pruning.prune_at_init(model, METHOD, SPARSITY, **kwargs)
+
+plain_mask = make_mask()
+print(f"{METHOD} mask sparsity: {ks.sparsity_report(plain_mask).total_sparsity:.4f}")"""),
+        new_markdown_cell("## The mask, trained as is"),
+        new_code_cell("""compile_sgd(plain_mask, EPOCHS)
+plain_mask.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=2)
+acc_plain = accuracy(plain_mask)
+print("without ToST:", acc_plain)"""),
+        new_markdown_cell("## The same mask with ToST"),
+        new_code_cell("""helper = tost.ToST()
+prepared = helper.prepare(make_mask())
+compile_sgd(prepared, EPOCHS, loss=helper.loss(from_logits=True))
+prepared.fit(x_train, y_train, batch_size=128, epochs=EPOCHS,
+             callbacks=[helper.callback()], verbose=2)
+final, report = helper.finalize(prepared, validation_data=(x_test, y_test))
+final = ks.strip(final)
+acc_tost = accuracy(final)
+print(f"with ToST (plain ReLU model after removing every tweak): {acc_tost:.4f}")
+print("Swish -> ReLU swap changed accuracy by", report.get("swap_accuracy_change"))
+print(f"{METHOD} {SPARSITY:.0%}: without ToST {acc_plain:.4f}, with ToST {acc_tost:.4f}")"""),
+        new_markdown_cell("""Short budgets are noisy: compare over several seeds and the
+protocol's epoch budget (`python -m benchmarks.accuracy --methods snip snip_tost`)
+before drawing conclusions."""),
+    ])
+
+
+def tflite_on_device() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("""# Sparse model to TFLite / LiteRT, and on-device training
+
+Train a 90% sparse small CNN, strip it, export it to a float32 `.tflite`
+with sparse tensor encoding, check it against Keras in the LiteRT
+interpreter, then export a *trainable* model (train / infer / get_weights /
+set_weights signatures, builtin ops only) and run training steps with the
+device-side runner, which imports only numpy and a TFLite runtime."""),
+        new_markdown_cell(INSTALL_MD + "\n\nThis notebook also needs `ai-edge-litert` (the `tflite` extra)."),
+        new_code_cell(INSTALL_CODE),
+        new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (10 if FULL_RECIPE else 2)
+TRAIN_SIZE = 5000 if QUICK else None
+TEST_SIZE = 1000 if QUICK else None
+DEVICE_EPOCHS = 1
+DEVICE_SAMPLES = 512 if QUICK else 4096"""),
+        new_markdown_cell(DATA_MD),
+        new_code_cell(DATA_CODE),
+        new_code_cell(COMPILE_CODE),
+        new_code_cell("""import keras_sparse as ks
+from keras_sparse.models import small_cnn
+
+keras.utils.set_random_seed(0)
+sparse = ks.sparsify(small_cnn(), 0.9, distribution="erk", seed=0)
+compile_sgd(sparse, EPOCHS)
+sparse.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=2)
+plain = ks.strip(sparse)
+print("Keras accuracy:", accuracy(plain))"""),
+        new_markdown_cell("## Inference export, verified in LiteRT"),
+        new_code_cell("""import tempfile, tflite_export
+from tflite_export import runner
+
+out = tempfile.mkdtemp()
+path = os.path.join(out, "sparse.tflite")
+report = tflite_export.export_inference(plain, path, precision="float32",
+                                        sample_inputs=x_test[:16], latency_invokes=100)
+print(report.to_markdown())
+interp = runner.make_interpreter(path)
+lite = runner.run_inference(interp, x_test[:1000], progress=False).argmax(-1)
+keras_pred = plain.predict(x_test[:1000], verbose=0).argmax(-1)
+print(f"bytes {report.num_bytes:,} vs dense float32 {report.dense_float32_bytes:,}; "
+      f"Keras/LiteRT agreement on 1000 images: {np.mean(lite == keras_pred):.4f}")"""),
+        new_markdown_cell("## On-device training with the runner"),
+        new_code_cell("""train_path = os.path.join(out, "trainable.tflite")
+treport = tflite_export.export_trainable(
+    plain, train_path, keras.optimizers.SGD(0.01, momentum=0.9),
+    keras.losses.SparseCategoricalCrossentropy(from_logits=True), batch_size=32)
+print(treport.signatures, f"{treport.num_bytes:,} bytes")
+device = runner.make_interpreter(train_path)
+runner.maybe_init_sparse(device)
+before = runner.get_weights(device)
+losses = runner.train_epochs(device, x_train[:DEVICE_SAMPLES], y_train[:DEVICE_SAMPLES],
+                             epochs=DEVICE_EPOCHS)
+after = runner.get_weights(device)
+kept = all(np.all(after[k][before[k] == 0] == 0) for k in before if "kernel" in k)
+print("mean loss per epoch:", losses, "| pruned entries still zero:", kept)"""),
+        new_markdown_cell("""The same two files run on a device with
+`python -m tflite_export.runner infer sparse.tflite --data x.npy` and
+`python -m tflite_export.runner train trainable.tflite --data train.npz`."""),
+    ])
+
+
+NOTEBOOKS = {
+    "quickstart_static_erk.ipynb": quickstart,
+    "pruning_at_init_tost.ipynb": pai_tost,
+    "tflite_on_device_training.ipynb": tflite_on_device,
+}
+
+
+def render(builder) -> str:
+    nb = builder()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives identical files
+        cell["id"] = f"cell-{i}"
+    nbformat.validate(nb)
+    return nbformat.writes(nb) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
+    stale = []
+    for name, builder in NOTEBOOKS.items():
+        text, path = render(builder), HERE / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print("wrote", path)
+    if stale:
+        print("stale notebooks (run python examples/make_notebooks.py):", stale)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""benchmarks/accuracy.py: CLI defaults, registry, and real methods on a tiny budget."""
+
+import numpy as np
+import pytest
+
+from benchmarks import accuracy, harness
+
+
+def test_quick_defaults():
+    a = accuracy.parse_args(["--quick"])
+    assert a.models == ["small_cnn"] and a.sparsities == [0.9] and a.seeds == [0]
+    assert a.epochs == 1 and a.train_size == accuracy.QUICK_TRAIN_SIZE
+    assert a.results.name == "accuracy_quick.jsonl"
+    assert set(a.methods) <= set(harness.REGISTRY)
+
+
+def test_full_defaults_follow_protocol():
+    a = accuracy.parse_args([])
+    assert a.models == ["small_cnn", "resnet20"]
+    assert a.sparsities == [0.9, 0.95, 0.98] and a.distributions == ["uniform", "erk"]
+    assert a.seeds == [0, 1, 2] and a.train_size is None
+    assert a.results.name == "accuracy.jsonl"
+
+
+def test_rejects_bad_input():
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--methods", "nope"])
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--sparsities", "1.0"])
+
+
+def test_registry_has_the_protocol_rows():
+    for name in ("dense", "static", "snip", "grasp", "synflow", "random_pai", "lth",
+                 "snip_tost", "grasp_tost", "synflow_tost", "random_tost", "tfmot",
+                 "set", "rigl", "neurrev", "granet", "granet_st", "gmp", "mest", "dsr", "deep_r"):
+        assert name in harness.REGISTRY, name
+
+
+def test_plan_puts_lth_in_global_column():
+    a = accuracy.parse_args(["--methods", "lth", "static", "--models", "small_cnn",
+                             "--sparsities", "0.9", "--seeds", "0"])
+    keys = accuracy.plan(a)
+    assert {k.distribution for k in keys if k.method == "lth"} == {"global"}
+    assert {k.distribution for k in keys if k.method == "static"} == {"uniform", "erk"}
+
+
+def test_lth_schedule_reaches_target():
+    rounds, frac = accuracy.lth_schedule(0.9)
+    assert rounds == 11
+    assert abs((1 - frac) ** rounds - 0.1) < 1e-12
+
+
+def _tiny_data(n=256):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    return harness.BenchData(x, y, x[:64], y[:64])
+
+
+@pytest.mark.parametrize("method", ["static", pytest.param("snip", marks=pytest.mark.slow)])
+def test_real_methods_measure_sparsity(method, tmp_path):
+    key = harness.RunKey(method, "small_cnn", 0.9, "erk", 0)
+    rec = harness.execute(key, accuracy.build_model, _tiny_data(), harness.Budget(epochs=1),
+                          harness.REGISTRY[method])
+    assert rec["status"] == "ok", rec.get("error")
+    assert abs(rec["final_sparsity"] - 0.9) < 2e-3
+    assert 0.0 <= rec["test_accuracy"] <= 1.0

@@ -1,0 +1,170 @@
+"""Benchmark harness: resume after a kill, table rendering, plots, on a tiny fake method.
+
+No training and no real data: the fake method returns a fake "model"-less
+result, so these tests run in well under a second each.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import harness
+from benchmarks.harness import BenchData, Budget, MethodSpec, RunKey
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL/Ctrl-C: not an Exception, so the harness does not record it."""
+
+
+def _fake_registry(calls, kill_after=None):
+    def fake(model, sparsity, distribution, data, budget, seed):
+        if kill_after is not None and len(calls) >= kill_after:
+            raise Killed()
+        calls.append((sparsity, distribution, seed))
+        acc = 0.9 - 0.1 * sparsity + 0.01 * seed
+        return None, {"test_accuracy": acc, "final_sparsity": sparsity, "extra": 1}
+
+    def dense(model, sparsity, distribution, data, budget, seed):
+        calls.append(("dense", seed))
+        return None, {"test_accuracy": 0.95, "final_sparsity": 0.0}
+
+    def broken(model, sparsity, distribution, data, budget, seed):
+        raise RuntimeError("boom")
+
+    return {
+        "dense": MethodSpec("dense", dense, "dense", kind="dense", dense=True),
+        "fake": MethodSpec("fake", fake, "fake method"),
+        "broken": MethodSpec("broken", broken, "broken method"),
+        "later": MethodSpec("later", fake, "not merged", available=lambda: "not merged yet"),
+    }
+
+
+def _data():
+    x = np.zeros((4, 2, 2, 1), np.float32)
+    y = np.zeros((4,), np.int64)
+    return BenchData(x, y, x, y)
+
+
+def _run(tmp_path, registry, methods=("fake",), seeds=(0, 1, 2), budget=None):
+    keys = harness.plan_runs(methods, ["tiny"], [0.9, 0.95], ["uniform", "erk"], seeds,
+                             registry=registry)
+    return harness.run_all(keys, lambda name, seed: None, _data(), budget or Budget(epochs=1),
+                           tmp_path / "runs.jsonl", registry=registry, progress=False,
+                           log=lambda msg: None, fresh_session=False)
+
+
+def test_plan_runs_dense_once_per_seed():
+    reg = _fake_registry([])
+    keys = harness.plan_runs(["dense", "fake"], ["tiny"], [0.9, 0.95], ["uniform", "erk"],
+                             [0, 1], registry=reg)
+    assert [k for k in keys if k.method == "dense"] == [
+        RunKey("dense", "tiny", 0.0, "-", 0), RunKey("dense", "tiny", 0.0, "-", 1)]
+    assert len([k for k in keys if k.method == "fake"]) == 2 * 2 * 2
+
+
+def test_killed_run_resumes_skipping_finished_keys(tmp_path):
+    calls = []
+    with pytest.raises(Killed):
+        _run(tmp_path, _fake_registry(calls, kill_after=5))
+    finished = harness.read_runs(tmp_path / "runs.jsonl")
+    assert len(finished) == 5 and all(r["status"] == "ok" for r in finished)
+
+    calls_after = []
+    new = _run(tmp_path, _fake_registry(calls_after))
+    assert len(new) == 12 - 5 == len(calls_after)
+    done_before = {(r["sparsity"], r["distribution"], r["seed"]) for r in finished}
+    assert not done_before & set(calls_after)
+
+    # Everything finished: a third run does nothing.
+    assert _run(tmp_path, _fake_registry([])) == []
+    assert len(harness.read_runs(tmp_path / "runs.jsonl")) == 12
+
+
+def test_torn_last_line_is_ignored_and_rerun(tmp_path):
+    calls = []
+    _run(tmp_path, _fake_registry(calls), seeds=(0,))
+    path = tmp_path / "runs.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # killed mid-write
+    calls2 = []
+    _run(tmp_path, _fake_registry(calls2), seeds=(0,))
+    assert len(calls2) == 1
+
+
+def test_other_budget_is_not_resumed(tmp_path):
+    _run(tmp_path, _fake_registry([]), seeds=(0,))
+    calls = []
+    _run(tmp_path, _fake_registry(calls), seeds=(0,), budget=Budget(epochs=2))
+    assert len(calls) == 4
+
+
+def test_failures_are_recorded_and_retried(tmp_path):
+    reg = _fake_registry([])
+    new = _run(tmp_path, reg, methods=("broken",), seeds=(0,))
+    assert {r["status"] for r in new} == {"failed"}
+    assert "RuntimeError: boom" in new[0]["error"]
+    assert len(_run(tmp_path, reg, methods=("broken",), seeds=(0,))) == 4  # retried
+
+
+def test_unavailable_method_is_skipped_without_record(tmp_path):
+    assert _run(tmp_path, _fake_registry([]), methods=("later",)) == []
+    assert harness.read_runs(tmp_path / "runs.jsonl") == []
+
+
+def test_aggregate_mean_std_over_seeds(tmp_path):
+    _run(tmp_path, _fake_registry([]), methods=("dense", "fake"))
+    rows = harness.aggregate(harness.read_runs(tmp_path / "runs.jsonl"), Budget(epochs=1).fingerprint)
+    row = next(r for r in rows if r["method"] == "fake" and r["sparsity"] == 0.9
+               and r["distribution"] == "erk")
+    accs = [0.9 - 0.09 + 0.01 * s for s in (0, 1, 2)]
+    assert row["n"] == 3 and row["seeds"] == [0, 1, 2]
+    assert math.isclose(row["acc_mean"], np.mean(accs))
+    assert math.isclose(row["acc_std"], np.std(accs, ddof=1))
+    assert math.isclose(row["sparsity_mean"], 0.9)
+
+
+def test_render_table_cells_show_accuracy_std_and_sparsity(tmp_path):
+    reg = _fake_registry([])
+    _run(tmp_path, reg, methods=("dense", "fake", "broken"))
+    rows = harness.aggregate(harness.read_runs(tmp_path / "runs.jsonl"))
+    md = harness.render_table(rows, registry=reg, pending={"later": "not merged yet"})
+    lines = md.splitlines()
+    assert lines[0] == "#### tiny"
+    assert lines[2] == "| method | 90% erk | 90% uniform | 95% erk | 95% uniform |"
+    fake = next(l for l in lines if l.startswith("| fake method |"))
+    # 100 * mean(0.81, 0.82, 0.83) = 82.00, std 1.00
+    assert "82.00 ± 1.00 (sp 0.900, n=3)" in fake
+    assert next(l for l in lines if l.startswith("| dense |")).count("95.00 ± 0.00 (sp 0.000, n=3)") == 4
+    assert "failed (3)" in next(l for l in lines if l.startswith("| broken method |"))
+    assert "pending: not merged yet" in next(l for l in lines if l.startswith("| not merged |"))
+    assert all(l.count("|") == 6 for l in lines[2:])
+
+
+def test_plots_are_written(tmp_path):
+    reg = _fake_registry([])
+    _run(tmp_path, reg, methods=("dense", "fake"))
+    rows = harness.aggregate(harness.read_runs(tmp_path / "runs.jsonl"))
+    pngs = harness.plot_accuracy_vs_sparsity(rows, tmp_path / "plots", registry=reg)
+    assert sorted(p.name for p in pngs) == ["accuracy_vs_sparsity_tiny_erk.png",
+                                            "accuracy_vs_sparsity_tiny_uniform.png"]
+    bars = harness.plot_density_bars({"uniform": {"a/kernel": 1.0, "b/kernel": 0.1},
+                                      "erk": {"a/kernel": 0.5, "b/kernel": 0.2}},
+                                     tmp_path / "plots" / "d.png", "t")
+    for p in pngs + [bars]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_budget_fingerprint_is_stable_and_sensitive():
+    assert Budget(epochs=3).fingerprint == Budget(epochs=3).fingerprint
+    assert Budget(epochs=3).fingerprint != Budget(epochs=4).fingerprint
+    assert Budget(epochs=3).steps(1000) == 3 * 8
+
+
+def test_records_are_json_lines(tmp_path):
+    _run(tmp_path, _fake_registry([]), seeds=(0,))
+    for line in (tmp_path / "runs.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert {"method", "model", "sparsity", "distribution", "seed", "budget", "budget_id",
+                "test_accuracy", "final_sparsity", "status", "seconds"} <= set(rec)

@@ -1,0 +1,78 @@
+"""examples/*.ipynb: up to date with their generator (fast), and they execute
+with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through nbclient (slow)."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
+
+needs_nb = pytest.mark.skipif(
+    importlib.util.find_spec("nbformat") is None, reason="nbformat not installed (examples extra)")
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_notebooks", EXAMPLES / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_nb
+def test_notebooks_match_generator():
+    gen = _generator()
+    assert sorted(gen.NOTEBOOKS) == NOTEBOOKS
+    assert gen.main(["--check"]) == 0
+
+
+@needs_nb
+def test_notebooks_have_install_quick_flag_and_full_recipe_switch():
+    import nbformat
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(EXAMPLES / name, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert "%pip install" in code and "KERAS_SPARSE_NOTEBOOK_QUICK" in code
+        assert "FULL_RECIPE = False" in code
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes_quick(name, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import nbformat
+
+    from keras_sparse.datasets import load_fashion_mnist
+
+    try:
+        load_fashion_mnist(allow_download=False)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("KERAS_SPARSE_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    nb = nbformat.read(EXAMPLES / name, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(EXAMPLES)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+
+
+@pytest.mark.slow
+def test_cifar_recipe_smoke():
+    spec = importlib.util.spec_from_file_location("cifar_recipe", EXAMPLES / "cifar_resnet32_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rec = module.main(["--smoke", "--method", "rigl", "--epochs", "1"])
+    assert abs(rec["final_sparsity"] - 0.9) < 1e-3
