@@ -1,10 +1,5 @@
 """Lottery tickets: iterative magnitude pruning with rewinding."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -12,12 +7,6 @@ import pytest  # noqa: E402
 import keras_sparse  # noqa: E402
 from keras_sparse import lottery, pruning  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    yield
 
 
 def mlp():

@@ -1,10 +1,5 @@
 """Pruning at initialization: SNIP, GraSP, SynFlow, random."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -14,12 +9,6 @@ import keras_sparse  # noqa: E402
 from keras_sparse import masks as mask_math  # noqa: E402
 from keras_sparse import pruning  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _fresh():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    yield
 
 
 def mlp(sizes=(6, 8, 5, 3), bias=True, activation="relu", bn=False):
