@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 VENV_PY := $(VENV)/bin/python
-EXTRAS ?= test,tflite,bench
+EXTRAS ?= test,tflite,bench,examples
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
@@ -109,5 +109,4 @@ notebooks: venv
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
 test-notebooks: venv data
-	$(VENV_PY) -m pip install -q nbclient nbformat ipykernel
 	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py

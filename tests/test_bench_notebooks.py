@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail_in_ci
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
 
-needs_nb = pytest.mark.skipif(
-    importlib.util.find_spec("nbformat") is None, reason="nbformat not installed (examples extra)")
+@pytest.fixture
+def needs_nb():
+    if importlib.util.find_spec("nbformat") is None:
+        skip_or_fail_in_ci("nbformat not installed (pip install -e '.[examples]')")
 
 
 def _generator():
@@ -23,14 +26,14 @@ def _generator():
     return module
 
 
-@needs_nb
+@pytest.mark.usefixtures("needs_nb")
 def test_notebooks_match_generator():
     gen = _generator()
     assert sorted(gen.NOTEBOOKS) == NOTEBOOKS
     assert gen.main(["--check"]) == 0
 
 
-@needs_nb
+@pytest.mark.usefixtures("needs_nb")
 def test_notebooks_have_install_quick_flag_and_full_recipe_switch():
     import nbformat
 
@@ -44,17 +47,11 @@ def test_notebooks_have_install_quick_flag_and_full_recipe_switch():
 @pytest.mark.slow
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes_quick(name, monkeypatch):
+def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     import nbformat
 
-    from keras_sparse.datasets import load_fashion_mnist
-
-    try:
-        load_fashion_mnist(allow_download=False)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
     monkeypatch.setenv("KERAS_SPARSE_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(

@@ -137,13 +137,8 @@ def test_load_cifar_without_tfds_gives_install_hint(monkeypatch):
 
 
 @pytest.mark.real_data
-def test_real_fashion_mnist():
-    try:
-        (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(
-            allow_download=False
-        )
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_real_fashion_mnist(fashion_mnist):
+    (x_train, y_train), (x_test, y_test) = fashion_mnist
     assert x_train.shape == (60000, 28, 28, 1)
     assert x_test.shape == (10000, 28, 28, 1)
     assert y_train.shape == (60000,) and y_test.shape == (10000,)

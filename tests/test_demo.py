@@ -55,16 +55,7 @@ def test_demo_has_dense_baseline_tflite_and_on_device_steps():
 
 
 @pytest.mark.real_data
-def test_demo_quick_end_to_end(tmp_path):
-    import keras_sparse as ks
-    from keras_sparse.datasets import load_fashion_mnist
-
-    if not hasattr(ks, "sparsify"):
-        pytest.skip("core API (ks.sparsify) not available in this checkout")
-    try:
-        load_fashion_mnist(allow_download=False)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_demo_quick_end_to_end(tmp_path, fashion_mnist):
     ctx = _load_demo().main(["--quick", "--verbose", "0", "--out-dir", str(tmp_path)])
     sparse = ctx.results["sparse"]
     assert abs(sparse["total_sparsity"] - 0.9) < 1e-3
