@@ -204,5 +204,10 @@ def test_neurrev_default_p_skips_dense_weights():
     a = alg.NeurRev()
     a.setup(ts, 1000)  # a dense weight (s = 0) must not raise with p=None
     assert a._relax[0] == 0
+    # An explicit p is capped per weight at its sparsity (dense: 0) ...
+    a = alg.NeurRev(p=0.15)
+    a.setup(ts, 1000)
+    assert a._relax == [0, 1]
+    # ... and must not exceed the model's sparsity (2 of 12 pruned: 0.1667).
     with pytest.raises(ValueError, match="s - p must be >= 0"):
         alg.NeurRev(p=0.2).setup(ts, 1000)

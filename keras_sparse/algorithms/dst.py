@@ -110,13 +110,15 @@ class NeurRev(RigL):
     Search & Awake that were negative.
 
     Args:
-        p: relaxation as a fraction of each weight's size (absolute), or None
-            for `min(0.1 * (1 - s), s)` per weight (0 for a dense weight). `s - p` must be >= 0.
+        p: relaxation as a fraction of each weight's size (absolute, the
+            paper's units), capped per weight at that weight's sparsity (a
+            dense weight cannot relax); or None for `min(0.1 * (1 - s), s)`
+            per weight. The model's sparsity `s - p` must be >= 0.
         **kwargs: `Updater` arguments.
 
     Raises:
         ValueError: `p` outside (0, 1), or `s - p < 0` for some weight (at
-            `on_train_begin`).
+            `on_train_begin`, before any mask changes).
 
     Reference:
         Li et al., "NeurRev: Train Better Sparse Neural Network Practically
@@ -136,17 +138,19 @@ class NeurRev(RigL):
         super().setup(targets, total_steps)
         self._relax = []
         unit = mask_math.group_size(self.structure)
-        for t in targets:
-            mask = keras.ops.convert_to_numpy(t.mask)
+        masks = [keras.ops.convert_to_numpy(t.mask) for t in targets]
+        total = sum(m.size for m in masks)
+        s_global = 1.0 - sum(float(m.sum()) for m in masks) / total
+        if self.p is not None and s_global - self.p < -1e-9:
+            raise ValueError(
+                f"NeurRev's relaxed sparsity s - p must be >= 0, but the model's "
+                f"sparsity is s={s_global:.4f} and p={self.p}. Accepted: "
+                f"0 < p <= {s_global:.4f} (or p=None for 0.1 * (1 - s) per weight)."
+            )
+        for t, mask in zip(targets, masks):
             s = 1.0 - float(mask.mean())
-            # Default: 10% of the non-zero budget, never more than s (dense layers: 0).
-            p = min(0.1 * (1.0 - s), s) if self.p is None else self.p
-            if s - p < -1e-9:
-                raise ValueError(
-                    f"NeurRev's relaxed sparsity s - p must be >= 0, but weight "
-                    f"{t.key!r} has s={s:.4f} and p={p}. Accepted: p <= {s:.4f} "
-                    "(or p=None for 0.1 * (1 - s))."
-                )
+            # A weight cannot relax below sparsity 0 (ERK leaves some dense).
+            p = min(0.1 * (1.0 - s) if self.p is None else self.p, s)
             n = int(round(p * mask.size)) // unit * unit
             # The relaxed mask must fit the structure (2:4 caps density at 0.5).
             cap = mask_math.capacity(mask, self.structure)
