@@ -125,6 +125,9 @@ class NeurRev(RigL):
         via Neuron Revitalization", ICLR 2024.
     """
 
+    # Default relaxation as a share of each weight's non-zero budget (p=None).
+    relax_ratio = 0.1
+
     def __init__(self, p: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.p = None if p is None else validate_fraction(p, "p")
@@ -150,7 +153,7 @@ class NeurRev(RigL):
         for t, mask in zip(targets, masks):
             s = 1.0 - float(mask.mean())
             # A weight cannot relax below sparsity 0 (ERK leaves some dense).
-            p = min(0.1 * (1.0 - s) if self.p is None else self.p, s)
+            p = min(self.relax_ratio * (1.0 - s) if self.p is None else self.p, s)
             n = int(round(p * mask.size)) // unit * unit
             # The relaxed mask must fit the structure (2:4 caps density at 0.5).
             cap = mask_math.capacity(mask, self.structure)
