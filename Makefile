@@ -23,6 +23,7 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite test-notebooks notebooks
+.PHONY: bench-neurrev bench-dormant
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -34,6 +35,8 @@ help:
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
 	@echo "make bench-accuracy        accuracy table (hours, resumable); -quick: < 10 min smoke run"
 	@echo "make bench-tflite          TFLite bytes/latency/on-device training benchmark"
+	@echo "make bench-neurrev         NeurRev p x update-interval sweep vs RigL (small CNN, resumable)"
+	@echo "make bench-dormant         dormant-neuron fraction and ITOP rate over training, RigL vs NeurRev"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
@@ -103,6 +106,13 @@ bench-accuracy-quick: venv data tfmot-venv
 
 bench-tflite: venv data
 	$(VENV_PY) -m benchmarks.tflite_bench $(BENCH_ARGS)
+
+# NeurRev's relaxation p x update interval, RigL as the reference (resumable).
+bench-neurrev: venv data
+	$(VENV_PY) -m benchmarks.neurrev_sweep $(BENCH_ARGS)
+
+bench-dormant: venv data
+	$(VENV_PY) -m benchmarks.dormant_itop $(BENCH_ARGS)
 
 notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py

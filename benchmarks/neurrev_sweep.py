@@ -30,7 +30,7 @@ ascending delta order" at the same p: it separates the effect of removing
 Resumable: each finished run is one line of benchmarks/results/
 neurrev_sweep.jsonl; reruns skip finished (method, r, interval, seed) keys
 with the same budget. Writes neurrev_sweep.{json,md} and the plots
-neurrev_sweep.png, neurrev_negatives.png.
+neurrev_sweep.png, neurrev_sweep_negatives.png (named after --results).
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def choose_default(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "chosen": max(ok) if ok else best}
 
 
-def render(rows, choice, budget, n_train, machine) -> str:
+def render(rows, choice, budget, n_train, machine, plots=()) -> str:
     from benchmarks._common import machine_markdown, markdown_table
 
     def pct(x):
@@ -328,12 +328,13 @@ def render(rows, choice, budget, n_train, machine) -> str:
             + ", ".join(f"r={k}: {100 * v:+.2f}" for k, v in choice["gaps_to_rigl"].items())
             + f". r within noise of RigL or better at every interval: {choice['at_least_rigl'] or 'none'}; "
             f"chosen default r = {choice['chosen']:g}.")
-    md.append("Plots: `neurrev_sweep.png` (accuracy vs r and vs cumulative churn), "
-              "`neurrev_negatives.png` (fc1 negative share of non-zero active weights over updates).")
+    if plots:
+        md.append(f"Plots: `{plots[0]}` (accuracy vs r and vs cumulative churn), `{plots[1]}` "
+                  "(fc1 negative share of non-zero active weights over updates, seed 0).")
     return "\n\n".join(md) + "\n"
 
 
-def plot(records, rows, out_dir: Path) -> list[Path]:
+def plot(records, rows, stem: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,7 +362,8 @@ def plot(records, rows, out_dir: Path) -> list[Path]:
     ax1.set_xscale("log")
     ax1.set_xlabel("r = p / (1 - s)  (share of the non-zero budget re-pruned per update)")
     ax1.set_ylabel("test accuracy %")
-    ax1.set_title("Model A, 90% ERK, 3 epochs on 10k")
+    ax1.set_title(f"Model A, 90% ERK, {records[0]['budget']['epochs']} epochs on "
+                  f"{records[0]['budget']['train_size']}")
     ax1.legend(fontsize=7)
     for rec in records:
         if rec.get("status") != "ok" or rec["method"] == "rigl":
@@ -377,7 +379,7 @@ def plot(records, rows, out_dir: Path) -> list[Path]:
     ax2.set_ylabel("test accuracy %")
     ax2.set_title("accuracy vs cumulative Search & Awake churn")
     fig.tight_layout()
-    path = out_dir / "neurrev_sweep.png"
+    path = stem.parent / f"{stem.name}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
@@ -398,12 +400,12 @@ def plot(records, rows, out_dir: Path) -> list[Path]:
             else:
                 ax.plot(steps, neg, marker=".", color=cmap(ratios.index(rec["ratio"]) / max(1, len(ratios) - 1)),
                         label=f"NeurRev r={rec['ratio']:g} (acc {100 * rec['test_accuracy']:.1f}%)")
-        ax.set_title(f"fc1: negative share of non-zero active weights, interval {interval} (seed 0)")
+        ax.set_title(f"fc1 negative share, update interval {interval} (seed 0)")
         ax.set_xlabel("training step (at mask updates)")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("% of non-zero active fc1 weights that are < 0")
     fig.tight_layout()
-    path = out_dir / "neurrev_negatives.png"
+    path = stem.parent / f"{stem.name}_negatives.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
@@ -456,10 +458,9 @@ def main(argv=None) -> int:
     records = [r for r in harness.read_runs(args.results) if r.get("budget_id") == budget.fingerprint]
     rows = aggregate(records)
     choice = choose_default(rows)
-    out_dir = Path(args.results).parent
-    plots = plot(records, rows, out_dir)
-    md = render(rows, choice, budget, len(data.x_train), machine)
     stem = Path(args.results).with_suffix("")
+    plots = plot(records, rows, stem)
+    md = render(rows, choice, budget, len(data.x_train), machine, [p.name for p in plots])
     Path(f"{stem}.md").write_text(md, encoding="utf-8")
     write_json(Path(f"{stem}.json"), {"machine": machine, "budget": budget.to_dict(),
                                       "budget_id": budget.fingerprint, "sparsity": SPARSITY,
