@@ -103,7 +103,8 @@ def neurrev_class(ratio: float, sign_free: bool = False):
         self._reference[index] = weight.copy()
         return weight, new_mask, {"awakened": negative, "sign_free": float(pruned.sum())}
 
-    attrs: dict[str, Any] = {"relax_ratio": float(ratio)}
+    # relax_interval=1: r itself at every interval (no scaling with the interval).
+    attrs: dict[str, Any] = {"relax_ratio": float(ratio), "relax_interval": 1}
     if sign_free:
         attrs["after_prune_and_grow"] = after_prune_and_grow
     return type(f"NeurRev_r{ratio:g}{'_signfree' if sign_free else ''}", (NeurRev,), attrs)

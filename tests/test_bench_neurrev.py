@@ -34,6 +34,10 @@ def test_neurrev_class_relaxes_ratio_of_the_nonzero_budget():
     a = neurrev_sweep.neurrev_class(0.25)()
     a.setup(ts, 1000)
     assert a._relax == [10, 0]  # 0.25 * 40; the dense weight cannot relax
+    # The sweep's r is not scaled by the update interval (the library default is).
+    a = neurrev_sweep.neurrev_class(0.25)(update_interval=5)
+    a.setup(ts, 1000)
+    assert a._relax == [10, 0]
     assert "relax_ratio" not in a.get_config()  # the config is NeurRev's own
 
 
