@@ -97,7 +97,8 @@ def build(model_name: str):
     return build_model(model_name, 0)
 
 
-def run_one(model_name: str, method: str, seed: int, data, budget, x_probe, every: int) -> dict:
+def run_one(model_name: str, method: str, seed: int, data, budget, x_probe, every: int,
+            interval: int | None = None) -> dict:
     import keras
 
     import keras_sparse as ks
@@ -109,7 +110,7 @@ def run_one(model_name: str, method: str, seed: int, data, budget, x_probe, ever
     keras.utils.set_random_seed(seed)
     sparse = ks.sparsify(build(model_name), SPARSITY, distribution=DISTRIBUTION, seed=seed)
     total = budget.steps(len(data.x_train))
-    ui = update_interval(budget, len(data.x_train))
+    ui = interval or update_interval(budget, len(data.x_train))
     if method == "static":
         cb = SparsityLogger()
     else:
@@ -124,7 +125,7 @@ def run_one(model_name: str, method: str, seed: int, data, budget, x_probe, ever
     return {
         "model": model_name, "method": method, "seed": seed, "update_interval": ui,
         "algorithm": alg.get_config() if alg is not None else None,
-        "relax_ratio": getattr(alg, "relax_ratio", None) if method == "neurrev" else None,
+        "relax_ratio": alg.default_ratio() if method == "neurrev" else None,
         "budget": budget.to_dict(), "budget_id": budget.fingerprint, "total_steps": total,
         "test_accuracy": harness.test_accuracy(plain, data),
         "final_sparsity": harness.kernel_sparsity(plain)["final_sparsity"],
@@ -147,7 +148,8 @@ def summarize(records: Sequence[dict]) -> list[dict]:
             "final_itop_rate": r["final_itop_rate"],
         })
     order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (r["model"], order.get(r["method"], 9), r["seed"]))
+    rows.sort(key=lambda r: (r["model"], r["method"] != "static", r["update_interval"],
+                             order.get(r["method"], 9), r["seed"]))
     return rows
 
 
@@ -193,6 +195,12 @@ def plot(records, out_dir: Path) -> list[Path]:
 
     models = sorted({r["model"] for r in records})
     colors = {"static": "gray", "rigl": "tab:blue", "neurrev": "tab:red"}
+    styles = dict(zip(sorted({r["update_interval"] for r in records}), ["-", "--", ":", "-."]))
+
+    def label(r):
+        interval = "" if r["method"] == "static" else f", interval {r['update_interval']}"
+        return f"{LABELS[r['method']]}{interval}, s{r['seed']}"
+
     written = []
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -201,7 +209,8 @@ def plot(records, out_dir: Path) -> list[Path]:
                 continue
             ax.plot([p["step"] for p in r["points"]], [100 * p["dormant"]["all"] for p in r["points"]],
                     color=colors[r["method"]], alpha=1.0 if r["seed"] == 0 else 0.4,
-                    label=f"{LABELS[r['method']]} s{r['seed']} ({100 * r['test_accuracy']:.1f}%)")
+                    ls=styles[r["update_interval"]],
+                    label=f"{label(r)} ({100 * r['test_accuracy']:.1f}%)")
         ax.set_title(f"{model}: dormant ReLU channels, 90% ERK")
         ax.set_xlabel("training step")
         ax.set_ylabel("% dormant (fixed batch of 512)")
@@ -220,7 +229,7 @@ def plot(records, out_dir: Path) -> list[Path]:
             pts = [p for p in r["points"] if p["itop_rate"] is not None]
             ax.plot([0] + [p["step"] for p in pts], [100 * (1 - SPARSITY)] + [100 * p["itop_rate"] for p in pts],
                     color=colors[r["method"]], alpha=1.0 if r["seed"] == 0 else 0.4,
-                    label=f"{LABELS[r['method']]} s{r['seed']}")
+                    ls=styles[r["update_interval"]], label=label(r))
         ax.set_title(f"{model}: ITOP rate (weights ever active)")
         ax.set_xlabel("training step")
         ax.set_ylabel("% of masked weights")
@@ -241,6 +250,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-size", type=int, default=10_000)
     p.add_argument("--every", type=int, default=10, help="probe every N steps (default 10)")
+    p.add_argument("--interval", type=int, default=None,
+                   help="DST update interval (default: the accuracy harness's min(100, steps // 20))")
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "dormant_itop.jsonl")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -257,16 +268,19 @@ def main(argv=None) -> int:
     data = load_data(args.train_size)
     x_probe = data.x_train[np.random.default_rng(1234).choice(len(data.x_train), PROBE_SIZE, replace=False)]
     if not args.report_only:
-        done = {(r["model"], r["method"], r["seed"], r["budget_id"])
+        from benchmarks.accuracy import update_interval
+
+        ui = args.interval or update_interval(budget, len(data.x_train))
+        done = {(r["model"], r["method"], r["seed"], r["budget_id"], r["update_interval"])
                 for r in harness.read_runs(args.results) if r.get("status") == "ok"}
         todo = [(m, meth, s) for m in args.models for s in args.seeds for meth in args.methods
-                if (m, meth, s, budget.fingerprint) not in done]
+                if (m, meth, s, budget.fingerprint, ui) not in done]
         from tqdm.auto import tqdm
 
         bar = tqdm(todo, unit="run", dynamic_ncols=True, disable=args.no_progress)
         for model_name, method, seed in bar:
             bar.set_description(f"{model_name} {method} s{seed}")
-            rec = run_one(model_name, method, seed, data, budget, x_probe, args.every)
+            rec = run_one(model_name, method, seed, data, budget, x_probe, args.every, ui)
             harness.append_run(args.results, rec)
             bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}")
     # Every budget in the file is reported (Model B may run on a shorter one).
