@@ -66,22 +66,23 @@ def _row(method, ratio, interval, acc, std=0.0):
             "accuracy_std": std}
 
 
-def test_choose_default_takes_largest_ratio_at_least_rigl_at_every_interval():
-    rows = [_row("rigl", None, 11, 0.80), _row("rigl", None, 50, 0.81),
+def test_choose_default_compares_constant_ratios_and_the_library_rule():
+    rows = [_row("rigl", None, 11, 0.80, 0.01), _row("rigl", None, 50, 0.81, 0.01),
             _row("neurrev", 0.01, 11, 0.805), _row("neurrev", 0.01, 50, 0.812),
-            _row("neurrev", 0.03, 11, 0.801), _row("neurrev", 0.03, 50, 0.815),
+            _row("neurrev", 0.03, 11, 0.795), _row("neurrev", 0.03, 50, 0.815),
             _row("neurrev", 0.1, 11, 0.70), _row("neurrev", 0.1, 50, 0.82)]
-    choice = neurrev_sweep.choose_default(rows)
-    assert choice["at_least_rigl"] == [0.01, 0.03]
-    assert choice["chosen"] == 0.03
+    choice = neurrev_sweep.choose_default(rows, default_ratio=lambda i: 0.01 if i < 50 else 0.1)
+    assert choice["at_least_rigl"] == [0.01]
+    assert choice["within_noise"] == [0.01, 0.03]
+    assert choice["best_worst_case"] == 0.01
     assert choice["gaps_to_rigl"]["0.1"] == pytest.approx(-0.10)
+    assert choice["library_default"]["11"]["gap"] == pytest.approx(0.005)
+    assert choice["library_default"]["50"]["gap"] == pytest.approx(0.01)
 
 
-def test_choose_default_falls_back_to_best_worst_case():
-    rows = [_row("rigl", None, 11, 0.80), _row("neurrev", 0.01, 11, 0.79),
-            _row("neurrev", 0.1, 11, 0.5)]
-    choice = neurrev_sweep.choose_default(rows)
-    assert choice["at_least_rigl"] == [] and choice["chosen"] == 0.01
+def test_library_default_ratio_follows_neurrev():
+    assert neurrev_sweep.library_default_ratio(100) == pytest.approx(0.1)
+    assert neurrev_sweep.library_default_ratio(11) == pytest.approx(0.022)
 
 
 def test_probe_steps_include_start_and_end():
