@@ -140,7 +140,7 @@ def summarize(records: Sequence[dict]) -> list[dict]:
         d = [p["dormant"]["all"] for p in r["points"]]
         rows.append({
             "model": r["model"], "method": r["method"], "seed": r["seed"],
-            "update_interval": r["update_interval"], "test_accuracy": r["test_accuracy"],
+            "budget_id": r["budget_id"], "update_interval": r["update_interval"], "test_accuracy": r["test_accuracy"],
             "final_sparsity": r["final_sparsity"], "dormant_init": d[0],
             "dormant_peak": max(d), "dormant_peak_step": r["points"][int(np.argmax(d))]["step"],
             "dormant_mean": float(np.mean(d[1:] if len(d) > 1 else d)), "dormant_final": d[-1],
@@ -172,8 +172,10 @@ def render(rows, args, budget, n_train, machine) -> str:
     notes = [
         f"{SPARSITY:.0%} ERK, {budget.epochs} epoch(s) on {n_train} Fashion-MNIST training images, "
         f"batch {budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, weight decay "
-        f"{budget.weight_decay}, cosine to 0. Library defaults for RigL and NeurRev (update interval "
-        "as the accuracy harness, min(100, steps // 20)).",
+        f"{budget.weight_decay}, cosine to 0. Library defaults for RigL and NeurRev except the "
+        "update interval (column `interval`: the accuracy harness's min(100, steps // 20) unless "
+        "`--interval` was given); NeurRev's default p follows the interval "
+        "(r = 0.1 * min(1, interval / 50) of each layer's non-zero budget).",
         f"Dormant: ReLU channels whose output is exactly 0 on >= 99% of the positions of a fixed "
         f"batch of {PROBE_SIZE} training images (`keras_sparse.diagnostics.dormant_fraction`), "
         f"measured every {args.every} steps; 'mean' is over the measurements after step 0.",
@@ -193,7 +195,11 @@ def plot(records, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for r in records})
+    # One panel per (model, budget): "small_cnn, 3 ep".
+    def panel(r):
+        return f"{r['model']}, {r['budget']['epochs']} ep"
+
+    models = sorted({panel(r) for r in records})
     colors = {"static": "gray", "rigl": "tab:blue", "neurrev": "tab:red"}
     styles = dict(zip(sorted({r["update_interval"] for r in records}), ["-", "--", ":", "-."]))
 
@@ -205,7 +211,7 @@ def plot(records, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models):
         for r in records:
-            if r["model"] != model:
+            if panel(r) != model:
                 continue
             ax.plot([p["step"] for p in r["points"]], [100 * p["dormant"]["all"] for p in r["points"]],
                     color=colors[r["method"]], alpha=1.0 if r["seed"] == 0 else 0.4,
@@ -224,7 +230,7 @@ def plot(records, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models):
         for r in records:
-            if r["model"] != model or r["method"] == "static":
+            if panel(r) != model or r["method"] == "static":
                 continue
             pts = [p for p in r["points"] if p["itop_rate"] is not None]
             ax.plot([0] + [p["step"] for p in pts], [100 * (1 - SPARSITY)] + [100 * p["itop_rate"] for p in pts],
@@ -286,20 +292,21 @@ def main(argv=None) -> int:
     # Every budget in the file is reported (Model B may run on a shorter one).
     records = [r for r in harness.read_runs(args.results) if r.get("status") == "ok"]
     records = [r for r in records if r["model"] in args.models or args.report_only]
-    latest = {r["model"]: r["budget_id"] for r in records}  # one budget per model: the last run's
-    records = [r for r in records if r["budget_id"] == latest[r["model"]]]
     rows = summarize(records)
     out_dir = Path(args.results).parent
     plots = plot(records, out_dir)
-    budgets = {r["model"]: r["budget"] for r in records}
+    # One table per (model, budget).
+    budgets = {(r["model"], r["budget_id"]): r["budget"] for r in records}
     md = "\n\n".join(
-        render([row for row in rows if row["model"] == m], args, harness.Budget(**budgets[m]),
-               budgets[m]["train_size"] or 60000, machine) for m in sorted(budgets))
+        render([row for row in rows if (row["model"], row["budget_id"]) == key], args,
+               harness.Budget(**budgets[key]), budgets[key]["train_size"] or 60000, machine)
+        for key in sorted(budgets, key=lambda k: (k[0], -budgets[k]["epochs"])))
     stem = Path(args.results).with_suffix("")
     Path(f"{stem}.md").write_text(md, encoding="utf-8")
     write_json(Path(f"{stem}.json"), {"machine": machine, "sparsity": SPARSITY,
                                       "distribution": DISTRIBUTION, "rows": rows,
-                                      "budgets": budgets, "plots": [p.name for p in plots],
+                                      "budgets": {f"{m}/{b}": v for (m, b), v in budgets.items()},
+                                      "plots": [p.name for p in plots],
                                       "trajectories": [{k: r[k] for k in ("model", "method", "seed", "points")}
                                                        for r in records]})
     print(md)
