@@ -360,6 +360,31 @@ def render(rows, choice, budget, n_train, machine, plots=()) -> str:
     return "\n\n".join(md) + "\n"
 
 
+def _clip_collapsed(ax, gap: float = 3.0) -> None:
+    """Zooms the y axis on the trained runs; runs far below (collapsed) become labelled
+    triangles on the bottom edge."""
+    points = []
+    for line in ax.get_lines():
+        points += list(zip(*line.get_data()))
+    for coll in ax.collections:
+        points += [tuple(p) for p in coll.get_offsets()]
+    ys = [float(y) for _, y in points if np.isfinite(y)]
+    ok = [y for y in ys if y >= 30]
+    if not ok or len(ok) == len(ys):
+        return
+    lo, hi = min(ok) - gap, max(ys) + 1.0
+    ax.set_ylim(lo, hi)
+    seen = set()
+    for x, y in points:
+        if np.isfinite(y) and y < lo and (x, round(y)) not in seen:
+            seen.add((x, round(y)))
+            ax.plot([x], [lo + 0.3], marker="v", color="k", ms=6)
+            ax.annotate(f"{y:.0f}%", (x, lo + 0.3), textcoords="offset points",
+                        xytext=(-6, 6 + 8 * (len(seen) % 2)), fontsize=7, annotation_clip=True)
+    ax.text(0.99, 0.99, f"triangles: runs below {lo:.0f}% (collapsed)", transform=ax.transAxes,
+            fontsize=7, va="top", ha="right")
+
+
 def plot(records, rows, stem: Path) -> list[Path]:
     import matplotlib
 
@@ -390,7 +415,7 @@ def plot(records, rows, stem: Path) -> list[Path]:
     ax1.set_ylabel("test accuracy %")
     ax1.set_title(f"Model A, 90% ERK, {records[0]['budget']['epochs']} epochs on "
                   f"{records[0]['budget']['train_size']}")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 0.06))
     for rec in records:
         if rec.get("status") != "ok" or rec["method"] == "rigl":
             continue
@@ -400,6 +425,8 @@ def plot(records, rows, stem: Path) -> list[Path]:
     for r in rows:
         if r["method"] == "rigl":
             ax2.axhline(100 * r["accuracy_mean"], ls="--", color=colors.get(r["interval"], "gray"))
+    _clip_collapsed(ax1)
+    _clip_collapsed(ax2)
     ax2.set_xscale("log")
     ax2.set_xlabel("cumulative churn r x updates (o NeurRev, x sign-free ablation)")
     ax2.set_ylabel("test accuracy %")
