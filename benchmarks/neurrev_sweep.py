@@ -437,11 +437,14 @@ def plot(records, rows, stem: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    intervals = sorted({r["interval"] for r in records})
+    fig, axes = plt.subplots(1, len(intervals), figsize=(5.5 * len(intervals), 4.2), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
     cmap = plt.get_cmap("viridis")
     ratios = sorted({r["ratio"] for r in records if r.get("ratio")})
-    for ax, interval in zip(axes, sorted({r["interval"] for r in records})):
-        for rec in records:
+    for ax, interval in zip(axes, intervals):
+        for rec in sorted(records, key=lambda r: (r["method"] != "rigl", r.get("ratio") or 0.0)):
             if rec.get("status") != "ok" or rec["interval"] != interval or rec["seed"] != 0:
                 continue
             if rec["method"] == "neurrev_signfree":
