@@ -116,7 +116,11 @@ class NeurRev(RigL):
     active weights from 50% to 9% (75.1% vs RigL's 76.5% test accuracy) and
     `r = 0.3` to 0%, collapsing to chance, while at a 50-step interval
     `r = 0.1` gave 77.8% vs 76.8% and cut dormant ReLU channels from 40% to
-    10%. Search & Awake ranks and prunes per weight (the paper's notation is
+    10%. With updates every few steps from the start of training it still
+    hurts: on the accuracy harness's 1-epoch quick budget at a 3-step
+    interval the default (`r = 0.006`) reached 43.6% vs RigL's 57.3%
+    (`neurrev_sweep_quick.md`), so prefer intervals of tens of steps.
+    Search & Awake ranks and prunes per weight (the paper's notation is
     over the whole model), and when a weight runs out of active negative
     entries it prunes the rest by magnitude (see
     `keras_sparse.masks.search_and_awake`).
