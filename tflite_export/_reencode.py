@@ -33,7 +33,7 @@ _VEC = {  # SparseIndexVector type -> (table class, numpy dtype)
 }
 
 
-def _read_vec(kind, obj) -> np.ndarray:
+def _read_vec(obj) -> np.ndarray:
     return np.asarray(obj.values, dtype=np.int64)
 
 
@@ -61,8 +61,8 @@ def _csr_to_dense(tensor, data: np.ndarray) -> np.ndarray | None:
             or d1.format != _S.DimensionType.SPARSE_CSR):
         return None
     rows, cols = (int(s) for s in tensor.shape)
-    seg = _read_vec(d1.arraySegmentsType, d1.arraySegments)
-    idx = _read_vec(d1.arrayIndicesType, d1.arrayIndices)
+    seg = _read_vec(d1.arraySegments)
+    idx = _read_vec(d1.arrayIndices)
     if len(seg) != rows + 1 or len(idx) != len(data):
         return None
     dense = np.zeros((rows, cols), data.dtype)
