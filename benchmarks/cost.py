@@ -260,7 +260,9 @@ def _x(v: float | None, bold: bool = False) -> str:
     return f"**{v:.3f}x**" if bold else f"{v:.3f}x"
 
 
-def _provenance(section: dict[str, Any]) -> str:
+def _provenance(section: dict[str, Any], short: bool = False) -> str:
+    """Where a part's numbers come from; `short` drops the machine/versions line
+    (when the table already shows it for another part of the same run)."""
     if section.get("status") == "read":
         machine = section.get("source_machine")
         if isinstance(machine, dict):
@@ -268,6 +270,8 @@ def _provenance(section: dict[str, Any]) -> str:
         return f"Read from `{section['source']}` (measured {section.get('source_date')}; {machine})."
     if "machine" not in section:
         return ""
+    if short:
+        return f"Measured {section['machine']['date']}; " + load_note(section)
     return machine_markdown(section["machine"]) + " " + load_note(section)
 
 
@@ -310,8 +314,9 @@ def render_step(step: dict[str, Any] | None, peer: dict[str, Any] | None) -> lis
                 f"Peer row: `benchmarks/peer_tfmot_step.py` in its own venv (`{peer['python']}`; "
                 f"TensorFlow {v.get('tensorflow')}, tf_keras {v.get('tf_keras')}, TF-MOT {v.get('tfmot')}), "
                 f"vs the same tf_keras model dense; per-layer targets = `sparsify`'s ERK 90% budgets; "
-                f"sparsity of the pruned layers after timing {r.get('pruned_layers_sparsity_after') or 0:.3f} "
-                f"(PolynomialDecay still ramping). " + _provenance(peer))
+                f"PolynomialDecay 0 -> target over the warm-up and timed steps (sparsity of the pruned "
+                f"layers at the end: {r.get('pruned_layers_sparsity_after') or 0:.3f}). "
+                + _provenance(peer, short=step is not None))
         else:
             rows.append([MODEL_LABELS["small_cnn"] + ", tf_keras", "TF-MOT `prune_low_magnitude` (peer)",
                          "-", "-", "-", "-", f"not measured: {peer.get('reason')}", "-"])
@@ -387,6 +392,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     if any(load_note(sec).startswith("**") for sec in s.values() if isinstance(sec, dict)):
         lines += ["> Measured while other work shared this 2-core machine (see the load averages "
                   "below): treat the step-time ratios as indicative, not final.", ""]
+    if result.get("quick"):
+        lines += ["Quick run (`--quick`): static rows are 4 rounds x 5 steps, DST rows a single 200-step "
+                  "`fit` per model, the peer 2. Single wall-clock samples on a shared machine can be off "
+                  "by tens of percent either way: quote the full run (`make bench-cost`) on an idle "
+                  "machine, and prefer the CPU-time ratio where there is one.", ""]
     lines += render_step(s.get("step"), s.get("peer"))
     lines += render_latency(s.get("latency"))
     lines += render_tflite(s.get("tflite"))
@@ -446,6 +456,10 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
             ax.set_yticks(range(len(rows)), labels, fontsize=7)
             ax.invert_yaxis()
             ax.set_xlabel("TFLite bytes / dense float32 bytes")
+    flags = (["quick run"] if result.get("quick") else []) + (
+        ["machine loaded by other work"] if any(load_note(v).startswith("**") for v in s.values()
+                                                 if isinstance(v, dict)) else [])
+    fig.suptitle("keras_sparse cost table" + (f" ({'; '.join(flags)})" if flags else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
