@@ -110,7 +110,8 @@ def test_read_latency_and_tflite_from_fake_results(tmp_path):
     assert "| rigl | 0.023 | 0.750 |" in md
     assert "| set | 0.020 | n/a |" in md
     assert "| mlp | block1x4 | float32 | 1,000 | 0.100x | sparse_fully_connected | 40.0 / 260.0 | 6.50x |" in md
-    assert "| mlp | 32 | 30.00 | 15.00 | **2.000x** | 2,000 | 1,500 | not recorded by tflite_bench |" in md
+    assert ("| mlp | 32 | 15.00 | 30.00 | **2.000x** | n/a | n/a | 2,000 | 1,500 | n/a | "
+            "not in tflite_bench.json") in md
     assert "measured 2026-01-02" in md and "measured 2026-01-03" in md
 
 
