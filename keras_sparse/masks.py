@@ -223,13 +223,59 @@ def group_size(structure: str) -> int:
     return GROUP if structure == "block" else 1
 
 
-def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices of the `k` smallest finite-or-not `scores` (deterministic)."""
+def _as_scores(scores) -> np.ndarray:
+    """`scores` as a flat float array, no copy when possible.
+
+    Float dtypes are kept (widening float32 to float64 would not change any
+    ranking, only double the memory traffic); other dtypes become float64.
+    """
+    a = np.asarray(scores)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    return a.reshape(-1)
+
+
+def _smallest_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Ascending indices of the `k` smallest entries of 1-D `scores`, and the k-th value.
+
+    The order is the one of a stable ascending sort (`np.argsort(scores,
+    kind="stable")[:k]` selects the same set): NaN after every number, and
+    among equal values the lowest index first. Runs in O(n) with no sort:
+    one `np.partition` finds the k-th value and one comparison selects
+    everything up to it; only when several entries equal the k-th value are
+    the lowest-indexed of them taken. Works on indices, not boolean masks
+    (NumPy's boolean-mask assignment is several times slower on random
+    masks).
+
+    Args:
+        scores: 1-D float array (not modified).
+        k: number of entries to select; clipped to [0, scores.size].
+
+    Returns:
+        `(indices, kth)`: `min(k, size)` ascending int64 indices, and the
+        largest selected value under that order (NaN if a NaN was selected,
+        -inf when nothing is).
+    """
+    n = scores.size
     if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k >= scores.size:
-        return np.arange(scores.size)
-    return np.argpartition(scores, k - 1)[:k]
+        return np.zeros(0, dtype=np.int64), -np.inf
+    if k >= n:
+        return np.arange(n, dtype=np.int64), (scores.max() if n else -np.inf)  # max: NaN if any
+    kth = np.partition(scores, k - 1)[k - 1]
+    if kth != kth:  # NaN: every number, then the lowest-indexed NaNs.
+        numbers = ~np.isnan(scores)
+        below, ties = np.flatnonzero(numbers), np.flatnonzero(~numbers)
+    else:
+        upto = scores <= kth
+        if np.count_nonzero(upto) == k:  # the usual case: no tie at the k-th value
+            return np.flatnonzero(upto), kth
+        below, ties = np.flatnonzero(scores < kth), np.flatnonzero(scores == kth)
+    return np.sort(np.concatenate([below, ties[: k - below.size]])), kth
+
+
+def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Ascending flat indices of the `k` smallest `scores` (NaN last, ties to the lowest index)."""
+    return _smallest_indices(_as_scores(scores), k)[0]
 
 
 def _nm_capacity_filter(candidates: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -288,25 +334,38 @@ def prune_and_grow(
         return from_blocks(new_u), from_blocks(grown_u)
     shape = mask.shape
     flat = mask.reshape(-1).copy()
-    active = flat > 0
-    n_drop = min(int(n_drop), int(active.sum()))
+    active = np.flatnonzero(flat > 0)
+    n_drop = min(int(n_drop), active.size)
+    dropped = active[:0]
     if n_drop > 0:
-        d = np.where(active, np.asarray(drop_scores, dtype=np.float64).reshape(-1), np.inf)
-        flat[_smallest(d, n_drop)] = 0.0
+        d = _as_scores(drop_scores)
+        if active.size == flat.size:
+            dropped = _smallest_indices(d, n_drop)[0]
+        else:
+            # Rank only the active entries (a small part of a sparse weight);
+            # `active` is ascending, so ties still go to the lowest index.
+            dropped = active[_smallest_indices(d[active], n_drop)[0]]
+        flat[dropped] = 0.0
     grown = np.zeros_like(flat)
     if n_grow > 0:
-        g = np.where(flat > 0, -np.inf, np.asarray(grow_scores, dtype=np.float64).reshape(-1))
+        g = _as_scores(grow_scores)
+        # Best first = smallest of -g. Entries active after the drop get +inf
+        # and -inf grow scores become +inf: both come after every eligible
+        # entry (NaN after those), so they are never grown.
+        neg = np.negative(g)
+        neg[active] = np.inf
+        neg[dropped] = -g[dropped]
         if structure == "n:m":
-            g = _nm_capacity_filter(g.reshape(shape), flat.reshape(shape)).reshape(-1)
-        available = int(np.isfinite(g).sum() + (g == np.inf).sum())
-        if available < n_grow:
+            neg = -_nm_capacity_filter(-neg.reshape(shape), flat.reshape(shape)).reshape(-1)
+        chosen, kth = _smallest_indices(neg, n_grow)
+        if n_grow > neg.size or not kth < np.inf:
+            available = int(np.count_nonzero(neg < np.inf))
             raise ValueError(
                 f"Cannot grow {n_grow} entries with structure={structure!r}: "
                 f"only {available} inactive entries are eligible (shape {shape})."
             )
-        idx = _smallest(-g, n_grow)
-        grown[idx] = 1.0
-        flat[idx] = 1.0
+        grown[chosen] = 1.0
+        flat[chosen] = 1.0
     return flat.reshape(shape), grown.reshape(shape)
 
 
@@ -360,19 +419,33 @@ def global_drop_counts(
         Per-weight drop counts summing to `n_drop` (block: rounded down).
     """
     k = group_size(structure)
-    flat = []
+    parts = []  # the scores of the active units of each weight
     for m, s in zip(masks, scores):
         if structure == "block":
             m, s = to_blocks(m, "max"), to_blocks(s)
-        flat.append(np.where(np.asarray(m).reshape(-1) > 0,
-                             np.asarray(s, np.float64).reshape(-1), np.inf))
-    sizes = [f.size for f in flat]
-    allscores = np.concatenate(flat) if flat else np.zeros(0)
-    n_units = min(int(n_drop) // k, int(np.isfinite(allscores).sum()))
-    chosen = _smallest(allscores, n_units)
-    owner = np.searchsorted(np.cumsum(sizes), chosen, side="right")
-    counts = np.bincount(owner, minlength=len(sizes))
-    return [int(c) * k for c in counts]
+        active = np.flatnonzero(np.asarray(m).reshape(-1) > 0)
+        s = _as_scores(s)
+        parts.append(s if active.size == s.size else s[active])
+    n_finite = sum(int(np.count_nonzero(np.isfinite(p))) for p in parts)
+    n_units = min(int(n_drop) // k, n_finite)
+    if n_units <= 0:
+        return [0] * len(parts)
+    # The n_units-th smallest active score over all weights (one partition
+    # of the concatenated scores), then per weight: how many lie below it,
+    # and ties at it go to the lowest global index (earlier weights first).
+    allscores = np.concatenate(parts)
+    kth = np.partition(allscores, n_units - 1)[n_units - 1]
+    del allscores
+    below = [int(np.count_nonzero(p < kth)) for p in parts]
+    need = n_units - sum(below)
+    counts = []
+    for p, n in zip(parts, below):
+        if need > 0:
+            tied = min(need, int(np.count_nonzero(p == kth)))
+            n += tied
+            need -= tied
+        counts.append(n * k)
+    return counts
 
 
 def search_and_awake(
@@ -411,20 +484,23 @@ def search_and_awake(
         )
         return from_blocks(new_u), from_blocks(pruned_u), neg * GROUP
     flat_m = mask.reshape(-1).copy()
-    w = np.asarray(weights, np.float64).reshape(-1)
-    d = np.asarray(delta, np.float64).reshape(-1)
+    w = _as_scores(weights)
+    d = _as_scores(delta)
     active = flat_m > 0
-    n_prune = min(int(n_prune), int(active.sum()))
+    n_prune = min(int(n_prune), int(np.count_nonzero(active)))
+    # Active negative entries, ascending delta, ties to the lowest index
+    # (a stable sort's order, found by partition).
     negative = np.flatnonzero(active & (w < 0))
-    order = negative[np.argsort(d[negative], kind="stable")]
-    chosen = order[:n_prune]
+    chosen = negative[_smallest_indices(d[negative], n_prune)[0]]
     rest = n_prune - chosen.size
+    flat_m[chosen] = 0.0
     pruned = np.zeros_like(flat_m)
     pruned[chosen] = 1.0
     if rest > 0:
-        scores = np.where(active & (pruned == 0), np.abs(w), np.inf)
-        pruned[_smallest(scores, rest)] = 1.0
-    flat_m[pruned > 0] = 0.0
+        candidates = np.flatnonzero(flat_m > 0)  # active and not chosen above
+        by_magnitude = candidates[_smallest_indices(np.abs(w[candidates]), rest)[0]]
+        flat_m[by_magnitude] = 0.0
+        pruned[by_magnitude] = 1.0
     return flat_m.reshape(mask.shape), pruned.reshape(mask.shape), int(chosen.size)
 
 
