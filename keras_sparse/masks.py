@@ -235,47 +235,91 @@ def _as_scores(scores) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _smallest_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """Ascending indices of the `k` smallest entries of 1-D `scores`, and the k-th value.
+_SAMPLE_ABOVE = 1 << 18
+"""`_kth_smallest` brackets the k-th value from a sample at and above this many entries."""
+
+
+def _kth_smallest(parts: Sequence[np.ndarray], k: int):
+    """The k-th smallest value (1-based) over the 1-D float arrays `parts`, NaN last.
+
+    The same value as `np.partition(np.concatenate(parts), k - 1)[k - 1]`
+    (`1 <= k <= total size`). For large inputs the k-th value is first
+    bracketed by two values `lo <= hi` read from a strided sample; one pass
+    per part then counts the entries below `lo` and gathers the few in
+    `[lo, hi]`, and only those are partitioned. The result is exact whatever
+    the sample: if the bracket misses the k-th value, the whole input is
+    partitioned instead.
+    """
+    total = sum(p.size for p in parts)
+    if total >= _SAMPLE_ABOVE:
+        step = max(1, total // (1 << 16))
+        sample = np.concatenate([p[::step] for p in parts])
+        q = k / total
+        r = q * sample.size
+        margin = 4.0 * math.sqrt(r * (1.0 - q)) + 32.0
+        lo_r, hi_r = int(r - margin), int(r + margin) + 1
+        if lo_r >= 0 or hi_r < sample.size:
+            picks = [i for i in (lo_r, hi_r) if 0 <= i < sample.size]
+            part = np.partition(sample, picks)
+            lo = part[lo_r] if lo_r >= 0 else -np.inf
+            hi = part[hi_r] if hi_r < sample.size else np.inf
+            if not (np.isnan(lo) or np.isnan(hi)):
+                n_below, inside = 0, []
+                for p in parts:
+                    if lo > -np.inf:
+                        n_below += int(np.count_nonzero(p < lo))
+                        inside.append(p[(p >= lo) & (p <= hi)])
+                    else:
+                        inside.append(p[p <= hi])
+                inside = np.concatenate(inside)
+                if n_below < k <= n_below + inside.size:
+                    return np.partition(inside, k - n_below - 1)[k - n_below - 1]
+    whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return np.partition(whole, k - 1)[k - 1]
+
+
+def _smallest_mask(scores: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Boolean mask of the `k` smallest entries of 1-D `scores`, and the k-th value.
 
     The order is the one of a stable ascending sort (`np.argsort(scores,
     kind="stable")[:k]` selects the same set): NaN after every number, and
     among equal values the lowest index first. Runs in O(n) with no sort:
-    one `np.partition` finds the k-th value and one comparison selects
+    `_kth_smallest` finds the k-th value and one comparison selects
     everything up to it; only when several entries equal the k-th value are
-    the lowest-indexed of them taken. Works on indices, not boolean masks
-    (NumPy's boolean-mask assignment is several times slower on random
-    masks).
+    the lowest-indexed of them taken.
 
     Args:
         scores: 1-D float array (not modified).
         k: number of entries to select; clipped to [0, scores.size].
 
     Returns:
-        `(indices, kth)`: `min(k, size)` ascending int64 indices, and the
-        largest selected value under that order (NaN if a NaN was selected,
-        -inf when nothing is).
+        `(selected, kth)`: a bool array with `min(k, size)` True entries,
+        and the largest selected value under that order (NaN if a NaN was
+        selected, -inf when nothing is).
     """
     n = scores.size
     if k <= 0:
-        return np.zeros(0, dtype=np.int64), -np.inf
+        return np.zeros(n, dtype=bool), -np.inf
     if k >= n:
-        return np.arange(n, dtype=np.int64), (scores.max() if n else -np.inf)  # max: NaN if any
-    kth = np.partition(scores, k - 1)[k - 1]
+        return np.ones(n, dtype=bool), (scores.max() if n else -np.inf)  # max: NaN if any
+    kth = _kth_smallest([scores], k)
     if kth != kth:  # NaN: every number, then the lowest-indexed NaNs.
-        numbers = ~np.isnan(scores)
-        below, ties = np.flatnonzero(numbers), np.flatnonzero(~numbers)
+        ties = np.isnan(scores)
+        selected = ~ties
     else:
-        upto = scores <= kth
-        if np.count_nonzero(upto) == k:  # the usual case: no tie at the k-th value
-            return np.flatnonzero(upto), kth
-        below, ties = np.flatnonzero(scores < kth), np.flatnonzero(scores == kth)
-    return np.sort(np.concatenate([below, ties[: k - below.size]])), kth
+        selected = scores <= kth
+        if np.count_nonzero(selected) == k:  # the usual case: no tie at the k-th value
+            return selected, kth
+        selected = scores < kth
+        ties = scores == kth
+    need = k - int(np.count_nonzero(selected))
+    selected[np.flatnonzero(ties)[:need]] = True
+    return selected, kth
 
 
 def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
     """Ascending flat indices of the `k` smallest `scores` (NaN last, ties to the lowest index)."""
-    return _smallest_indices(_as_scores(scores), k)[0]
+    return np.flatnonzero(_smallest_mask(_as_scores(scores), k)[0])
 
 
 def _nm_capacity_filter(candidates: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -334,38 +378,41 @@ def prune_and_grow(
         return from_blocks(new_u), from_blocks(grown_u)
     shape = mask.shape
     flat = mask.reshape(-1).copy()
-    active = np.flatnonzero(flat > 0)
-    n_drop = min(int(n_drop), active.size)
-    dropped = active[:0]
+    n_active = int(np.count_nonzero(flat > 0))
+    n_drop = min(int(n_drop), n_active)
+    # Selections are applied with arithmetic or index scatters: NumPy's
+    # boolean-mask assignment is several times slower on random masks.
+    still_active = None  # indices of the entries active after the drop, when known
     if n_drop > 0:
         d = _as_scores(drop_scores)
-        if active.size == flat.size:
-            dropped = _smallest_indices(d, n_drop)[0]
+        if n_active == flat.size:
+            np.multiply(flat, ~_smallest_mask(d, n_drop)[0], out=flat)
         else:
             # Rank only the active entries (a small part of a sparse weight);
             # `active` is ascending, so ties still go to the lowest index.
-            dropped = active[_smallest_indices(d[active], n_drop)[0]]
-        flat[dropped] = 0.0
-    grown = np.zeros_like(flat)
-    if n_grow > 0:
-        g = _as_scores(grow_scores)
-        # Best first = smallest of -g. Entries active after the drop get +inf
-        # and -inf grow scores become +inf: both come after every eligible
-        # entry (NaN after those), so they are never grown.
-        neg = np.negative(g)
-        neg[active] = np.inf
-        neg[dropped] = -g[dropped]
-        if structure == "n:m":
-            neg = -_nm_capacity_filter(-neg.reshape(shape), flat.reshape(shape)).reshape(-1)
-        chosen, kth = _smallest_indices(neg, n_grow)
-        if n_grow > neg.size or not kth < np.inf:
-            available = int(np.count_nonzero(neg < np.inf))
-            raise ValueError(
-                f"Cannot grow {n_grow} entries with structure={structure!r}: "
-                f"only {available} inactive entries are eligible (shape {shape})."
-            )
-        grown[chosen] = 1.0
-        flat[chosen] = 1.0
+            active = np.flatnonzero(flat > 0)
+            dropped = _smallest_mask(d[active], n_drop)[0]
+            flat[active[dropped]] = 0.0
+            still_active = active[~dropped]
+    if n_grow <= 0:
+        return flat.reshape(shape), np.zeros(shape, np.float32)
+    g = _as_scores(grow_scores)
+    # Best first = smallest of -g. Entries active after the drop get +inf
+    # and -inf grow scores become +inf: both come after every eligible entry
+    # (NaN after those), so they are never grown.
+    neg = np.negative(g)
+    neg[np.flatnonzero(flat > 0) if still_active is None else still_active] = np.inf
+    if structure == "n:m":
+        neg = -_nm_capacity_filter(-neg.reshape(shape), flat.reshape(shape)).reshape(-1)
+    chosen, kth = _smallest_mask(neg, n_grow)
+    if n_grow > neg.size or not kth < np.inf:
+        available = int(np.count_nonzero(neg < np.inf))
+        raise ValueError(
+            f"Cannot grow {n_grow} entries with structure={structure!r}: "
+            f"only {available} inactive entries are eligible (shape {shape})."
+        )
+    grown = chosen.astype(np.float32)
+    flat += grown  # chosen entries are all inactive (0) here
     return flat.reshape(shape), grown.reshape(shape)
 
 
@@ -430,12 +477,10 @@ def global_drop_counts(
     n_units = min(int(n_drop) // k, n_finite)
     if n_units <= 0:
         return [0] * len(parts)
-    # The n_units-th smallest active score over all weights (one partition
-    # of the concatenated scores), then per weight: how many lie below it,
-    # and ties at it go to the lowest global index (earlier weights first).
-    allscores = np.concatenate(parts)
-    kth = np.partition(allscores, n_units - 1)[n_units - 1]
-    del allscores
+    # The n_units-th smallest active score over all weights, then per
+    # weight: how many lie below it; ties at it go to the lowest global
+    # index (earlier weights first).
+    kth = _kth_smallest(parts, n_units)
     below = [int(np.count_nonzero(p < kth)) for p in parts]
     need = n_units - sum(below)
     counts = []
@@ -491,14 +536,14 @@ def search_and_awake(
     # Active negative entries, ascending delta, ties to the lowest index
     # (a stable sort's order, found by partition).
     negative = np.flatnonzero(active & (w < 0))
-    chosen = negative[_smallest_indices(d[negative], n_prune)[0]]
+    chosen = negative[np.flatnonzero(_smallest_mask(d[negative], n_prune)[0])]
     rest = n_prune - chosen.size
     flat_m[chosen] = 0.0
     pruned = np.zeros_like(flat_m)
     pruned[chosen] = 1.0
     if rest > 0:
         candidates = np.flatnonzero(flat_m > 0)  # active and not chosen above
-        by_magnitude = candidates[_smallest_indices(np.abs(w[candidates]), rest)[0]]
+        by_magnitude = candidates[np.flatnonzero(_smallest_mask(np.abs(w[candidates]), rest)[0])]
         flat_m[by_magnitude] = 0.0
         pruned[by_magnitude] = 1.0
     return flat_m.reshape(mask.shape), pruned.reshape(mask.shape), int(chosen.size)
