@@ -348,7 +348,8 @@ def prune_and_grow(
     The one prune-and-grow of keras_sparse (jaxpruner's `update_mask`).
     Growth may pick an entry dropped in the same call (RigL does); such an
     entry stays active and the caller keeps its value (it is not new). With `n_grow == n_drop` the number
-    of active entries is conserved exactly.
+    of active entries is conserved exactly. Equal scores are taken in flat-index
+    order (lowest index first), NaN scores last.
 
     Args:
         mask: 0/1 array.
@@ -453,7 +454,7 @@ def global_drop_counts(
 
     The `n_drop` active entries with the lowest scores over all weights are
     found (global magnitude pruning); the result says how many fall in each
-    weight. For `"block"`, blocks are ranked by mean score and counts are
+    weight. Equal scores go to the earlier weight, then the lower index. For `"block"`, blocks are ranked by mean score and counts are
     multiples of 4.
 
     Args:
