@@ -121,7 +121,8 @@ def run_step(settings: dict[str, int], progress, methods: list[str], models: lis
         progress.write(buffer.getvalue().rstrip())
         dst.append({"method": method, "update_interval": default_interval(method),
                     "dense_median_ms": 1e3 * res["dense_step_s"],
-                    "sparse_median_ms": 1e3 * res["step_s"], "ratio": res["ratio"]})
+                    "sparse_median_ms": 1e3 * res["step_s"], "ratio": res["ratio"],
+                    "cpu_ratio": res.get("cpu_ratio")})
         progress.update(1)
     return _stamp({
         "config": {"sparsity": SPARSITY, "distribution": DISTRIBUTION, "batch_size": args.batch_size,
@@ -289,15 +290,15 @@ def render_step(step: dict[str, Any] | None, peer: dict[str, Any] | None) -> lis
         for r in step.get("dst", []):
             rows.append([MODEL_LABELS["small_cnn"], r["method"], f"every {r['update_interval']} steps",
                          f"fit, {c['dst_repeats']} x {c['dst_steps']} steps",
-                         _ms(r["dense_median_ms"]), _ms(r["sparse_median_ms"]), _x(r["ratio"], True), "n/a"])
+                         _ms(r["dense_median_ms"]), _ms(r["sparse_median_ms"]), _x(r["ratio"], True),
+                         _x(r.get("cpu_ratio"))])
         notes.append(
             f"Keras 3 rows: {c['distribution'].upper()} {c['sparsity']:.0%}, batch {c['batch_size']}, "
             f"SGD momentum 0.9, sparse and dense alternated in one process, medians. Static rows: "
             f"`benchmarks.step_time` ({c['static_warmup']} warm-up steps, data: {c['static_data']}). "
             f"DST rows: `benchmarks.dst_overhead.step_times` (random batches; each timed `fit` of "
-            f"{c['dst_steps']} steps has its own callback with `total_steps={c['dst_steps']}`, so with "
-            f"the default stop at 75% of training the masks change at step 100 of the first fit only; "
-            f"later repeats time the gradient capture and mask constraint without updates). "
+            f"{c['dst_steps']} steps has its own callback whose schedule spans all repeats, so every "
+            f"timed fit contains {c['dst_steps']} // interval mask updates). "
             f"GMP/GraNet start dense (GraNet-ST at 50%) and prune towards 90%.")
         notes.append(_provenance(step))
     if peer:

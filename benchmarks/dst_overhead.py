@@ -69,25 +69,35 @@ def step_times(methods, steps, repeats):
         m.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # trace/compile
         return m
 
+    # optimizer.iterations carries over between repeats (and the 2 warm-up
+    # steps), so the schedule must span all of them: with total_steps = steps
+    # the stop step (75%) fell inside the first repeat and later repeats timed
+    # no mask update. 4x keeps every repeat before the stop step, so each one
+    # contains its steps // update_interval updates.
+    horizon = 4 * (2 + steps * repeats)
+
     def timed(model, method):
         cbs = []
         if method != "dense":
             cbs = [ks.callbacks.DynamicSparseTraining({"class_name": method, "config": config(method)},
-                                                      total_steps=steps)]
-        t = time.perf_counter()
+                                                      total_steps=horizon)]
+        t, c = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=128, epochs=1, callbacks=cbs, verbose=0)
-        return (time.perf_counter() - t) / steps
+        return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
     results = {}
     dense = build("dense")
     for method in methods:
         sparse = build(method)
-        d, s = [], []
+        d, s, dc, sc = [], [], [], []
         for _ in range(repeats):
-            d.append(timed(dense, "dense"))
-            s.append(timed(sparse, method))
+            wall, cpu = timed(dense, "dense")
+            d.append(wall), dc.append(cpu)
+            wall, cpu = timed(sparse, method)
+            s.append(wall), sc.append(cpu)
         results[method] = {"dense_step_s": float(np.median(d)), "step_s": float(np.median(s)),
-                           "ratio": float(np.median(s) / np.median(d))}
+                           "ratio": float(np.median(s) / np.median(d)),
+                           "cpu_ratio": float(np.median(sc) / np.median(dc))}
         print(f"step time {method:10s} ratio {results[method]['ratio']:.3f}", flush=True)
     return results
 
