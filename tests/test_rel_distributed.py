@@ -15,8 +15,10 @@ copy), binary, pruned weights exactly 0 on every replica, ghost-gate alphas
 identical; masks equal to a 1-device run's after every step; sparsity exact
 for the method; final weights within 1e-5 of the 1-device run.
 
-The default run covers a representative subset (static, RigL, GraNet, SNIP,
-ToST mirrored; RigL multi-worker); `-m slow` runs every scenario.
+The default run covers a representative subset (static, RigL, SNIP, ToST
+mirrored; RigL multi-worker); `-m slow` runs every scenario. With
+KERAS_SPARSE_DIST_RESULTS=path the raw results are written there as JSON
+(benchmarks/reliability.py builds its table from them).
 """
 
 import json
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.rel_distributed import all_scenarios  # noqa: E402
 
-FAST_MIRRORED = ["static", "dst:rigl", "dst:granet", "pai:snip", "tost"]
+FAST_MIRRORED = ["static", "dst:rigl", "pai:snip", "tost"]
 FAST_MULTI_WORKER = ["dst:rigl"]
 SLOW_TIMEOUT = 590  # seconds; the slow MWMS run trains 15 scenarios on 2 workers
 
@@ -54,6 +56,10 @@ def _run(mode, scenarios, timeout):
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     _CACHE[key] = json.loads(lines[-1][len("RESULT "):])
+    path = os.environ.get("KERAS_SPARSE_DIST_RESULTS")
+    if path:
+        with open(path, "w") as f:
+            json.dump({f"{m}|{','.join(s)}": v for (m, s), v in _CACHE.items()}, f)
     return _CACHE[key]
 
 

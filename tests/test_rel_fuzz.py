@@ -6,8 +6,8 @@ message says what was received or what is accepted, never another exception
 type from deep in TensorFlow/NumPy, and never leaves a half-modified model
 (masks and weights are compared before and after a failing call).
 
-The default run keeps example counts small; `-m slow` runs `SLOW_EXAMPLES`
-of each. `FUZZ_COUNTS` records how many examples ran and how they ended
+The default run keeps example counts small (4-30 per test); `-m slow` runs
+more (30-120, the `slow=` of each `_both`). `FUZZ_COUNTS` records how many examples ran and how they ended
 (written to $KERAS_SPARSE_FUZZ_COUNTS when set; benchmarks/reliability.py
 reads it).
 """
@@ -28,7 +28,7 @@ from keras_sparse.masks import num_active
 from tests.conftest import all_masked_entries_zero
 
 FAST_EXAMPLES = 25
-SLOW_EXAMPLES = 150
+SLOW_EXAMPLES = 120
 FUZZ_COUNTS: dict[str, dict[str, int]] = {}
 
 _SETTINGS = dict(deadline=None, derandomize=False,
@@ -36,14 +36,14 @@ _SETTINGS = dict(deadline=None, derandomize=False,
                                         HealthCheck.filter_too_much])
 
 
-def _both(test, fast=FAST_EXAMPLES, **strategies):
+def _both(test, fast=FAST_EXAMPLES, slow=SLOW_EXAMPLES, **strategies):
     """A fast variant (default run) and a slow one with more examples.
 
     `given` is applied twice so that each variant carries its own settings.
     """
     fast_test = settings(max_examples=fast, **_SETTINGS)(given(**strategies)(test))
     slow_test = pytest.mark.slow(
-        settings(max_examples=SLOW_EXAMPLES, **_SETTINGS)(given(**strategies)(test)))
+        settings(max_examples=slow, **_SETTINGS)(given(**strategies)(test)))
     return fast_test, slow_test
 
 
@@ -276,7 +276,7 @@ def _fit_fuzz(case):
 
 
 test_dst_callback_fit_fuzz, test_dst_callback_fit_fuzz_slow = _both(
-    _fit_fuzz, fast=6, case=fit_cases())
+    _fit_fuzz, fast=4, slow=30, case=fit_cases())
 
 
 # ---------------------------------------------------------- allocation
@@ -379,7 +379,7 @@ def _pai_fuzz(case):
         assert abs((1 - active / total) - float(sparsity)) < 0.02 + 3 / total
 
 
-test_pruning_at_init_fuzz, test_pruning_at_init_fuzz_slow = _both(_pai_fuzz, case=pai_cases())
+test_pruning_at_init_fuzz, test_pruning_at_init_fuzz_slow = _both(_pai_fuzz, fast=20, slow=80, case=pai_cases())
 
 
 # ------------------------------------------------------------ mask files
@@ -574,7 +574,7 @@ def _tost_fuzz(case):
         _tost_call(fn.__name__, fn, model)
 
 
-test_tost_transforms_fuzz, test_tost_transforms_fuzz_slow = _both(_tost_fuzz, fast=12, case=graphs())
+test_tost_transforms_fuzz, test_tost_transforms_fuzz_slow = _both(_tost_fuzz, fast=8, slow=60, case=graphs())
 
 
 # --------------------------------------------------------- report/summary
@@ -610,6 +610,6 @@ def _report_fuzz(sparsity, width, embed, nonfinite, bad):
 
 
 test_report_fuzz, test_report_fuzz_slow = _both(
-    _report_fuzz, fast=10, sparsity=st.floats(0.0, 0.99), width=st.integers(1, 9),
+    _report_fuzz, fast=10, slow=60, sparsity=st.floats(0.0, 0.99), width=st.integers(1, 9),
     embed=st.booleans(), nonfinite=st.booleans(),
     bad=st.sampled_from([None, "model", 3, "dense_model", "layer"]))
