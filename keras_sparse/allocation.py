@@ -64,10 +64,20 @@ def _erdos_renyi(
     over the rest (RigL's procedure).
     """
     sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
-    scores = {
-        name: _erdos_renyi_score(shape, kernel, power)
-        for name, shape in shapes.items()
-    }
+    try:
+        scores = {
+            name: _erdos_renyi_score(shape, kernel, power)
+            for name, shape in shapes.items()
+        }
+    except OverflowError:
+        scores = {}
+    if not scores or not all(np.isfinite(v) and v > 0 for v in scores.values()):
+        # A huge erk_power_scale overflows or underflows the scores.
+        raise ValueError(
+            f"`erk_power_scale`={power!r} makes the ERK scores of these shapes "
+            "overflow or underflow. Accepted: a moderate positive exponent "
+            "(RigL uses 1.0; values below 1 move towards uniform)."
+        )
     dense: set[str] = set()
     while True:
         sparse_names = [n for n in shapes if n not in dense]

@@ -113,3 +113,9 @@ def test_bad_erk_power_scale_raises_value_error(power):
     # ZeroDivisionError; None a bare float() TypeError.
     with pytest.raises(ValueError, match="erk_power_scale"):
         allocation.allocate({"a": (2, 3), "b": (4, 4)}, 0.5, "erk", power)
+
+
+def test_huge_erk_power_scale_raises_value_error():
+    # Found by the fuzz sweep: 1e9 raised OverflowError / ZeroDivisionError.
+    with pytest.raises(ValueError, match="erk_power_scale"):
+        allocation.allocate({"a": (2, 3), "b": (1, 1)}, 0.5, "erk", 10**9)
