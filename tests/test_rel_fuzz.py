@@ -189,6 +189,7 @@ def _algorithm_fuzz(case):
         with pytest.raises(type(err)):
             getattr(keras_sparse.callbacks, _CALLBACK_NAMES[name])(**config)
         return
+    _count("dst_constructors", "ok")
     callback = getattr(keras_sparse.callbacks, _CALLBACK_NAMES[name])(**config)
     assert callback.algorithm.get_config() == algo.get_config()
     assert type(algo).from_config(algo.get_config()).get_config() == algo.get_config()
