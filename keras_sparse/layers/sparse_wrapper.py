@@ -272,7 +272,11 @@ class SparseWrapper(keras.layers.Wrapper):
                 )
             state.setdefault(name, {})[slot] = np.array(store[key])
         super().load_own_variables(variables)  # checks the variable count
-        self._training_state = {name: state[name] for name in names if name in state}
+        # In place: callbacks hold these dicts (`training_state` is live).
+        for name in names:
+            slots = self._training_state.setdefault(name, {})
+            slots.clear()
+            slots.update(state.get(name, {}))
 
     def apply_masks(self) -> None:
         """Sets every pruned weight entry to exactly 0.0."""
