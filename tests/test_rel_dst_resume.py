@@ -216,8 +216,8 @@ def test_checkpoint_load_model_resume_matches_uninterrupted(tmp_path, method, ki
     _assert_same(_state(resumed), reference)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m if m == "neurrev" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in METHODS])
 def test_save_load_model_continue_matches_uninterrupted(tmp_path, method):
     reference = _reference(method)
     updates = []
