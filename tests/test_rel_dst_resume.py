@@ -390,3 +390,58 @@ def test_tost_callback_resumes_ghost_schedule_with_backup(tmp_path):
     assert len(resumed) == len(reference)  # alpha and beta are among the weights
     for u, v in zip(resumed, reference):
         np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+_SUBPROCESS_RUN = """
+import os, sys
+import numpy as np
+import keras
+import tests.test_rel_dst_resume as T
+
+method, backup, out, kill = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+class HardKill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == kill:
+            os._exit(3)  # no exception handlers, no on_train_end: a real kill
+
+
+model = T._model(method)
+T._fit(model, [T._callback(method), keras.callbacks.BackupAndRestore(backup), HardKill()])
+state = T._state(model)
+arrays = {f"mask/{k}": v for k, v in state["masks"].items()}
+arrays.update({f"weight/{i}": v for i, v in enumerate(state["weights"])})
+arrays.update({f"optimizer/{i}": v for i, v in enumerate(state["optimizer"])})
+arrays.update({f"training/{k}/{s}": v for k, slots in state["training"].items() for s, v in slots.items()})
+np.savez(out, **arrays)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["neurrev", "dsr", "gmp"])
+def test_backup_and_restore_across_processes_with_hard_kill(tmp_path, method):
+    """Real processes: the first is killed with os._exit at epoch 1, the
+    second rebuilds the model from code and resumes from the backup."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    backup, out = str(tmp_path / "backup"), str(tmp_path / "state.npz")
+    run = [sys.executable, "-c", _SUBPROCESS_RUN, method, backup, out]
+    first = subprocess.run(run + ["1"], cwd=root, env=env, capture_output=True, text=True)
+    assert first.returncode == 3, first.stderr[-2000:]
+    second = subprocess.run(run + ["-1"], cwd=root, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    reference = _reference(method)
+    with np.load(out) as saved:
+        for key, mask in reference["masks"].items():
+            np.testing.assert_array_equal(saved[f"mask/{key}"], mask, err_msg=key)
+        for i, value in enumerate(reference["weights"]):
+            np.testing.assert_allclose(saved[f"weight/{i}"], value, atol=1e-5)
+        for key, slots in reference["training"].items():
+            for slot, value in slots.items():
+                np.testing.assert_allclose(saved[f"training/{key}/{slot}"], value, atol=1e-5)
