@@ -129,6 +129,24 @@ class DynamicSparseTraining(SparsityLogger):
     step at the update step, captured inside `optimizer.apply` (see
     `keras_sparse.gradients`): no extra data and no extra pass.
 
+    Saving and resuming: the algorithm's state that is not derivable from
+    the weights and `optimizer.iterations` (NeurRev's reference weights, the
+    ITOP set, DSR's threshold, Deep-R's signs, GMP/GraNet's starting
+    sparsity) is written into the model's `SparseWrapper` layers at every
+    update, so `model.save`, `ModelCheckpoint` and
+    `keras.callbacks.BackupAndRestore` carry it; randomness is derived from
+    `(seed, step)`. A new callback on a reloaded or restored model (same
+    arguments) continues exactly as an uninterrupted run, in either order
+    relative to `BackupAndRestore` in the callback list: the state is read
+    back before the first batch, after every `on_train_begin` has run, and
+    masks change at batch ends, before any epoch-end save.
+
+    Non-finite values: an update whose weights or captured gradients hold
+    NaN/Inf is skipped with a `RuntimeWarning` (or raises, with the
+    algorithm's `on_nonfinite="raise"`); masks and weights stay as they
+    were, training goes on, and `skipped_updates` (count in this `fit`)
+    appears in the logs.
+
     Args:
         algorithm: an `keras_sparse.algorithms.Updater`, name or config dict.
         total_steps: total training steps, to resolve fractional start/stop
@@ -158,6 +176,7 @@ class DynamicSparseTraining(SparsityLogger):
         self.total_steps = total_steps
         self._capture = None
         self._targets = []
+        self._synced = False
         self._last_seen = 0
         self._dst_logs: dict[str, float] = {}
 
@@ -183,18 +202,31 @@ class DynamicSparseTraining(SparsityLogger):
                 "Pass `total_steps=` to the callback or `steps_per_epoch=` to fit."
             )
         self._targets = [
-            _algorithms.Target(f"{w.name}/{name}", weight, mask, w.sparsity_of(name))
+            _algorithms.Target(f"{w.name}/{name}", weight, mask, w.sparsity_of(name),
+                               state=w.training_state(name))
             for w in self.wrappers
             for name, weight, mask in w.masked_weights
         ]
+        # Validates before any mask changes. Saved state is read again before
+        # the first batch: a BackupAndRestore listed after this callback
+        # restores the model only in its own on_train_begin.
         self.algorithm.setup(self._targets, total)
         self._total = total
+        self._synced = False
         self._last_seen = self._iterations()
         if self.algorithm.needs_gradients:
             self._capture = GradientCapture(
                 self.model, [t.weight for t in self._targets], self.algorithm.update_interval
             )
             self._capture.install()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self._synced:
+            self.algorithm.setup(self._targets, self._total)
+            self.algorithm.save_state(self._targets)
+            self.refresh_sparsity()
+            self._last_seen = self._iterations()
+            self._synced = True
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._iterations()
@@ -203,8 +235,11 @@ class DynamicSparseTraining(SparsityLogger):
         if t is not None:
             grads = self._capture.gradients(t) if self._capture is not None else None
             stats = self.algorithm.update(t, self._targets, grads, self.model.optimizer)
-            self.refresh_sparsity()
-            self._dst_logs = self._summarize(stats)
+            if stats:
+                self.refresh_sparsity()
+                self._dst_logs = self._summarize(stats)
+            if self.algorithm.skipped_updates:
+                self._dst_logs["skipped_updates"] = float(self.algorithm.skipped_updates)
         super().on_train_batch_end(batch, logs)
 
     def on_train_end(self, logs=None):

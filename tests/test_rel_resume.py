@@ -3,8 +3,9 @@
 Covers `keras.callbacks.BackupAndRestore` (kill + rerun with the same backup
 dir) and `ModelCheckpoint` + `keras.models.load_model` (no custom_objects,
 safe_mode on). Masks come from `sparsify`, then are changed mid-training by a
-"mask-changing operation"; DST updaters join `MASK_OPS` once they exist.
-ToST ghost gates (GhostGate alpha, annealed by a callback) must survive too.
+"mask-changing operation" at an epoch end. ToST ghost gates (GhostGate alpha,
+annealed by a callback) must survive too. DST callbacks, with their algorithm
+state, are covered for every algorithm in `test_rel_dst_resume.py`.
 """
 
 import keras
@@ -143,9 +144,11 @@ def test_backup_and_restore_resume_matches_uninterrupted(tmp_path, op, kill_epoc
 
 
 def test_backup_listed_before_mask_callback_loses_the_update(tmp_path):
-    """Documents a pitfall: BackupAndRestore first in the list saves the
-    epoch-end state before a mask-updating callback runs; a kill right after
-    loses that update. (DST callbacks should say: list them before it.)"""
+    """Documents a pitfall of callbacks that change masks in `on_epoch_end`:
+    BackupAndRestore first in the list saves the epoch-end state before such
+    a callback runs; a kill right after loses that update. keras_sparse's DST
+    callbacks change masks at batch ends, before any epoch-end save, so they
+    work in either order (test_rel_dst_resume.py)."""
     reference = _reference("random_pruning")
     backup = str(tmp_path / "backup")
     with pytest.raises(Interrupt):

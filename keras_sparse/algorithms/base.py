@@ -9,8 +9,9 @@ in `keras_sparse.algorithms.optimizer_state`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, MutableMapping, Sequence
 
 import keras
 import numpy as np
@@ -95,15 +96,20 @@ class Target:
         weight: the kernel variable.
         mask: its mask variable.
         sparsity: the wrapper's configured sparsity for it.
+        state: where the updater persists this weight's training state
+            (`SparseWrapper.training_state(name)`, saved with the model), or
+            None to keep it in memory only.
     """
 
     key: str
     weight: Any
     mask: Any
     sparsity: float
+    state: MutableMapping[str, Any] | None = None
 
 
 _DECAYS = ("cosine", "constant", "stagewise")
+_ON_NONFINITE = ("skip", "raise")
 
 
 class Updater:
@@ -125,7 +131,20 @@ class Updater:
             `"stagewise"` (halved at 50% and 75% of the update span).
         structure: `"unstructured"`, `"block"` or `"n:m"`
             (`keras_sparse.masks.STRUCTURES`); masks keep it.
-        seed: integer seed; randomness comes from `(seed, step, weight index)`.
+        seed: integer seed; randomness comes from `(seed, step, weight index)`,
+            so a resumed run draws what an uninterrupted one draws.
+        on_nonfinite: what an update does when a weight or a captured
+            gradient holds NaN/Inf: `"skip"` (default: warn, count it in
+            `skipped_updates`, change nothing) or `"raise"`
+            (`FloatingPointError`, nothing changed).
+
+    State that is not derivable from the weights, masks and
+    `optimizer.iterations` (the ITOP set here; NeurRev's reference weights,
+    DSR's threshold, ... in subclasses) lives in memory and is written to
+    each target's `state` (the wrapper's `training_state`) by `save_state`
+    and after every update; `setup` reads it back, so a run resumed from a
+    `.keras` file or a `BackupAndRestore` checkpoint continues exactly.
+    Subclasses list what they persist in `persistent_state`.
 
     Raises:
         TypeError, ValueError: invalid arguments (at construction), or a
@@ -144,7 +163,14 @@ class Updater:
         drop_fraction_decay: str = "cosine",
         structure: str = "unstructured",
         seed: int = 0,
+        on_nonfinite: str = "skip",
     ):
+        if on_nonfinite not in _ON_NONFINITE:
+            raise ValueError(
+                f"`on_nonfinite` must be one of {list(_ON_NONFINITE)}. "
+                f"Received: {on_nonfinite!r}."
+            )
+        self.on_nonfinite = on_nonfinite
         self.update_interval = update_interval
         self.start_step = start_step
         self.stop_step = stop_step
@@ -167,6 +193,7 @@ class Updater:
         }[drop_fraction_decay](drop_fraction)
         self.total_steps: int | None = None
         self.stats: dict[str, dict[str, float]] = {}
+        self.skipped_updates = 0
         self._ever_active: list[np.ndarray] = []
 
     # ----------------------------------------------------------- config
@@ -179,6 +206,7 @@ class Updater:
             "drop_fraction_decay": self.drop_fraction_decay,
             "structure": self.structure,
             "seed": self.seed,
+            "on_nonfinite": self.on_nonfinite,
         }
 
     @classmethod
@@ -192,7 +220,11 @@ class Updater:
     def setup(self, targets: Sequence[Target], total_steps: int | None) -> None:
         """Validates the model and schedule, and initializes per-weight state.
 
-        Called by the callback at `on_train_begin`, before any mask changes.
+        State saved in the targets' `state` (a resumed or reloaded model) is
+        read back; missing state starts fresh from the current model.
+        Called by the callback at `on_train_begin` and again before the first
+        batch (after `BackupAndRestore` may have restored the model), before
+        any mask changes.
 
         Raises:
             ValueError: stop/start past training, structure incompatible with
@@ -209,8 +241,54 @@ class Updater:
             mask = np.asarray(keras.ops.convert_to_numpy(t.mask))
             mask_math.validate_structure(self.structure, mask.shape, None, f"weight {t.key!r}")
             self._check_structure_of_mask(t.key, mask)
-        self._ever_active = [keras.ops.convert_to_numpy(t.mask) > 0 for t in targets]
+        current = [keras.ops.convert_to_numpy(t.mask) > 0 for t in targets]
+        saved = self.restore(targets, "ever_active", current)
+        self._ever_active = [c | (s > 0) for c, s in zip(current, saved)]
         self.stats = {}
+        self.skipped_updates = 0
+
+    # ------------------------------------------------------------ state
+    def restore(self, targets: Sequence[Target], slot: str, fresh: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per target, the saved value of `slot`, or `fresh[i]` where none is saved.
+
+        A saved value is cast to the dtype of `fresh[i]` and must have its shape.
+
+        Raises:
+            ValueError: a saved value of the wrong shape (a file that does not
+                match the model), before any mask changes.
+        """
+        out = []
+        for t, value in zip(targets, fresh):
+            value = np.asarray(value)
+            saved = None if t.state is None else t.state.get(slot)
+            if saved is None:
+                out.append(value)
+                continue
+            saved = np.asarray(saved)
+            if saved.shape != value.shape:
+                raise ValueError(
+                    f"Saved {type(self).__name__} state {slot!r} of weight "
+                    f"{t.key!r} has shape {saved.shape}, expected "
+                    f"{value.shape}: the saved training state does not match "
+                    "this model."
+                )
+            out.append(saved.astype(value.dtype))
+        return out
+
+    def persistent_state(self, index: int) -> dict[str, np.ndarray]:
+        """What `save_state` writes for weight `index`, by slot name.
+
+        Subclasses add their own slots to the base's (`{**super()..., ...}`).
+        Only state that `setup` cannot re-derive from the weights, masks and
+        step belongs here.
+        """
+        return {"ever_active": self._ever_active[index].astype(np.uint8)}
+
+    def save_state(self, targets: Sequence[Target]) -> None:
+        """Writes `persistent_state` into each target's `state` (if it has one)."""
+        for i, t in enumerate(targets):
+            if t.state is not None:
+                t.state.update(self.persistent_state(i))
 
     def _check_structure_of_mask(self, key: str, mask: np.ndarray) -> None:
         if self.structure == "block":
@@ -276,6 +354,19 @@ class Updater:
         weights = [keras.ops.convert_to_numpy(t.weight) for t in targets]
         masks = [np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32) for t in targets]
         grads = list(grads) if grads is not None else [None] * len(targets)
+        bad = self._nonfinite(targets, weights, grads)
+        if bad:
+            message = (
+                f"{type(self).__name__}: the mask update at step {step} was "
+                f"skipped because of NaN/Inf in {', '.join(bad)}; masks, "
+                "weights and the algorithm's state are unchanged."
+            )
+            if self.on_nonfinite == "raise":
+                raise FloatingPointError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            self.skipped_updates += 1
+            self.stats = {}
+            return {}
         self.before_update(step, weights, masks, grads)
         plan = self.counts(step, weights, masks, grads)
         stats = {}
@@ -306,6 +397,8 @@ class Updater:
             t.weight.assign(np.asarray(new_w, w.dtype))
             reset_slots(optimizer, t.weight, regrown)
             self._ever_active[i] |= new_m > 0
+            if t.state is not None:
+                t.state.update(self.persistent_state(i))
             size = new_m.size
             stats[t.key] = {
                 "sparsity": 1.0 - float(new_m.sum()) / size,
@@ -316,6 +409,14 @@ class Updater:
             }
         self.stats = stats
         return stats
+
+    def _nonfinite(self, targets, weights, grads) -> list[str]:
+        """Names of the weights and used gradients that hold NaN or Inf."""
+        bad = [f"weight {t.key!r}" for t, w in zip(targets, weights) if not np.all(np.isfinite(w))]
+        if self.needs_gradients:
+            bad += [f"gradient of {t.key!r}" for t, g in zip(targets, grads)
+                    if g is not None and not np.all(np.isfinite(g))]
+        return bad
 
     def itop_rate(self) -> float:
         """Fraction of all masked entries that have ever been active (Liu et al. 2021)."""

@@ -183,7 +183,13 @@ class NeurRev(RigL):
             # The relaxed mask must fit the structure (2:4 caps density at 0.5).
             cap = mask_math.capacity(mask, self.structure)
             self._relax.append(min(n, cap))
-        self._reference = [keras.ops.convert_to_numpy(t.weight).copy() for t in targets]
+        # theta* survives save/load: a resumed run measures delta against the
+        # weights of the last update, as an uninterrupted one does.
+        self._reference = self.restore(
+            targets, "reference", [keras.ops.convert_to_numpy(t.weight).copy() for t in targets])
+
+    def persistent_state(self, index):
+        return {**super().persistent_state(index), "reference": self._reference[index]}
 
     def before_update(self, step, weights, masks, grads):
         self._delta = [np.abs(w - r) for w, r in zip(weights, self._reference)]
@@ -250,7 +256,12 @@ class DSR(Updater):
 
     def setup(self, targets, total_steps):
         super().setup(targets, total_steps)
-        self.threshold = self.initial_threshold
+        # H adapts at every update; a resumed run continues from the saved H.
+        self.threshold = float(self.restore(
+            targets, "threshold", [np.float64(self.initial_threshold)] * len(targets))[0])
+
+    def persistent_state(self, index):
+        return {**super().persistent_state(index), "threshold": np.float64(self.threshold)}
 
     def counts(self, step, weights, masks, grads):
         unit = mask_math.group_size(self.structure)
@@ -333,7 +344,13 @@ class DeepR(SET):
 
     def setup(self, targets, total_steps):
         super().setup(targets, total_steps)
-        self._signs = [np.sign(keras.ops.convert_to_numpy(t.weight)) for t in targets]
+        # Signs at the previous update (saved: a resumed run checks flips
+        # against them, not against the weights at resume).
+        self._signs = self.restore(targets, "signs", [
+            np.sign(keras.ops.convert_to_numpy(t.weight)).astype(np.int8) for t in targets])
+
+    def persistent_state(self, index):
+        return {**super().persistent_state(index), "signs": self._signs[index]}
 
     def counts(self, step, weights, masks, grads):
         out = []
@@ -362,5 +379,5 @@ class DeepR(SET):
             rng = mask_math.seed_for(self.seed, step, index, 1)
             sigma = np.sqrt(2.0 * self.learning_rate * self.temperature * self.update_interval)
             weight = weight + sigma * rng.standard_normal(weight.shape) * mask * (1 - grown)
-        self._signs[index] = np.sign(weight)
+        self._signs[index] = np.sign(weight).astype(np.int8)
         return weight, mask, {}

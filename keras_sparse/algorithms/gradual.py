@@ -61,8 +61,12 @@ class GMP(Updater):
         masks = [keras.ops.convert_to_numpy(t.mask) for t in targets]
         sizes = np.array([m.size for m in masks], float)
         self._sizes = sizes
-        self._initial = [1.0 - float(m.mean()) for m in masks]
-        init_global = 1.0 - sum(float(m.sum()) for m in masks) / sizes.sum()
+        # The schedule starts from the sparsity at the start of training, not
+        # at a resume: the starting non-zero counts are saved with the model.
+        self._initial_active = [int(a) for a in self.restore(
+            targets, "initial_active", [np.int64(np.count_nonzero(m)) for m in masks])]
+        self._initial = [1.0 - a / m.size for a, m in zip(self._initial_active, masks)]
+        init_global = 1.0 - sum(self._initial_active) / sizes.sum()
         if init_global > self.sparsity + 1e-6:
             raise ValueError(
                 f"{type(self).__name__}: the model is already {init_global:.4f} "
@@ -80,6 +84,9 @@ class GMP(Updater):
         for t, m in zip(targets, masks):
             if self.structure == "n:m" and self.sparsity < 0.5:
                 mask_math.validate_structure("n:m", m.shape, self.sparsity, f"weight {t.key!r}")
+
+    def persistent_state(self, index):
+        return {**super().persistent_state(index), "initial_active": np.int64(self._initial_active[index])}
 
     def target_sparsity(self, step: int) -> float:
         """Global target sparsity at `step`."""

@@ -6,12 +6,15 @@ import secrets
 from typing import Mapping, NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 
 __all__ = ["MaskConstraint", "MaskedWeight", "SparseWrapper", "masked"]
+
+_STATE_SEP = ":"  # "<weight>:<slot>" keys of the training state in weight files
 
 
 class MaskedWeight(NamedTuple):
@@ -72,7 +75,14 @@ class SparseWrapper(keras.layers.Wrapper):
 
     Loading a saved model restores masks from the file; they are never drawn
     again. Sparse-training algorithms change masks through
-    `masked_weights` and `apply_masks()`.
+    `masked_weights` and `apply_masks()`, and keep whatever else must survive
+    a save/load or a kill-and-resume (NeurRev's reference weights, the ITOP
+    set, DSR's threshold, ...) in `training_state(weight_name)`: the wrapper
+    writes it next to its masks in `.keras` files and `save_weights`
+    checkpoints (so `BackupAndRestore` and `ModelCheckpoint` carry it) and
+    reads it back on load. A model that never ran such an algorithm has no
+    training state, and files written by keras_sparse 0.1.0 (which had no
+    training state) load as before, with empty state.
 
     Args:
         layer: the layer to wrap. Must be prunable: Dense, EinsumDense,
@@ -144,6 +154,7 @@ class SparseWrapper(keras.layers.Wrapper):
         self.seed = int(seed)
         self.structure = structure
         self._masked_weights: list[MaskedWeight] = []
+        self._training_state: dict[str, dict[str, np.ndarray]] = {}
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -206,6 +217,66 @@ class SparseWrapper(keras.layers.Wrapper):
                 "on data or `model.build(input_shape)` first."
             )
         return list(self._masked_weights)
+
+    def training_state(self, weight_name: str) -> dict[str, np.ndarray]:
+        """Persistent sparse-training state of one masked weight (a live dict).
+
+        Sparse-training algorithms store here, as NumPy arrays keyed by slot
+        name (e.g. `"reference"`, `"ever_active"`), the state that is not
+        derivable from the weights, masks and `optimizer.iterations`. The
+        dict is saved with the layer (`model.save`, `model.save_weights`,
+        hence `BackupAndRestore` and `ModelCheckpoint`) and replaced by the
+        file's content on load. It is empty for a fresh or static model.
+
+        Args:
+            weight_name: a masked weight of this wrapper, e.g. `"kernel"`.
+
+        Returns:
+            The mutable `{slot: array}` dict of that weight.
+
+        Raises:
+            ValueError: unbuilt wrapper, or a name that is not a masked
+                weight of this wrapper.
+        """
+        names = [name for name, _, _ in self.masked_weights]
+        if weight_name not in names:
+            raise ValueError(
+                f"SparseWrapper {self.name!r} has no masked weight "
+                f"{weight_name!r}. Accepted names: {names}."
+            )
+        return self._training_state.setdefault(weight_name, {})
+
+    def save_own_variables(self, store):
+        # Masks as Keras does (keys "0", "1", ...), then the training state
+        # under "<weight>:<slot>" keys, which no Keras variable key contains.
+        super().save_own_variables(store)
+        for name, _, _ in self._masked_weights:
+            slots = self._training_state.get(name, {})
+            for slot in sorted(slots):
+                store[f"{name}{_STATE_SEP}{slot}"] = np.asarray(slots[slot])
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        state_keys = [k for k in keys if _STATE_SEP in k]
+        variables = {k: store[k] for k in keys if _STATE_SEP not in k}
+        names = [name for name, _, _ in self._masked_weights]
+        state: dict[str, dict[str, np.ndarray]] = {}
+        for key in state_keys:
+            name, slot = key.split(_STATE_SEP, 1)
+            if name not in names or not slot:
+                raise ValueError(
+                    f"The file holds sparse-training state {key!r} for layer "
+                    f"{self.name!r}, which has no masked weight {name!r} "
+                    f"(masked weights: {names}). The file does not match "
+                    "this model."
+                )
+            state.setdefault(name, {})[slot] = np.array(store[key])
+        super().load_own_variables(variables)  # checks the variable count
+        # In place: callbacks hold these dicts (`training_state` is live).
+        for name in names:
+            slots = self._training_state.setdefault(name, {})
+            slots.clear()
+            slots.update(state.get(name, {}))
 
     def apply_masks(self) -> None:
         """Sets every pruned weight entry to exactly 0.0."""
