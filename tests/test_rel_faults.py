@@ -153,8 +153,17 @@ def _sparsity_out_of_range(config):
     _wrapper_config(config)["config"]["sparsity"] = 1.5
 
 
+def _newer_version(config):
+    _wrapper_config(config)["config"]["keras_sparse_version"] = "99.0.0"
+
+
+def _garbage_version(config):
+    _wrapper_config(config)["config"]["keras_sparse_version"] = ["not", "a", "version"]
+
+
 TAMPERS = {"unknown_class": _unknown_class, "lambda": _lambda_layer,
-           "sparsity_wrong_type": _bad_sparsity_type, "sparsity_out_of_range": _sparsity_out_of_range}
+           "sparsity_wrong_type": _bad_sparsity_type, "sparsity_out_of_range": _sparsity_out_of_range,
+           "newer_version": _newer_version, "garbage_version": _garbage_version}
 
 
 @pytest.mark.parametrize("tamper", sorted(TAMPERS))
@@ -169,6 +178,18 @@ def test_tampered_keras_file_raises_clearly(tmp_path, tamper):
     assert message
     if tamper == "lambda":
         assert "safe_mode" in message or "unsafe" in message.lower()
+    if tamper == "newer_version":
+        assert "99.0.0" in message and "pip install -U keras_sparse" in message
+
+
+def test_file_written_before_versions_were_recorded_loads(tmp_path):
+    model = _dense_sparse()
+    src, dst = tmp_path / "ok.keras", tmp_path / "old.keras"
+    model.save(src)
+    _rewrite_config(src, dst, lambda c: _wrapper_config(c)["config"].pop("keras_sparse_version"))
+    loaded = keras.models.load_model(dst)
+    x = np.ones((2,) + tuple(model.input_shape[1:]), "float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

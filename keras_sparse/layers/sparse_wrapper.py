@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
+from keras_sparse.version import __version__
 
 __all__ = ["MaskConstraint", "MaskedWeight", "SparseWrapper", "masked"]
 
@@ -58,6 +59,40 @@ class MaskConstraint(keras.constraints.Constraint):
     def get_config(self):
         # Attached to variables at build time only; never part of a layer config.
         return {}
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def check_saved_version(saved: str | None) -> None:
+    """Refuses a file written by a newer keras_sparse release.
+
+    Files record the writing release in each wrapper's config
+    (`keras_sparse_version`; absent before 0.2.0, which loads fine). A newer
+    major.minor release may store state this one cannot read, so it fails
+    here with the fix, instead of deep in Keras's variable loading.
+
+    Raises:
+        ValueError: `saved` is not a version string, or is newer than this
+            release.
+    """
+    if saved is None:
+        return
+    try:
+        saved_release = _release(saved)
+    except (AttributeError, ValueError):
+        raise ValueError(
+            f"SparseWrapper config has keras_sparse_version={saved!r}; expected a "
+            "version string like '0.2.0'. The file may have been edited."
+        ) from None
+    if saved_release > _release(__version__):
+        raise ValueError(
+            f"This model was saved by keras_sparse {saved}, newer than the installed "
+            f"keras_sparse {__version__}, and may hold state this release cannot "
+            "read. Upgrade: pip install -U keras_sparse."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_sparse")
@@ -120,8 +155,10 @@ class SparseWrapper(keras.layers.Wrapper):
         sparsity: float | Mapping[str, float] = 0.0,
         seed: int | None = None,
         structure: str = "unstructured",
+        keras_sparse_version: str | None = None,
         **kwargs,
     ):
+        check_saved_version(keras_sparse_version)
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 "`layer` must be a keras.layers.Layer instance. "
@@ -291,7 +328,8 @@ class SparseWrapper(keras.layers.Wrapper):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"sparsity": self.sparsity, "seed": self.seed})
+        config.update({"sparsity": self.sparsity, "seed": self.seed,
+                       "keras_sparse_version": __version__})
         if self.structure != "unstructured":
             config["structure"] = self.structure
         return config
