@@ -2,6 +2,9 @@
 
 Every function returns a new model (weights copied by layer name) and leaves
 its input untouched; Sequential models are accepted and come back Functional.
+Nested Functional / Sequential sub-models are edited too, each on its own
+graph (they come back as Functional sub-models with the same name); a nested
+subclassed model raises a `ValueError` naming it before anything is changed.
 Compile the returned model before training.
 """
 
@@ -12,7 +15,8 @@ import numpy as np
 
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper
-from keras_sparse.tost.graph import Graph, as_functional, inner_config
+from keras_sparse.model_utils import iter_leaf_layers
+from keras_sparse.tost.graph import Graph, as_functional, check_nested, edit_nested, inner_config
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
 
 __all__ = [
@@ -51,6 +55,14 @@ def _prunable(layer) -> bool:
 
 def _shape(tensor_shape):
     return tuple(tensor_shape)[1:]
+
+
+def _has_io_shape(layer) -> bool:
+    try:
+        layer.input.shape, layer.output.shape  # noqa: B018 (single-call layers only)
+    except (AttributeError, ValueError):
+        return False
+    return True
 
 
 def ghost_layers(model: keras.Model, cls: type) -> list[keras.layers.Layer]:
@@ -135,11 +147,19 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
         Mask", ICML 2022 (Figure 4).
     """
     functional = as_functional(model, "add_ghost_skips")
+    check_nested(functional, "add_ghost_skips")
     if ghost_layers(functional, GhostGate):
         raise ValueError(f"Model {model.name!r} already has ghost skips (GhostGate layers).")
-    graph = Graph(functional)
-    units = _ghost_units(graph)
-    if not units:
+
+    def edit(graph):
+        units = _ghost_units(graph)
+        for start, end, ref in units:
+            gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
+            graph.insert_after(end, gate, extra_inputs=[ref])
+        return len(units), None
+
+    new, changes = edit_nested(functional, "add_ghost_skips", edit)
+    if not changes:
         raise ValueError(
             f"Model {model.name!r} has no place for a ghost skip: ghost skips "
             "need a single-call Dense/Conv layer whose input and output "
@@ -147,13 +167,10 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
             "Received layers with shapes: "
             + ", ".join(
                 f"{l.name} {_shape(l.input.shape)}->{_shape(l.output.shape)}"
-                for l in functional.layers if _prunable(l) and graph.is_single_call(l.name)
+                for l in iter_leaf_layers(functional) if _prunable(l) and _has_io_shape(l)
             )
         )
-    for start, end, ref in units:
-        gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
-        graph.insert_after(end, gate, extra_inputs=[ref])
-    return graph.build()
+    return new
 
 
 def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
@@ -172,6 +189,7 @@ def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
             there is no GhostGate.
     """
     functional = as_functional(model, "remove_ghost_skips")
+    check_nested(functional, "remove_ghost_skips")
     gates = ghost_layers(functional, GhostGate)
     if not gates:
         raise ValueError(f"Model {model.name!r} has no GhostGate layer to remove.")
@@ -182,10 +200,14 @@ def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
             "would change the outputs; finish the ghost phase (ToSTCallback "
             "anneals alpha to 0) or pass `force=True`."
         )
-    graph = Graph(functional)
-    for gate in gates:
-        graph.remove(gate.name)
-    return graph.build()
+
+    def edit(graph):
+        names = graph.names(GhostGate)
+        for name in names:
+            graph.remove(name)
+        return len(names), None
+
+    return edit_nested(functional, "remove_ghost_skips", edit)[0]
 
 
 def _refuse(graph: Graph, act_name: str, activation) -> bool:
@@ -233,7 +255,15 @@ def add_ghost_swish(model: keras.Model, beta: float = 1.0) -> keras.Model:
         ValueError: the model has no ReLU.
     """
     functional = as_functional(model, "add_ghost_swish")
-    graph = Graph(functional)
+    check_nested(functional, "add_ghost_swish")
+    new, changed = edit_nested(functional, "add_ghost_swish",
+                               lambda graph: (_swish_edit(graph, beta), None))
+    if not changed:
+        raise ValueError(f"Model {model.name!r} has no ReLU to replace with GhostSwish.")
+    return new
+
+
+def _swish_edit(graph: Graph, beta: float) -> int:
     changed = 0
     for entry in list(graph.entries):
         name = entry["name"]
@@ -252,9 +282,7 @@ def add_ghost_swish(model: keras.Model, beta: float = 1.0) -> keras.Model:
             inner_config(entry)["activation"] = "linear"
             graph.insert_after(name, GhostSwish(beta, name=f"{name}_ghost_swish"))
             changed += 1
-    if not changed:
-        raise ValueError(f"Model {model.name!r} has no ReLU to replace with GhostSwish.")
-    return graph.build()
+    return changed
 
 
 def swap_to_relu(model: keras.Model) -> keras.Model:
@@ -271,16 +299,21 @@ def swap_to_relu(model: keras.Model) -> keras.Model:
         ValueError: the model has no GhostSwish.
     """
     functional = as_functional(model, "swap_to_relu")
-    swishes = ghost_layers(functional, GhostSwish)
-    if not swishes:
+    check_nested(functional, "swap_to_relu")
+    if not ghost_layers(functional, GhostSwish):
         raise ValueError(f"Model {model.name!r} has no GhostSwish layer to swap.")
-    graph = Graph(functional)
-    for layer in swishes:
-        if not _refuse(graph, layer.name, "relu"):
-            relu = (keras.layers.Activation("relu", name=layer.name)
-                    if layer.relu_layer == "activation" else keras.layers.ReLU(name=layer.name))
-            graph.replace(layer.name, relu)
-    return graph.build()
+
+    def edit(graph):
+        names = graph.names(GhostSwish)
+        for name in names:
+            layer = graph.layer(name)
+            if not _refuse(graph, name, "relu"):
+                relu = (keras.layers.Activation("relu", name=name)
+                        if layer.relu_layer == "activation" else keras.layers.ReLU(name=name))
+                graph.replace(name, relu)
+        return len(names), None
+
+    return edit_nested(functional, "swap_to_relu", edit)[0]
 
 
 def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
@@ -304,7 +337,15 @@ def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
         Jaiswal et al., ICML 2022 (LRSI).
     """
     functional = as_functional(model, "add_lrsi")
-    graph = Graph(functional)
+    check_nested(functional, "add_lrsi")
+    new, changed = edit_nested(functional, "add_lrsi",
+                               lambda graph: (_lrsi_edit(graph, initial_scale), None))
+    if not changed:
+        raise ValueError(f"Model {model.name!r} has no prunable layer to re-scale.")
+    return new
+
+
+def _lrsi_edit(graph: Graph, initial_scale: float) -> int:
     changed = 0
     for entry in list(graph.entries):
         name = entry["name"]
@@ -319,9 +360,7 @@ def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
                 keras.activations.deserialize(activation) if isinstance(activation, dict)
                 else activation, name=f"{name}_act"))
         changed += 1
-    if not changed:
-        raise ValueError(f"Model {model.name!r} has no prunable layer to re-scale.")
-    return graph.build()
+    return changed
 
 
 def fold_lrsi(model: keras.Model) -> keras.Model:
@@ -339,31 +378,51 @@ def fold_lrsi(model: keras.Model) -> keras.Model:
         ValueError: no LRSIScale layer, or one not right after a prunable layer.
     """
     functional = as_functional(model, "fold_lrsi")
-    scales = ghost_layers(functional, LRSIScale)
-    if not scales:
+    check_nested(functional, "fold_lrsi")
+    if not ghost_layers(functional, LRSIScale):
         raise ValueError(f"Model {model.name!r} has no LRSIScale layer to fold.")
-    graph = Graph(functional)
-    folds = {}
-    for scale in scales:
-        refs = graph.input_refs(scale.name)
-        source = graph.layer(refs[0]["config"]["keras_history"][0]) if refs else None
+    _check_lrsi_placement(functional)
+    return edit_nested(functional, "fold_lrsi", _fold_edit)[0]
+
+
+def _lrsi_source(graph: Graph, name: str):
+    refs = graph.input_refs(name)
+    return graph.layer(refs[0]["config"]["keras_history"][0]) if refs else None
+
+
+def _check_lrsi_placement(model: keras.Model) -> None:
+    """Every LRSIScale must directly follow a prunable layer (checked before editing)."""
+    graph = Graph(as_functional(model, "fold_lrsi"))
+    for name in graph.names(LRSIScale):
+        source = _lrsi_source(graph, name)
         if not _prunable(source):
             raise ValueError(
-                f"LRSIScale {scale.name!r} must directly follow a prunable layer; "
+                f"LRSIScale {name!r} must directly follow a prunable layer; "
                 f"it follows {getattr(source, 'name', None)!r}."
             )
-        folds[source.name] = float(scale.scale.numpy())
-        graph.remove(scale.name)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _check_lrsi_placement(layer)
+
+
+def _fold_edit(graph: Graph):
+    folds = {}
+    for name in graph.names(LRSIScale):
+        source = _lrsi_source(graph, name)
+        folds[source.name] = float(graph.layer(name).scale.numpy())
+        graph.remove(name)
         act = graph.layer(f"{source.name}_act")
         if isinstance(act, keras.layers.Activation):
             _refuse(graph, act.name, keras.activations.serialize(act.activation))
-    new = graph.build()
-    for name, value in folds.items():
-        layer = new.get_layer(name)
-        inner = layer.layer if isinstance(layer, SparseWrapper) else layer
-        targets = [get_prunable_weights(inner)[-1][1]]
-        if getattr(inner, "bias", None) is not None:
-            targets.append(inner.bias)
-        for variable in targets:
-            variable.assign(np.asarray(variable.numpy()) * np.float32(value))
-    return new
+
+    def finish(new):
+        for name, value in folds.items():
+            layer = new.get_layer(name)
+            inner = layer.layer if isinstance(layer, SparseWrapper) else layer
+            targets = [get_prunable_weights(inner)[-1][1]]
+            if getattr(inner, "bias", None) is not None:
+                targets.append(inner.bias)
+            for variable in targets:
+                variable.assign(np.asarray(variable.numpy()) * np.float32(value))
+
+    return len(folds), finish
