@@ -22,7 +22,7 @@ TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
-.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite test-notebooks notebooks
+.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-tost test-notebooks notebooks
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -34,6 +34,7 @@ help:
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
 	@echo "make bench-accuracy        accuracy table (hours, resumable); -quick: < 10 min smoke run"
 	@echo "make bench-tflite          TFLite bytes/latency/on-device training benchmark"
+	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~45 min, resumable)"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
@@ -104,9 +105,17 @@ bench-accuracy-quick: venv data tfmot-venv
 bench-tflite: venv data
 	$(VENV_PY) -m benchmarks.tflite_bench $(BENCH_ARGS)
 
+# ToST per-tweak breakdown and schedule sweep (resumable). BENCH_ARGS=... to change the budget.
+bench-tost: venv data
+	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
+
 notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
-test-notebooks: venv data
+test-# ToST per-tweak breakdown and schedule sweep (resumable). BENCH_ARGS=... to change the budget.
+bench-tost: venv data
+	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
+
+notebooks: venv data
 	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py
