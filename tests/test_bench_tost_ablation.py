@@ -124,3 +124,20 @@ def test_records_round_trip_as_json_lines(tmp_path):
     ta.append_record(path, rec)
     assert json.loads(path.read_text().splitlines()[0]) == rec
     assert ta.read_records(tmp_path / "missing.jsonl") == []
+
+
+def test_recalibrate_bn_sets_moving_stats_to_the_batch_and_restores_momentum():
+    import keras
+
+    inputs = keras.Input((3,))
+    h = keras.layers.Dense(4, name="d")(inputs)
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="bn")],
+                             name="inner")
+    model = keras.Model(inputs, inner(h))
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(64, 3)).astype("float32")
+    assert ta.recalibrate_bn(model, x) == 1
+    bn = inner.get_layer("bn")
+    pre = np.asarray(model.get_layer("d")(x))
+    np.testing.assert_allclose(bn.moving_mean.numpy(), pre.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), pre.var(0), rtol=1e-3, atol=1e-4)
+    assert bn.momentum == 0.99

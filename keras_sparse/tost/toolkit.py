@@ -150,7 +150,10 @@ class ToST:
     `callback()`, then `finalize` to get back a plain sparse ReLU model of
     the original graph (ghost gates removed, Swish swapped to exact ReLU,
     LRSI scales folded into the kernels), ready for `keras_sparse.strip` and
-    TFLite. Each tweak can be switched off alone.
+    TFLite. Each tweak can be switched off alone. Models with nested
+    Functional / Sequential sub-models are edited inside the sub-models too
+    (they come back as Functional sub-models of the same name); a nested
+    subclassed model raises a `ValueError` naming it.
 
     Args:
         ghost_skip: add ghost skip connections (`add_ghost_skips`).

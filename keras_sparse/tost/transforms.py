@@ -128,7 +128,9 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
     `unit_out + alpha * L_in`. In a CIFAR ResNet this puts one ghost skip
     around each 3x3 conv of every non-downsampling block (no projection is
     ever added: shape-changing layers get no ghost). Works on any Functional
-    ResNet built from `Add` layers, and on Sequential models.
+    ResNet built from `Add` layers, on Sequential models, and inside nested
+    Functional / Sequential sub-models (a unit never crosses a sub-model
+    boundary; the gates live in the sub-model).
 
     Args:
         model: a Functional or Sequential model (sparse or dense).
@@ -140,7 +142,8 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
     Raises:
         TypeError: subclassed model or not a model.
         ValueError: no layer has equal input and output shapes (nothing to
-            ghost-skip), or the model already has ghost skips.
+            ghost-skip), the model already has ghost skips, or a nested
+            sub-model is subclassed (named in the message).
 
     Reference:
         Jaiswal et al., "Training Your Sparse Neural Network Better with Any
