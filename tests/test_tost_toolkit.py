@@ -51,13 +51,28 @@ def test_ghost_skips_go_around_shape_preserving_units_only():
     ghosted = tost.add_ghost_skips(model)
     names = sorted(g.name for g in tost.ghost_layers(ghosted, tost.GhostGate))
     assert names == ["b1_c1_ghost_gate", "b1_c2_ghost_gate", "b2_c2_ghost_gate"]
-    # b1_c1's unit spans conv -> BN -> ReLU; the gate adds the conv's input.
+    # Default placement: the gate sits between b1_c1 and its BN and adds the conv's input.
+    gate = ghosted.get_layer("b1_c1_ghost_gate")
+    assert structure(ghosted)[0][[n for n, *_ in structure(ghosted)[0]].index("b1_bn1")][2].count(
+        "b1_c1_ghost_gate") == 1
+    x = xy()[0]
+    sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_c1").output,
+                                          ghosted.get_layer("stem_relu").output, gate.output])
+    conv, stem, gated = (np.asarray(t) for t in sub_in(x))
+    np.testing.assert_allclose(gated, conv + stem, rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_skips_after_unit_placement_spans_bn_and_relu():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    ghosted = tost.add_ghost_skips(model, placement="after_unit")
     gate = ghosted.get_layer("b1_c1_ghost_gate")
     x = xy()[0]
     sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_relu1").output,
                                           ghosted.get_layer("stem_relu").output, gate.output])
     relu1, stem, gated = (np.asarray(t) for t in sub_in(x))
     np.testing.assert_allclose(gated, relu1 + stem, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="placement"):
+        tost.add_ghost_skips(model, placement="inside")
 
 
 def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero():

@@ -80,14 +80,23 @@ def ghost_layers(model: keras.Model, cls: type) -> list[keras.layers.Layer]:
     return found
 
 
-def _ghost_units(graph: Graph) -> list[tuple[str, str, dict]]:
+_NORMALIZATION = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
+PLACEMENTS = ("before_norm", "after_unit")
+
+
+def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str, str, dict]]:
     """(start layer, end layer, start input ref) of every ghost-skippable unit.
 
     A unit starts at a single-call prunable layer whose input and output
     shapes are equal and extends through the single-consumer chain of
     shape-preserving pass-through layers (BatchNorm, activations, dropout)
     that follows it, stopping before the next prunable layer, merge or model
-    output.
+    output; with `placement="before_norm"` it also stops before the first
+    normalization layer.
     """
     units = []
     for entry in graph.entries:
@@ -113,21 +122,32 @@ def _ghost_units(graph: Graph) -> list[tuple[str, str, dict]]:
             if (not isinstance(nxt, _PASS_THROUGH) or not graph.is_single_call(nxt.name)
                     or _shape(nxt.output.shape) != out_shape):
                 break
+            if placement == "before_norm" and isinstance(nxt, _NORMALIZATION):
+                break
             end = nxt.name
         units.append((name, end, refs[0]))
     return units
 
 
-def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
+def add_ghost_skips(model: keras.Model, alpha: float = 1.0,
+                    placement: str = "before_norm") -> keras.Model:
     """Adds gated ghost skip connections around every shape-preserving unit.
 
     For each single-call prunable layer L (Dense/Conv, wrapped or not) whose
     input and output have the same shape, the unit "L followed by its chain
-    of BatchNorm / activation / dropout layers" gets an identity skip from
-    L's input to the unit's output through a `GhostGate`:
-    `unit_out + alpha * L_in`. In a CIFAR ResNet this puts one ghost skip
-    around each 3x3 conv of every non-downsampling block (no projection is
-    ever added: shape-changing layers get no ghost). Works on any Functional
+    of activation / dropout layers" gets an identity skip from L's input to
+    the unit's output through a `GhostGate`: `unit_out + alpha * L_in`. With
+    the default `placement="before_norm"` the unit stops before a
+    normalization layer, so Conv -> BN -> ReLU becomes
+    `ReLU(BN(conv(x) + alpha * x))`: the normalization rescales the sum and
+    activations keep their scale. `placement="after_unit"` adds the skip after
+    the whole Conv -> BN -> ReLU chain instead; in a CIFAR ResNet that stacks
+    with the block's own shortcut and multiplies the identity path about 3x
+    per block (ResNet-20 at 95% SNIP: initial loss 9.2 instead of 2.3, and
+    training at lr 0.1 stayed near chance, 14.2%; see
+    benchmarks/results/tost_ablation.md). In a CIFAR ResNet this puts one
+    ghost skip around each 3x3 conv of every non-downsampling block (no
+    projection is ever added: shape-changing layers get no ghost). Works on any Functional
     ResNet built from `Add` layers, on Sequential models, and inside nested
     Functional / Sequential sub-models (a unit never crosses a sub-model
     boundary; the gates live in the sub-model).
@@ -135,6 +155,7 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
     Args:
         model: a Functional or Sequential model (sparse or dense).
         alpha: initial gate value.
+        placement: `"before_norm"` (default) or `"after_unit"` (see above).
 
     Returns:
         A new model with `GhostGate` layers named `<L>_ghost_gate`.
@@ -149,13 +170,15 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0) -> keras.Model:
         Jaiswal et al., "Training Your Sparse Neural Network Better with Any
         Mask", ICML 2022 (Figure 4).
     """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: {placement!r}.")
     functional = as_functional(model, "add_ghost_skips")
     check_nested(functional, "add_ghost_skips")
     if ghost_layers(functional, GhostGate):
         raise ValueError(f"Model {model.name!r} already has ghost skips (GhostGate layers).")
 
     def edit(graph):
-        units = _ghost_units(graph)
+        units = _ghost_units(graph, placement)
         for start, end, ref in units:
             gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
             graph.insert_after(end, gate, extra_inputs=[ref])
