@@ -479,6 +479,16 @@ def report(args, budget: Budget, machine: Mapping[str, Any], n_train: int, n_tes
         "rows tested at chance (10.2% / 9.8% / 12.2% for mask / LS / LRSI) because with momentum "
         "0.99 the moving averages have not converged in this few steps; training accuracy was ~68%.",
     ]
+    old = read_records(Path(f"{stem}_after_unit.jsonl"))
+    old = [r for r in old if r.get("status") == "ok"]
+    if old:
+        notes.append(
+            "Ghost skips sit before the normalization layer (`add_ghost_skips` default "
+            "`placement=\"before_norm\"`: `ReLU(BN(conv(x) + alpha x))`). The earlier placement "
+            "after the whole conv-BN-ReLU unit (`placement=\"after_unit\"`) stacks with the "
+            "block's own shortcut and blew up the identity path (initial loss 9.2 vs 2.3): "
+            + "; ".join(f"{ROWS[r['row']][0]} {100 * r['test_accuracy']:.2f}%" for r in old)
+            + f" (same budget; `{stem.name}_after_unit.jsonl`).")
     md = "\n\n".join(["## ToST per-tweak breakdown (Table 4 of Jaiswal et al., 2022, on our budget)",
                       machine_markdown(dict(machine)), "\n".join(f"- {n}" for n in notes),
                       render_tables(rows)] + ([f"Plot: `{png.name}`"] if png else []))
