@@ -313,7 +313,8 @@ def aggregate(records: Iterable[Mapping[str, Any]], budget_id: str | None = None
         rows.append({"mask": mask, "row": row, "ghost_fraction": gf, "beta_end": be,
                      "n": len(ok), "failed": len(recs) - len(ok), "seeds": sorted(r["seed"] for r in ok),
                      "acc_mean": acc, "acc_std": acc_std, "swap_mean": swap, "swap_std": swap_std,
-                     "sparsity_mean": sp, "seconds_mean": secs})
+                     "sparsity_mean": sp, "seconds_mean": secs,
+                     "acc_by_seed": {int(r["seed"]): r["test_accuracy"] for r in ok}})
     order = list(ROWS)
     rows.sort(key=lambda r: (r["mask"], order.index(r["row"]) if r["row"] in order else 99,
                              r["ghost_fraction"], r["beta_end"]))
@@ -330,6 +331,20 @@ def _pct(mean, std, n, signed=False) -> str:
 def _default(r) -> bool:
     return (r["ghost_fraction"], r["beta_end"]) == (DEFAULT_SCHEDULE["ghost_fraction"],
                                                     DEFAULT_SCHEDULE["beta_end"])
+
+
+def _same_seeds(sweep: Sequence[dict]) -> list[dict]:
+    """The default row restricted to the seeds the sweep rows ran (like with like)."""
+    seeds = {s for r in sweep if not _default(r) for s in r["seeds"]}
+    out = []
+    for r in sweep:
+        r = dict(r)
+        if _default(r) and seeds and set(r["seeds"]) != seeds:
+            accs = [a for s, a in r.get("acc_by_seed", {}).items() if int(s) in seeds]
+            r.update(acc_mean=float(np.mean(accs)) if accs else None, acc_std=0.0,
+                     n=len(accs), seeds=sorted(s for s in seeds), swap_mean=r["swap_mean"])
+        out.append(r)
+    return out
 
 
 def render_tables(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -353,10 +368,10 @@ def render_tables(rows: Sequence[Mapping[str, Any]]) -> str:
                    + markdown_table(["row", "test acc %", "Δ vs mask alone (pp)",
                                      "Swish→ReLU swap Δ (pp)", "sparsity", "seeds", "s/run"],
                                     body))
-        sweep = [r for r in rows if r["mask"] == mask and r["row"] == "tost"]
+        sweep = [dict(r) for r in rows if r["mask"] == mask and r["row"] == "tost"]
         if any(not _default(r) for r in sweep):
+            sweep = _same_seeds(sweep)
             tref = next((r for r in sweep if _default(r) and r["acc_mean"] is not None), None)
-            tref_seeds = set(tref["seeds"]) if tref else set()
             body = []
             for r in sorted(sweep, key=lambda r: (r["ghost_fraction"], r["beta_end"])):
                 delta = "-" if tref is None or r["acc_mean"] is None or r is tref else \
@@ -365,9 +380,8 @@ def render_tables(rows: Sequence[Mapping[str, Any]]) -> str:
                              "(default)" if _default(r) else "",
                              _pct(r["acc_mean"], r["acc_std"], r["n"]), delta,
                              _pct(r["swap_mean"], r["swap_std"], r["n"], signed=True), r["n"]])
-            note = "" if not tref_seeds or len(tref_seeds) == 1 else \
-                " (default row: mean over its seeds; sweep rows: first seed only)"
-            out.append(f"#### Schedule sweep, full ToST, {mask.upper()} mask{note}\n\n"
+            seeds = sorted({s for r in sweep for s in r["seeds"]})
+            out.append(f"#### Schedule sweep, full ToST, {mask.upper()} mask (seeds {seeds})\n\n"
                        + markdown_table(["ghost_fraction", "beta_end", "", "test acc %",
                                          "Δ vs default (pp)", "Swish→ReLU swap Δ (pp)", "seeds"],
                                         body))
@@ -385,7 +399,8 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     if not ok:
         return None
     masks = sorted({r["mask"] for r in ok})
-    sweeps = {m: [r for r in ok if r["mask"] == m and r["row"] == "tost"] for m in masks}
+    sweeps = {m: _same_seeds([r for r in ok if r["mask"] == m and r["row"] == "tost"])
+              for m in masks}
     has_sweep = any(len(v) > 1 for v in sweeps.values())
     fig, axes = plt.subplots(1, 2 if has_sweep else 1, figsize=(11 if has_sweep else 6.4, 4.2),
                              squeeze=False)

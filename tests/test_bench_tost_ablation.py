@@ -141,3 +141,14 @@ def test_recalibrate_bn_sets_moving_stats_to_the_batch_and_restores_momentum():
     np.testing.assert_allclose(bn.moving_mean.numpy(), pre.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(bn.moving_variance.numpy(), pre.var(0), rtol=1e-3, atol=1e-4)
     assert bn.momentum == 0.99
+
+
+def test_sweep_compares_with_the_default_on_the_sweep_seeds_only():
+    recs = [_rec(ta.Run("snip", "tost", 0), 0.60), _rec(ta.Run("snip", "tost", 1), 0.70),
+            _rec(ta.Run("snip", "tost", 0, 0.25, 100.0), 0.58)]
+    md = ta.render_tables(ta.aggregate(recs, "b"))
+    lines = md.splitlines()
+    assert "| all (ToST) | 65.00 ± 7.07 | - | - | 0.950 | 2 | 10 |" in lines
+    assert "#### Schedule sweep, full ToST, SNIP mask (seeds [0])" in md
+    assert "| 0.5 | 100 | (default) | 60.00 | - | - | 1 |" in lines
+    assert "| 0.25 | 100 |  | 58.00 | -2.00 | - | 1 |" in lines
