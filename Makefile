@@ -16,13 +16,16 @@ TFMOT_VENV ?= .venv-tfmot
 TFMOT_STAMP := $(TFMOT_VENV)/.installed
 TF_VERSION ?= 2.21.0
 BENCH_ARGS ?=
+EXAMPLE_ARGS ?=
 # tflite-runtime 2.14 (the legacy device runtime) needs numpy<2: own venv.
 TFLRT_VENV ?= .venv-tflrt
 TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
-.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-tost test-notebooks notebooks
+.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-cost test-notebooks notebooks
+.PHONY: quickstart export-on-device
+.PHONY: bench-neurrev bench-dormant bench-tost
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -34,7 +37,12 @@ help:
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
 	@echo "make bench-accuracy        accuracy table (hours, resumable); -quick: < 10 min smoke run"
 	@echo "make bench-tflite          TFLite bytes/latency/on-device training benchmark"
-	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~45 min, resumable)"
+	@echo "make bench-cost            cost table: step-time ratios (incl. TF-MOT peer), update latency, TFLite"
+	@echo "make quickstart            examples/quickstart.py: static ERK + RigL on Fashion-MNIST"
+	@echo "make export-on-device      examples/export_and_train_on_device.py: TFLite export + runner training"
+	@echo "make bench-neurrev         NeurRev p x update-interval sweep vs RigL (small CNN, resumable)"
+	@echo "make bench-dormant         dormant-neuron fraction and ITOP rate over training, RigL vs NeurRev"
+	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~30 min, resumable)"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
@@ -105,6 +113,26 @@ bench-accuracy-quick: venv data tfmot-venv
 bench-tflite: venv data
 	$(VENV_PY) -m benchmarks.tflite_bench $(BENCH_ARGS)
 
+# Cost table (BENCHMARK.md): runs the step-time parts (TF-MOT peer in
+# $(TFMOT_VENV)), reads dst_overhead.json and tflite_bench.json.
+# BENCH_ARGS="--quick", "--only step peer", "--from-results", "--run-latency".
+bench-cost: venv data tfmot-venv
+	KERAS_SPARSE_TFMOT_PYTHON=$${KERAS_SPARSE_TFMOT_PYTHON:-$(abspath $(TFMOT_VENV))/bin/python} \
+		$(VENV_PY) -m benchmarks.cost $(BENCH_ARGS)
+
+quickstart: venv data
+	$(VENV_PY) examples/quickstart.py $(EXAMPLE_ARGS)
+
+export-on-device: venv data
+	$(VENV_PY) examples/export_and_train_on_device.py $(EXAMPLE_ARGS)
+
+# NeurRev's relaxation p x update interval, RigL as the reference (resumable).
+bench-neurrev: venv data
+	$(VENV_PY) -m benchmarks.neurrev_sweep $(BENCH_ARGS)
+
+bench-dormant: venv data
+	$(VENV_PY) -m benchmarks.dormant_itop $(BENCH_ARGS)
+
 # ToST per-tweak breakdown and schedule sweep (resumable). BENCH_ARGS=... to change the budget.
 bench-tost: venv data
 	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
@@ -113,9 +141,5 @@ notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
-test-# ToST per-tweak breakdown and schedule sweep (resumable). BENCH_ARGS=... to change the budget.
-bench-tost: venv data
-	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
-
-notebooks: venv data
+test-notebooks: venv data
 	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py

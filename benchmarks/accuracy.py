@@ -245,6 +245,19 @@ def tfmot_python() -> Path:
     return Path(os.environ.get("KERAS_SPARSE_TFMOT_PYTHON", REPO / ".venv-tfmot" / "bin" / "python"))
 
 
+def tfmot_layer_sparsity(model, sparsity: float, distribution: str, seed: int) -> dict[str, float]:
+    """`{layer name: final sparsity}` for the TF-MOT peer: `sparsify`'s per-layer
+    budgets for every layer with a kernel, in model order (0: left unwrapped)."""
+    budgets = harness.layer_budgets(model, sparsity, distribution, seed)
+    return {layer.name: budgets.get(f"{layer.name}/kernel", 0.0) for layer in model.layers
+            if any(w.path.endswith("/kernel") for w in layer.weights)}
+
+
+def tfmot_env() -> dict[str, str]:
+    """The environment for a peer subprocess: ours minus PYTHONPATH (its own venv)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _tfmot_available() -> str | None:
     if not tfmot_python().exists():
         return f"no TF-MOT venv at {tfmot_python()} (run `make tfmot-venv`)"
@@ -255,13 +268,7 @@ def _tfmot_available() -> str | None:
           available=_tfmot_available,
           note="Gradual magnitude pruning from dense, 0 -> target over the first 75% of steps.")
 def _tfmot(model, sparsity, distribution, data, budget, seed):
-    budgets = harness.layer_budgets(model, sparsity, distribution, seed)
-    # Prunable kernels in model order -> per-layer final sparsity (0: unwrapped).
-    layer_sparsity = {}
-    for layer in model.layers:
-        key = f"{layer.name}/kernel"
-        if any(w.path.endswith("/kernel") for w in layer.weights):
-            layer_sparsity[layer.name] = budgets.get(key, 0.0)
+    layer_sparsity = tfmot_layer_sparsity(model, sparsity, distribution, seed)
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
         np.savez(npz, x_train=data.x_train, y_train=data.y_train,
@@ -271,11 +278,10 @@ def _tfmot(model, sparsity, distribution, data, budget, seed):
             "model": _model_name_of(model), "layer_sparsity": layer_sparsity,
             "budget": budget.to_dict(), "seed": seed}))
         out = Path(tmp) / "result.json"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         proc = subprocess.run(
             [str(tfmot_python()), str(REPO / "benchmarks" / "peer_tfmot.py"),
              "--config", str(cfg), "--data", str(npz), "--out", str(out)],
-            capture_output=True, text=True, env=env, timeout=6 * 3600)
+            capture_output=True, text=True, env=tfmot_env(), timeout=6 * 3600)
         if proc.returncode != 0:
             raise RuntimeError(f"peer_tfmot.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         result = json.loads(out.read_text())

@@ -9,8 +9,13 @@ Run: PYTHONPATH=. python benchmarks/dst_overhead.py [--steps 200 --repeats 3]
 2. Mask-update latency: `algorithm.update` on synthetic masked weights with
    ResNet-20 conv shapes (~0.27M weights) and a 25M-weight stack (25 x
    1000x1000), 90% sparse, dense gradients given (in training they come from
-   the captured step, at no cost). Median of repeats.
-Writes benchmarks/results/dst_overhead.{json,md}.
+   the captured step, at no cost). Median of repeats, wall clock and this
+   process's CPU time (the update is single-threaded NumPy; on a machine
+   loaded by other work the wall clock also counts time spent waiting for a
+   core, the CPU time does not).
+The 1-minute load average before and after each part is recorded: on the
+shared 2-core machines other work inflates every wall-clock figure.
+Writes benchmarks/results/dst_overhead.{json,md} (`--out-dir` to change).
 """
 
 from __future__ import annotations
@@ -64,25 +69,35 @@ def step_times(methods, steps, repeats):
         m.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # trace/compile
         return m
 
+    # optimizer.iterations carries over between repeats (and the 2 warm-up
+    # steps), so the schedule must span all of them: with total_steps = steps
+    # the stop step (75%) fell inside the first repeat and later repeats timed
+    # no mask update. 4x keeps every repeat before the stop step, so each one
+    # contains its steps // update_interval updates.
+    horizon = 4 * (2 + steps * repeats)
+
     def timed(model, method):
         cbs = []
         if method != "dense":
             cbs = [ks.callbacks.DynamicSparseTraining({"class_name": method, "config": config(method)},
-                                                      total_steps=steps)]
-        t = time.perf_counter()
+                                                      total_steps=horizon)]
+        t, c = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=128, epochs=1, callbacks=cbs, verbose=0)
-        return (time.perf_counter() - t) / steps
+        return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
     results = {}
     dense = build("dense")
     for method in methods:
         sparse = build(method)
-        d, s = [], []
+        d, s, dc, sc = [], [], [], []
         for _ in range(repeats):
-            d.append(timed(dense, "dense"))
-            s.append(timed(sparse, method))
+            wall, cpu = timed(dense, "dense")
+            d.append(wall), dc.append(cpu)
+            wall, cpu = timed(sparse, method)
+            s.append(wall), sc.append(cpu)
         results[method] = {"dense_step_s": float(np.median(d)), "step_s": float(np.median(s)),
-                           "ratio": float(np.median(s) / np.median(d))}
+                           "ratio": float(np.median(s) / np.median(d)),
+                           "cpu_ratio": float(np.median(sc) / np.median(dc))}
         print(f"step time {method:10s} ratio {results[method]['ratio']:.3f}", flush=True)
     return results
 
@@ -93,7 +108,8 @@ def resnet20_shapes():
     return shapes
 
 
-def update_latency(methods, shapes, repeats):
+def update_latency(methods, shapes, repeats, cpu_out=None):
+    """Median wall seconds per `algorithm.update`, per method; CPU seconds into `cpu_out`."""
     rng = np.random.default_rng(0)
     out = {}
     for method in methods:
@@ -106,13 +122,17 @@ def update_latency(methods, shapes, repeats):
             grads.append(rng.standard_normal(shape).astype("float32"))
         a = alg.get({"class_name": method, "config": config(method)})
         a.setup(ts, 10_000)
-        times = []
+        times, cpu = [], []
         for r in range(repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             a.update(100 * (r + 1), ts, grads)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         out[method] = float(np.median(times))
-        print(f"update latency {method:10s} {out[method]:.3f}s ({sum(int(np.prod(s)) for s in shapes):,} weights)", flush=True)
+        if cpu_out is not None:
+            cpu_out[method] = float(np.median(cpu))
+        print(f"update latency {method:10s} {out[method]:.3f}s wall, {np.median(cpu):.3f}s CPU "
+              f"({sum(int(np.prod(s)) for s in shapes):,} weights)", flush=True)
     return out
 
 
@@ -122,25 +142,48 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(alg.registered_names()))
     p.add_argument("--skip-step-time", action="store_true")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--out-dir", default=OUT)
     args = p.parse_args()
     methods = args.methods.split(",")
     res = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-           "keras": keras.__version__, "steps": args.steps, "repeats": args.repeats}
+           "keras": keras.__version__, "numpy": np.__version__, "steps": args.steps,
+           "repeats": args.repeats, "load_average": {}}
     if not args.skip_step_time:
+        before = list(os.getloadavg())
         res["step_time"] = step_times(methods, args.steps, args.repeats)
-    res["update_latency_resnet20_s"] = update_latency(methods, resnet20_shapes(), args.repeats)
-    res["update_latency_25m_s"] = update_latency(methods, [(1000, 1000)] * 25, args.repeats)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "dst_overhead.json"), "w") as f:
+        res["load_average"]["step_time"] = {"before": before, "after": list(os.getloadavg())}
+    if not args.skip_latency:
+        before = list(os.getloadavg())
+        res["update_cpu_resnet20_s"], res["update_cpu_25m_s"] = {}, {}
+        res["update_latency_resnet20_s"] = update_latency(methods, resnet20_shapes(), args.repeats,
+                                                          res["update_cpu_resnet20_s"])
+        res["update_latency_25m_s"] = update_latency(methods, [(1000, 1000)] * 25, args.repeats,
+                                                     res["update_cpu_25m_s"])
+        res["load_average"]["latency"] = {"before": before, "after": list(os.getloadavg())}
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "dst_overhead.json"), "w") as f:
         json.dump(res, f, indent=2)
+
+    def fmt(section, m, key=None):
+        v = res.get(section, {}).get(m)
+        v = v.get(key) if isinstance(v, dict) else v
+        return "n/a" if v is None else f"{v:.3f}"
+
     lines = [f"# DST overhead ({res['machine']}, {res['date']}, keras {res['keras']})", "",
-             "| method | step-time ratio vs dense | update latency ResNet-20 (s) | update latency 25M (s) |",
-             "|---|---|---|---|"]
+             "| method | step-time ratio vs dense | update latency ResNet-20 (s) | update latency 25M (s) "
+             "| update CPU time 25M (s) |",
+             "|---|---|---|---|---|"]
     for m in methods:
-        ratio = res.get("step_time", {}).get(m, {}).get("ratio")
-        lines.append(f"| {m} | {'n/a' if ratio is None else f'{ratio:.3f}'} | "
-                     f"{res['update_latency_resnet20_s'][m]:.3f} | {res['update_latency_25m_s'][m]:.3f} |")
-    with open(os.path.join(OUT, "dst_overhead.md"), "w") as f:
+        lines.append(f"| {m} | {fmt('step_time', m, 'ratio')} | {fmt('update_latency_resnet20_s', m)} | "
+                     f"{fmt('update_latency_25m_s', m)} | {fmt('update_cpu_25m_s', m)} |")
+    lines.append("")
+    for part, load in res["load_average"].items():
+        lines.append(f"1-min load average during the {part.replace('_', '-')} part: {load['before'][0]:.1f} "
+                     f"before, {load['after'][0]:.1f} after, on {os.cpu_count()} CPUs"
+                     + (" (**loaded by other work**: wall-clock figures are inflated)."
+                        if max(load["before"][0], load["after"][0]) > 0.5 * os.cpu_count() else "."))
+    with open(os.path.join(args.out_dir, "dst_overhead.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

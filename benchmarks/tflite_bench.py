@@ -1,7 +1,8 @@
 """TFLite export benchmark: sizes, batch-1 latency, on-device train step.
 
 Run: `python -m benchmarks.tflite_bench [--quick]`. Writes
-`benchmarks/results/tflite_bench.json` and `.md`.
+`benchmarks/results/tflite_bench.json`, `.md` and `.png` (bytes and
+latency relative to dense float32).
 
 Models (weights zeroed to 90% sparsity with numpy; sizes and latencies do
 not depend on the weight values, so synthetic inputs are used):
@@ -12,9 +13,9 @@ not depend on the weight values, so synthetic inputs are used):
 
 Latency: single-thread batch-1 `invoke()` in ai-edge-litert, sparse and
 dense models alternated in rounds of 20 invokes after warm-up; median of
-all invokes. Train step: the `train` signature in LiteRT vs
-`keras.Model.train_on_batch` (jit_compile=False) on the same batch,
-alternated; medians.
+all invokes. Train step: the `train` signature in LiteRT (dense and sparse
+weight storage) vs `keras.Model.train_on_batch` (jit_compile=False) on the
+same batch, alternated; medians.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def bench_training(quick, tmp, train_rows):
         shape = (784,) if arch == "mlp" else (28, 28, 1)
         opt = lambda: keras.optimizers.SGD(0.01, momentum=0.9)  # noqa: E731
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        sizes = {}
+        sizes, runners = {}, {}
         for storage in ["dense", "sparse"]:
             p = os.path.join(tmp, f"train_{arch}_{storage}.tflite")
             r = tflite_export.export_trainable(model, p, opt(), loss,
@@ -165,34 +166,93 @@ def bench_training(quick, tmp, train_rows):
                                                weight_storage=storage)
             sizes[storage] = r.num_bytes
             dense_inf = r.dense_inference_float32_bytes
-        with open(os.path.join(tmp, f"train_{arch}_dense.tflite"), "rb") as f:
-            it = make_interpreter(f.read())
-        train = it.get_signature_runner("train")
+            with open(p, "rb") as f:
+                it = make_interpreter(f.read())
+            runners[storage] = it.get_signature_runner("train")
+        sparse_inf = len(convert(model, "float32"))
         km = keras.models.clone_model(model)
         km.set_weights(model.get_weights())
         km.compile(optimizer=opt(), loss=loss, jit_compile=False)
         x = rng.standard_normal((batch,) + shape).astype(np.float32)
         y = rng.integers(0, 10, batch).astype(np.int32)
-        for _ in range(3):
-            train(x=x, y=y)
-            km.train_on_batch(x, y)
-        tl, tk = [], []
+        fns = {"litert_dense_storage": lambda: runners["dense"](x=x, y=y),
+               "litert_sparse_storage": lambda: runners["sparse"](x=x, y=y),
+               "keras": lambda: km.train_on_batch(x, y)}
+        for fn in fns.values():
+            for _ in range(3):
+                fn()
+        times = {k: [] for k in fns}
         for _ in tqdm(range(steps), desc=f"train step {arch}"):
-            t0 = time.perf_counter()
-            train(x=x, y=y)
-            tl.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            km.train_on_batch(x, y)
-            tk.append(time.perf_counter() - t0)
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: float(np.median(v) * 1e3) for k, v in times.items()}
         train_rows.append({
-            "model": arch, "batch": batch,
-            "litert_step_ms": float(np.median(tl) * 1e3),
-            "keras_step_ms": float(np.median(tk) * 1e3),
-            "litert_over_keras": float(np.median(tl) / np.median(tk)),
+            "model": arch, "batch": batch, "steps": steps,
+            "litert_step_ms": med["litert_dense_storage"],
+            "litert_sparse_storage_step_ms": med["litert_sparse_storage"],
+            "keras_step_ms": med["keras"],
+            "litert_over_keras": med["litert_dense_storage"] / med["keras"],
+            "litert_sparse_storage_over_keras":
+                med["litert_sparse_storage"] / med["keras"],
             "trainable_bytes_dense_storage": sizes["dense"],
             "trainable_bytes_sparse_storage": sizes["sparse"],
             "dense_inference_float32_bytes": dense_inf,
+            "sparse_inference_float32_bytes": sparse_inf,
         })
+
+
+def plot(res, path):
+    """Bytes and batch-1 latency of every export relative to dense f32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["inference"]
+    labels = [f"{r['model']} {r['pattern']}\n{r['precision']}" for r in rows]
+    fig, axes = plt.subplots(2, 1, figsize=(12, 7.5), sharex=True)
+    xs = np.arange(len(rows))
+    axes[0].bar(xs, [r["size_ratio"] for r in rows], color="tab:blue")
+    axes[0].axhline(0.2, ls="--", c="gray", lw=1, label="0.2x (float32 target)")
+    axes[0].axhline(0.06, ls=":", c="red", lw=1, label="0.06x (int8 target)")
+    axes[0].set_ylabel("bytes / dense float32")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(xs, [r["latency_us"] / r["dense_float32_latency_us"]
+                     for r in rows], color="tab:orange")
+    axes[1].axhline(1.0, ls="--", c="gray", lw=1)
+    axes[1].set_ylabel("latency / dense float32")
+    axes[1].set_xticks(xs)
+    axes[1].set_xticklabels(labels, rotation=75, fontsize=7)
+    fig.suptitle(f"TFLite exports at 90% sparsity ({res['date'][:10]}, "
+                 "batch 1, 1 thread, LiteRT)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+FORMAT_NOTES = """Formats (what the files contain):
+
+- Trainable, sparse storage: each kernel with >= 50% pruned entries is a
+  `[nnz]` float32 variable of its non-zeros + a constant `[nnz, 1]` int32
+  index tensor, scattered into the dense kernel (SCATTER_ND) by every
+  signature; gradients are gathered back (GATHER_ND) and the optimizer
+  slots are `[nnz]` (one shared all-zero initial buffer). About 12 bytes
+  per non-zero. Dense storage keeps full dense variables + a bool mask.
+- int8 with 1x4 blocks: the converter writes element-wise CSR (int8 value
+  + uint16 column index per non-zero + int64 per-channel zero points); the
+  export re-encodes it BSR 1x4 (one uint8 block index per 4 values), still
+  expanded by DENSIFY at load (the int8 sparse FC kernel exists only for
+  1x16 blocks). Sparse int8 files need the builtin resolver without
+  XNNPACK, and the TF 2.21 converter emits FULLY_CONNECTED version 12,
+  which tflite-runtime 2.14 cannot load.
+- float16 with blocks: the converter writes a BSR float16 tensor fed to
+  DEQUANTIZE without DENSIFY (NaN at run time, minimal case: one 16x8
+  Dense); verification catches it and the export falls back to dense
+  float16 (0.5x) with a warning. Unstructured float16 (CSR + DENSIFY) is
+  correct.
+"""
 
 
 def to_markdown(res) -> str:
@@ -214,17 +274,34 @@ def to_markdown(res) -> str:
             f"{r['runtime_path']} | {r['op_resolver']} | "
             f"{r['latency_us']:.1f} | {r['dense_float32_latency_us']:.1f} | "
             f"{r['speedup_vs_dense_f32']:.2f}x |")
-    out += ["", "On-device training (train signature, batch 32, SGD momentum):",
-            "", "| model | LiteRT ms/step | Keras ms/step | LiteRT/Keras | "
-            "trainable bytes (dense storage) | (sparse storage) | dense "
-            "inference f32 bytes |", "|---|---|---|---|---|---|---|"]
+    out += ["", "On-device training (train signature, batch 32, SGD "
+            "momentum, 90% 1x4-block sparsity; medians of "
+            f"{res['training'][0]['steps'] if res['training'] else 0} steps, "
+            "LiteRT dense storage / LiteRT sparse storage / Keras "
+            "train_on_batch alternated on the same batch):", "",
+            "| model | LiteRT ms/step (dense storage) | LiteRT ms/step "
+            "(sparse storage) | Keras ms/step | LiteRT/Keras (dense "
+            "storage) | LiteRT/Keras (sparse storage) |",
+            "|---|---|---|---|---|---|"]
     for r in res["training"]:
         out.append(
             f"| {r['model']} | {r['litert_step_ms']:.2f} | "
+            f"{r['litert_sparse_storage_step_ms']:.2f} | "
             f"{r['keras_step_ms']:.2f} | {r['litert_over_keras']:.2f} | "
-            f"{r['trainable_bytes_dense_storage']} | "
-            f"{r['trainable_bytes_sparse_storage']} | "
-            f"{r['dense_inference_float32_bytes']} |")
+            f"{r['litert_sparse_storage_over_keras']:.2f} |")
+    out += ["", "File bytes (x = relative to the dense float32 inference "
+            "file):", "",
+            "| model | dense inference f32 | sparse inference f32 | "
+            "trainable, dense storage | trainable, sparse storage |",
+            "|---|---|---|---|---|"]
+    for r in res["training"]:
+        d = r["dense_inference_float32_bytes"]
+        cells = [f"{r[k]} ({r[k] / d:.3f}x)" for k in (
+            "sparse_inference_float32_bytes",
+            "trainable_bytes_dense_storage",
+            "trainable_bytes_sparse_storage")]
+        out.append(f"| {r['model']} | {d} | " + " | ".join(cells) + " |")
+    out += ["", FORMAT_NOTES]
     notes = sorted({n for r in res["inference"] for n in r["notes"]})
     if notes:
         out += ["", "Notes from the exporter:", ""] + [f"- {n}" for n in notes]
@@ -270,6 +347,7 @@ def main(argv=None):
     name = "tflite_bench_quick" if args.quick else "tflite_bench"
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(res, f, indent=2)
+    plot(res, os.path.join(args.out, name + ".png"))
     md_text = to_markdown(res)
     with open(os.path.join(args.out, name + ".md"), "w") as f:
         f.write(md_text)

@@ -94,7 +94,10 @@ def quickstart() -> nbformat.NotebookNode:
 Make a Keras 3 model sparse with the ERK per-layer allocation (RigL's),
 train it with plain `model.fit`, compare fixed random masks (static sparse
 training) with RigL dynamic sparse training and a dense baseline, and strip
-the result back to a plain Keras model with exact zeros."""),
+the result back to a plain Keras model with exact zeros.
+
+The same story as a script: `python examples/quickstart.py` (`--quick` for
+this notebook's quick settings)."""),
         new_markdown_cell(INSTALL_MD),
         new_code_cell(INSTALL_CODE),
         new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (20 if FULL_RECIPE else 3)
@@ -215,13 +218,17 @@ Train a 90% sparse small CNN, strip it, export it to a float32 `.tflite`
 with sparse tensor encoding, check it against Keras in the LiteRT
 interpreter, then export a *trainable* model (train / infer / get_weights /
 set_weights signatures, builtin ops only) and run training steps with the
-device-side runner, which imports only numpy and a TFLite runtime."""),
+device-side runner, which imports only numpy and a TFLite runtime.
+
+The same story as a script: `python examples/export_and_train_on_device.py`
+(`--quick` for this notebook's quick settings), which runs the runner's
+command line in a separate process, as on a device."""),
         new_markdown_cell(INSTALL_MD + "\n\nThis notebook also needs `ai-edge-litert` (the `tflite` extra)."),
         new_code_cell(INSTALL_CODE),
         new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (10 if FULL_RECIPE else 2)
 TRAIN_SIZE = 5000 if QUICK else None
 TEST_SIZE = 1000 if QUICK else None
-DEVICE_EPOCHS = 1
+DEVICE_EPOCHS = 2
 DEVICE_SAMPLES = 512 if QUICK else 4096"""),
         new_markdown_cell(DATA_MD),
         new_code_cell(DATA_CODE),

@@ -25,6 +25,21 @@ __all__ = ["DISTRIBUTIONS", "allocate"]
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
+def _check_shape(name, shape) -> None:
+    """A weight shape must be a non-empty sequence of positive ints."""
+    ok = (
+        isinstance(shape, Sequence)
+        and not isinstance(shape, str)
+        and len(shape) > 0
+        and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape)
+    )
+    if not ok:
+        raise ValueError(
+            f"The shape of weight {name!r} must be a non-empty tuple of "
+            f"positive ints. Received: {shape!r}."
+        )
+
+
 def _erdos_renyi_score(shape: Sequence[int], kernel: bool, power: float) -> float:
     """Un-normalized density of one weight under ER (`kernel=False`) or ERK."""
     shape = [int(d) for d in shape]
@@ -49,10 +64,20 @@ def _erdos_renyi(
     over the rest (RigL's procedure).
     """
     sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
-    scores = {
-        name: _erdos_renyi_score(shape, kernel, power)
-        for name, shape in shapes.items()
-    }
+    try:
+        scores = {
+            name: _erdos_renyi_score(shape, kernel, power)
+            for name, shape in shapes.items()
+        }
+    except OverflowError:
+        scores = {}
+    if not scores or not all(np.isfinite(v) and v > 0 for v in scores.values()):
+        # A huge erk_power_scale overflows or underflows the scores.
+        raise ValueError(
+            f"`erk_power_scale`={power!r} makes the ERK scores of these shapes "
+            "overflow or underflow. Accepted: a moderate positive exponent "
+            "(RigL uses 1.0; values below 1 move towards uniform)."
+        )
     dense: set[str] = set()
     while True:
         sparse_names = [n for n in shapes if n not in dense]
@@ -98,8 +123,9 @@ def allocate(
         re-solved, so the total non-zero count matches the target.
 
     Raises:
-        ValueError: unknown distribution, empty `shapes`, sparsity outside
-            [0, 1), or a non-positive `erk_power_scale`.
+        ValueError: unknown distribution, empty `shapes`, a shape that is
+            not a tuple of positive ints, sparsity outside [0, 1), or an
+            `erk_power_scale` that is not a finite number > 0.
 
     Example:
 
@@ -119,10 +145,20 @@ def allocate(
             "sparsities passed to `keras_sparse.sparsify`."
         )
     if not shapes:
-        raise ValueError("`shapes` is empty: there is no weight to sparsify.")
-    if not float(erk_power_scale) > 0:
         raise ValueError(
-            f"`erk_power_scale` must be > 0. Received: {erk_power_scale!r}."
+            "`shapes` is empty: there is no weight to sparsify. Accepted: a "
+            "dict {name: shape} with at least one weight."
+        )
+    for name, shape in shapes.items():
+        _check_shape(name, shape)
+    if (
+        isinstance(erk_power_scale, bool)
+        or not isinstance(erk_power_scale, (int, float, np.integer, np.floating))
+        or not 0 < float(erk_power_scale) < float("inf")
+    ):
+        raise ValueError(
+            "`erk_power_scale` must be a finite number > 0. Received: "
+            f"{erk_power_scale!r}."
         )
     distribution = distribution.lower()
     if distribution == "uniform":

@@ -33,6 +33,12 @@ import tensorflow as tf
 __all__ = ["GradientCapture"]
 
 
+def _strategy_scope(model):
+    """The scope of the strategy `model` was built under (a no-op scope if none)."""
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return strategy.scope()
+
+
 class GradientCapture:
     """Captures dense gradients of given variables on chosen optimizer steps.
 
@@ -48,11 +54,23 @@ class GradientCapture:
         self.variables = list(variables)
         self.interval = int(interval)
         self._keys = {id(v): i for i, v in enumerate(self.variables)}
-        self.buffers = [
-            keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="dense_grad")
-            for v in self.variables
-        ]
-        self.captured_step = keras.Variable(-1, dtype="int64", trainable=False, name="grad_step")
+        # Under tf.distribute, `optimizer.apply` runs once per replica with
+        # that replica's *local* gradient (the optimizer all-reduces later,
+        # inside `apply`). The buffers are therefore sync-on-read SUM
+        # variables created in the model's strategy scope: each replica writes
+        # its own copy with no communication, and the host read at the update
+        # step sums them, i.e. returns the same gradient the optimizer
+        # applies (and a single-device run would capture). Outside a strategy
+        # they are plain variables.
+        with _strategy_scope(model):
+            self.buffers = [
+                keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="dense_grad",
+                               synchronization="on_read", aggregation="sum")
+                for v in self.variables
+            ]
+            self.captured_step = keras.Variable(
+                -1, dtype="int64", trainable=False, name="grad_step",
+                synchronization="on_read", aggregation="only_first_replica")
         self._installed = False
 
     def install(self) -> None:

@@ -223,13 +223,103 @@ def group_size(structure: str) -> int:
     return GROUP if structure == "block" else 1
 
 
-def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices of the `k` smallest finite-or-not `scores` (deterministic)."""
+def _as_scores(scores) -> np.ndarray:
+    """`scores` as a flat float array, no copy when possible.
+
+    Float dtypes are kept (widening float32 to float64 would not change any
+    ranking, only double the memory traffic); other dtypes become float64.
+    """
+    a = np.asarray(scores)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    return a.reshape(-1)
+
+
+_SAMPLE_ABOVE = 1 << 18
+"""`_kth_smallest` brackets the k-th value from a sample at and above this many entries."""
+
+
+def _kth_smallest(parts: Sequence[np.ndarray], k: int):
+    """The k-th smallest value (1-based) over the 1-D float arrays `parts`, NaN last.
+
+    The same value as `np.partition(np.concatenate(parts), k - 1)[k - 1]`
+    (`1 <= k <= total size`). For large inputs the k-th value is first
+    bracketed by two values `lo <= hi` read from a strided sample; one pass
+    per part then counts the entries below `lo` and gathers the few in
+    `[lo, hi]`, and only those are partitioned. The result is exact whatever
+    the sample: if the bracket misses the k-th value, the whole input is
+    partitioned instead.
+    """
+    total = sum(p.size for p in parts)
+    if total >= _SAMPLE_ABOVE:
+        step = max(1, total // (1 << 16))
+        sample = np.concatenate([p[::step] for p in parts])
+        q = k / total
+        r = q * sample.size
+        margin = 4.0 * math.sqrt(r * (1.0 - q)) + 32.0
+        lo_r, hi_r = int(r - margin), int(r + margin) + 1
+        if lo_r >= 0 or hi_r < sample.size:
+            picks = [i for i in (lo_r, hi_r) if 0 <= i < sample.size]
+            part = np.partition(sample, picks)
+            lo = part[lo_r] if lo_r >= 0 else -np.inf
+            hi = part[hi_r] if hi_r < sample.size else np.inf
+            if not (np.isnan(lo) or np.isnan(hi)):
+                n_below, inside = 0, []
+                for p in parts:
+                    if lo > -np.inf:
+                        n_below += int(np.count_nonzero(p < lo))
+                        inside.append(p[(p >= lo) & (p <= hi)])
+                    else:
+                        inside.append(p[p <= hi])
+                inside = np.concatenate(inside)
+                if n_below < k <= n_below + inside.size:
+                    return np.partition(inside, k - n_below - 1)[k - n_below - 1]
+    whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return np.partition(whole, k - 1)[k - 1]
+
+
+def _smallest_mask(scores: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Boolean mask of the `k` smallest entries of 1-D `scores`, and the k-th value.
+
+    The order is the one of a stable ascending sort (`np.argsort(scores,
+    kind="stable")[:k]` selects the same set): NaN after every number, and
+    among equal values the lowest index first. Runs in O(n) with no sort:
+    `_kth_smallest` finds the k-th value and one comparison selects
+    everything up to it; only when several entries equal the k-th value are
+    the lowest-indexed of them taken.
+
+    Args:
+        scores: 1-D float array (not modified).
+        k: number of entries to select; clipped to [0, scores.size].
+
+    Returns:
+        `(selected, kth)`: a bool array with `min(k, size)` True entries,
+        and the largest selected value under that order (NaN if a NaN was
+        selected, -inf when nothing is).
+    """
+    n = scores.size
     if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k >= scores.size:
-        return np.arange(scores.size)
-    return np.argpartition(scores, k - 1)[:k]
+        return np.zeros(n, dtype=bool), -np.inf
+    if k >= n:
+        return np.ones(n, dtype=bool), (scores.max() if n else -np.inf)  # max: NaN if any
+    kth = _kth_smallest([scores], k)
+    if kth != kth:  # NaN: every number, then the lowest-indexed NaNs.
+        ties = np.isnan(scores)
+        selected = ~ties
+    else:
+        selected = scores <= kth
+        if np.count_nonzero(selected) == k:  # the usual case: no tie at the k-th value
+            return selected, kth
+        selected = scores < kth
+        ties = scores == kth
+    need = k - int(np.count_nonzero(selected))
+    selected[np.flatnonzero(ties)[:need]] = True
+    return selected, kth
+
+
+def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Ascending flat indices of the `k` smallest `scores` (NaN last, ties to the lowest index)."""
+    return np.flatnonzero(_smallest_mask(_as_scores(scores), k)[0])
 
 
 def _nm_capacity_filter(candidates: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -258,7 +348,8 @@ def prune_and_grow(
     The one prune-and-grow of keras_sparse (jaxpruner's `update_mask`).
     Growth may pick an entry dropped in the same call (RigL does); such an
     entry stays active and the caller keeps its value (it is not new). With `n_grow == n_drop` the number
-    of active entries is conserved exactly.
+    of active entries is conserved exactly. Equal scores are taken in flat-index
+    order (lowest index first), NaN scores last.
 
     Args:
         mask: 0/1 array.
@@ -288,25 +379,41 @@ def prune_and_grow(
         return from_blocks(new_u), from_blocks(grown_u)
     shape = mask.shape
     flat = mask.reshape(-1).copy()
-    active = flat > 0
-    n_drop = min(int(n_drop), int(active.sum()))
+    n_active = int(np.count_nonzero(flat > 0))
+    n_drop = min(int(n_drop), n_active)
+    # Selections are applied with arithmetic or index scatters: NumPy's
+    # boolean-mask assignment is several times slower on random masks.
+    still_active = None  # indices of the entries active after the drop, when known
     if n_drop > 0:
-        d = np.where(active, np.asarray(drop_scores, dtype=np.float64).reshape(-1), np.inf)
-        flat[_smallest(d, n_drop)] = 0.0
-    grown = np.zeros_like(flat)
-    if n_grow > 0:
-        g = np.where(flat > 0, -np.inf, np.asarray(grow_scores, dtype=np.float64).reshape(-1))
-        if structure == "n:m":
-            g = _nm_capacity_filter(g.reshape(shape), flat.reshape(shape)).reshape(-1)
-        available = int(np.isfinite(g).sum() + (g == np.inf).sum())
-        if available < n_grow:
-            raise ValueError(
-                f"Cannot grow {n_grow} entries with structure={structure!r}: "
-                f"only {available} inactive entries are eligible (shape {shape})."
-            )
-        idx = _smallest(-g, n_grow)
-        grown[idx] = 1.0
-        flat[idx] = 1.0
+        d = _as_scores(drop_scores)
+        if n_active == flat.size:
+            np.multiply(flat, ~_smallest_mask(d, n_drop)[0], out=flat)
+        else:
+            # Rank only the active entries (a small part of a sparse weight);
+            # `active` is ascending, so ties still go to the lowest index.
+            active = np.flatnonzero(flat > 0)
+            dropped = _smallest_mask(d[active], n_drop)[0]
+            flat[active[dropped]] = 0.0
+            still_active = active[~dropped]
+    if n_grow <= 0:
+        return flat.reshape(shape), np.zeros(shape, np.float32)
+    g = _as_scores(grow_scores)
+    # Best first = smallest of -g. Entries active after the drop get +inf
+    # and -inf grow scores become +inf: both come after every eligible entry
+    # (NaN after those), so they are never grown.
+    neg = np.negative(g)
+    neg[np.flatnonzero(flat > 0) if still_active is None else still_active] = np.inf
+    if structure == "n:m":
+        neg = -_nm_capacity_filter(-neg.reshape(shape), flat.reshape(shape)).reshape(-1)
+    chosen, kth = _smallest_mask(neg, n_grow)
+    if n_grow > neg.size or not kth < np.inf:
+        available = int(np.count_nonzero(neg < np.inf))
+        raise ValueError(
+            f"Cannot grow {n_grow} entries with structure={structure!r}: "
+            f"only {available} inactive entries are eligible (shape {shape})."
+        )
+    grown = chosen.astype(np.float32)
+    flat += grown  # chosen entries are all inactive (0) here
     return flat.reshape(shape), grown.reshape(shape)
 
 
@@ -347,7 +454,7 @@ def global_drop_counts(
 
     The `n_drop` active entries with the lowest scores over all weights are
     found (global magnitude pruning); the result says how many fall in each
-    weight. For `"block"`, blocks are ranked by mean score and counts are
+    weight. Equal scores go to the earlier weight, then the lower index. For `"block"`, blocks are ranked by mean score and counts are
     multiples of 4.
 
     Args:
@@ -360,19 +467,31 @@ def global_drop_counts(
         Per-weight drop counts summing to `n_drop` (block: rounded down).
     """
     k = group_size(structure)
-    flat = []
+    parts = []  # the scores of the active units of each weight
     for m, s in zip(masks, scores):
         if structure == "block":
             m, s = to_blocks(m, "max"), to_blocks(s)
-        flat.append(np.where(np.asarray(m).reshape(-1) > 0,
-                             np.asarray(s, np.float64).reshape(-1), np.inf))
-    sizes = [f.size for f in flat]
-    allscores = np.concatenate(flat) if flat else np.zeros(0)
-    n_units = min(int(n_drop) // k, int(np.isfinite(allscores).sum()))
-    chosen = _smallest(allscores, n_units)
-    owner = np.searchsorted(np.cumsum(sizes), chosen, side="right")
-    counts = np.bincount(owner, minlength=len(sizes))
-    return [int(c) * k for c in counts]
+        active = np.flatnonzero(np.asarray(m).reshape(-1) > 0)
+        s = _as_scores(s)
+        parts.append(s if active.size == s.size else s[active])
+    n_finite = sum(int(np.count_nonzero(np.isfinite(p))) for p in parts)
+    n_units = min(int(n_drop) // k, n_finite)
+    if n_units <= 0:
+        return [0] * len(parts)
+    # The n_units-th smallest active score over all weights, then per
+    # weight: how many lie below it; ties at it go to the lowest global
+    # index (earlier weights first).
+    kth = _kth_smallest(parts, n_units)
+    below = [int(np.count_nonzero(p < kth)) for p in parts]
+    need = n_units - sum(below)
+    counts = []
+    for p, n in zip(parts, below):
+        if need > 0:
+            tied = min(need, int(np.count_nonzero(p == kth)))
+            n += tied
+            need -= tied
+        counts.append(n * k)
+    return counts
 
 
 def search_and_awake(
@@ -411,20 +530,23 @@ def search_and_awake(
         )
         return from_blocks(new_u), from_blocks(pruned_u), neg * GROUP
     flat_m = mask.reshape(-1).copy()
-    w = np.asarray(weights, np.float64).reshape(-1)
-    d = np.asarray(delta, np.float64).reshape(-1)
+    w = _as_scores(weights)
+    d = _as_scores(delta)
     active = flat_m > 0
-    n_prune = min(int(n_prune), int(active.sum()))
+    n_prune = min(int(n_prune), int(np.count_nonzero(active)))
+    # Active negative entries, ascending delta, ties to the lowest index
+    # (a stable sort's order, found by partition).
     negative = np.flatnonzero(active & (w < 0))
-    order = negative[np.argsort(d[negative], kind="stable")]
-    chosen = order[:n_prune]
+    chosen = negative[np.flatnonzero(_smallest_mask(d[negative], n_prune)[0])]
     rest = n_prune - chosen.size
+    flat_m[chosen] = 0.0
     pruned = np.zeros_like(flat_m)
     pruned[chosen] = 1.0
     if rest > 0:
-        scores = np.where(active & (pruned == 0), np.abs(w), np.inf)
-        pruned[_smallest(scores, rest)] = 1.0
-    flat_m[pruned > 0] = 0.0
+        candidates = np.flatnonzero(flat_m > 0)  # active and not chosen above
+        by_magnitude = candidates[np.flatnonzero(_smallest_mask(np.abs(w[candidates]), rest)[0])]
+        flat_m[by_magnitude] = 0.0
+        pruned[by_magnitude] = 1.0
     return flat_m.reshape(mask.shape), pruned.reshape(mask.shape), int(chosen.size)
 
 

@@ -96,3 +96,26 @@ def test_bad_input(kwargs, error, match):
 def test_empty_shapes():
     with pytest.raises(ValueError, match="empty"):
         allocation.allocate({}, 0.9)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (), (2, -1), (2.0, 3), "ab", None])
+def test_degenerate_shape_raises_value_error_naming_it(shape):
+    # Found by tests/test_rel_fuzz.py: a zero-size weight used to raise
+    # ZeroDivisionError from inside the ER/ERK score.
+    for distribution in ("uniform", "er", "erk"):
+        with pytest.raises(ValueError, match="shape of weight 'w'"):
+            allocation.allocate({"w": shape, "ok": (4, 4)}, 0.5, distribution)
+
+
+@pytest.mark.parametrize("power", [float("inf"), float("nan"), None, "1", True, 0, -1.0])
+def test_bad_erk_power_scale_raises_value_error(power):
+    # inf used to give all-dense layers (sparsity 0 instead of the target) or
+    # ZeroDivisionError; None a bare float() TypeError.
+    with pytest.raises(ValueError, match="erk_power_scale"):
+        allocation.allocate({"a": (2, 3), "b": (4, 4)}, 0.5, "erk", power)
+
+
+def test_huge_erk_power_scale_raises_value_error():
+    # Found by the fuzz sweep: 1e9 raised OverflowError / ZeroDivisionError.
+    with pytest.raises(ValueError, match="erk_power_scale"):
+        allocation.allocate({"a": (2, 3), "b": (1, 1)}, 0.5, "erk", 10**9)

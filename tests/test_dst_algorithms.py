@@ -211,3 +211,17 @@ def test_neurrev_default_p_skips_dense_weights():
     # ... and must not exceed the model's sparsity (2 of 12 pruned: 0.1667).
     with pytest.raises(ValueError, match="s - p must be >= 0"):
         alg.NeurRev(p=0.2).setup(ts, 1000)
+
+
+def test_neurrev_default_p_scales_down_at_short_update_intervals():
+    w = np.zeros((10, 100), np.float32)
+    w.flat[:100] = np.linspace(-1, 1, 100)  # s = 0.9: 100 of 1000 active
+    for interval, ratio, relax in ((100, 0.1, 10), (50, 0.1, 10), (10, 0.02, 2), (1, 0.002, 0)):
+        a = alg.NeurRev(update_interval=interval)
+        assert a.default_ratio() == pytest.approx(ratio)
+        a.setup(targets(w), 1000)
+        assert a._relax == [relax], interval
+    # An explicit p is used as given, whatever the interval.
+    a = alg.NeurRev(p=0.05, update_interval=10)
+    a.setup(targets(w), 1000)
+    assert a._relax == [50]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
+from tflite_export import _reencode
 from tflite_export import convert as _convert
 from tflite_export import flatbuffer_inspect as _inspect
 from tflite_export import verify as _verify
@@ -39,6 +41,11 @@ def _default_samples(model, representative_data, n: int, seed: int):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((n,) + tuple(t.shape[1:])).astype(np.float32)
             for t in model.inputs]
+
+
+def _has_block_float16(data: bytes) -> bool:
+    return any(t.dtype == "FLOAT16" and t.format == "BSR"
+               for t in _inspect.inspect_flatbuffer(data).sparse_tensors)
 
 
 def _keras_outputs(model, inputs) -> list[np.ndarray]:
@@ -80,7 +87,13 @@ def export_inference(
 
     Dense layers trained with 1x4 blocks along the input dimension (float32)
     or 1x16 blocks (int8) are stored block-sparse and run on TFLite's sparse
-    FULLY_CONNECTED kernel (no DENSIFY).
+    FULLY_CONNECTED kernel (no DENSIFY). int8 weights with 1x4 blocks, which
+    the converter writes element-wise CSR, are re-encoded BSR 1x4 (still
+    expanded by DENSIFY; see `tflite_export._reencode`).
+
+    Known converter limitation: block-sparse float16 is written BSR and fed
+    to DEQUANTIZE without DENSIFY, giving NaN; verification catches it and
+    the export falls back to dense float16 with a `UserWarning` and a note.
 
     Args:
         model: a plain Keras 3 model (`keras_sparse.strip(model)`), pruned
@@ -141,17 +154,36 @@ def export_inference(
     reference = _keras_outputs(model, inputs)
 
     notes: list[str] = []
-    data = _convert.convert(model, precision, sparsity=True,
-                            representative_data=representative_data)
-    resolver, attempts = _verify.verify(data, inputs, reference, precision)
-    attempt_log = [dict(dataclasses.asdict(a), sparse_encoding=True)
-                   for a in attempts]
-    for a in attempts:
-        if not a.ok:
-            why = a.error or (f"max abs err {a.max_abs_err:.3g} > tolerance "
-                              f"{a.tolerance:.3g}")
-            notes.append(f"sparse {precision} under the '{a.resolver}' "
-                         f"interpreter configuration is incorrect ({why}).")
+    converted = _convert.convert(model, precision, sparsity=True,
+                                 representative_data=representative_data)
+    candidates = [(converted, "")]
+    if precision.startswith("int8"):
+        # The converter writes int8 1x4-block weights element-wise CSR;
+        # BSR 1x4 (the float32 layout) is less than half the index bytes.
+        rewritten, names = _reencode.reencode_int8_blocks(converted)
+        if names:
+            candidates.insert(0, (rewritten, (
+                f"{len(names)} int8 weight tensor(s) with 1x4 blocks "
+                "re-encoded from the converter's element-wise CSR to BSR 1x4 "
+                "(expanded by DENSIFY at load, like the CSR they replace).")))
+    attempt_log = []
+    for data, how in candidates:
+        resolver, attempts = _verify.verify(data, inputs, reference,
+                                            precision)
+        attempt_log += [dict(dataclasses.asdict(a), sparse_encoding=True,
+                             reencoded=bool(how)) for a in attempts]
+        label = "re-encoded sparse" if how else "sparse"
+        for a in attempts:
+            if not a.ok:
+                why = a.error or (f"max abs err {a.max_abs_err:.3g} > "
+                                  f"tolerance {a.tolerance:.3g}")
+                notes.append(f"{label} {precision} under the '{a.resolver}' "
+                             f"interpreter configuration is incorrect "
+                             f"({why}).")
+        if resolver is not None:
+            if how:
+                notes.append(how)
+            break
     if resolver == "builtin_without_default_delegates":
         notes.append(
             "Verified with the builtin op resolver without default delegates "
@@ -168,16 +200,27 @@ def export_inference(
                                 representative_data=representative_data)
         resolver, attempts = _verify.verify(data, inputs, reference,
                                             precision)
-        attempt_log += [dict(dataclasses.asdict(a), sparse_encoding=False)
-                        for a in attempts]
+        attempt_log += [dict(dataclasses.asdict(a), sparse_encoding=False,
+                             reencoded=False) for a in attempts]
         if resolver is None:
             raise _verify.ExportVerificationError(
                 f"The {precision} export of '{model.name}' does not match "
                 f"Keras, with or without sparse encoding: {attempt_log}. "
                 "Nothing was written.")
-        notes.append("Fell back to dense (non-sparse-encoded) weights because "
-                     "no runtime configuration ran the sparse encoding "
-                     "correctly.")
+        fallback = ("Fell back to dense (non-sparse-encoded) weights because "
+                    "no runtime configuration ran the sparse encoding "
+                    "correctly: the file has no sparse tensors.")
+        if precision == "float16" and _has_block_float16(converted):
+            fallback += (" Known converter limitation (TF 2.21 converter, "
+                         "LiteRT 2.3): block-sparse float16 weights are "
+                         "written BSR and fed to DEQUANTIZE without a "
+                         "DENSIFY op, which reads them as dense and yields "
+                         "NaN/garbage. Unstructured float16 (CSR + DENSIFY) "
+                         "is not affected; for small block-sparse files use "
+                         "float32 (BSR 1x4) or int8.")
+        notes.append(fallback)
+        warnings.warn(f"export_inference('{path}', precision={precision!r}): "
+                      + fallback, UserWarning, stacklevel=2)
     passed = [a for a in attempts if a.ok][0]
     summary = _inspect.inspect_flatbuffer(data)
     dense_bytes = None

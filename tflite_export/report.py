@@ -95,8 +95,8 @@ class TrainableExportReport:
         num_bytes: its size.
         dense_inference_float32_bytes: dense float32 inference export of the
             same model (the weights alone), for comparison.
-        weight_storage: `"dense"` or `"sparse"` (compact values + indices,
-            scattered into the variables by the `init` signature).
+        weight_storage: `"dense"` or `"sparse"` (pruned kernels stored as
+            `[nnz]` value variables + int32 indices, scattered on use).
         signatures: signature keys in the file.
         operators: op counts over all subgraphs.
         flex_ops: ops that would need the Flex delegate (must be empty).

@@ -166,7 +166,12 @@ def set_weights(interp, weights: dict[str, np.ndarray]) -> None:
 
 
 def maybe_init_sparse(interp) -> bool:
-    """Runs `init_sparse` when the model has it (sparse weight storage)."""
+    """Runs `init_sparse` when the model has it.
+
+    Only files exported before compact sparse storage had this signature
+    (their variables started at zero); current files need no init step and
+    this returns False.
+    """
     if "init_sparse" in interp.get_signature_list():
         interp.get_signature_runner("init_sparse")()
         return True

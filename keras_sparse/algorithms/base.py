@@ -274,7 +274,7 @@ class Updater:
         if self.needs_gradients and grads is None:
             raise ValueError(f"{type(self).__name__} needs dense gradients at update steps.")
         weights = [keras.ops.convert_to_numpy(t.weight) for t in targets]
-        masks = [keras.ops.convert_to_numpy(t.mask).astype(np.float32) for t in targets]
+        masks = [np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32) for t in targets]
         grads = list(grads) if grads is not None else [None] * len(targets)
         self.before_update(step, weights, masks, grads)
         plan = self.counts(step, weights, masks, grads)
@@ -298,18 +298,20 @@ class Updater:
             # new and keeps its value and moments (as in RigL's reference code,
             # which only re-initializes `grown & ~old_mask`).
             grown = grown * (1.0 - m)
-            new_w = w * new_m * (1.0 - grown)
+            new_w = w * new_m
+            new_w *= 1.0 - grown
             new_w, new_m, extra = self.after_prune_and_grow(i, step, new_w, new_m, grown, g)
-            t.mask.assign(new_m.astype(np.float32))
-            t.weight.assign(new_w.astype(w.dtype))
-            reset_slots(optimizer, t.weight, grown * new_m)
+            regrown = grown * new_m
+            t.mask.assign(np.asarray(new_m, np.float32))
+            t.weight.assign(np.asarray(new_w, w.dtype))
+            reset_slots(optimizer, t.weight, regrown)
             self._ever_active[i] |= new_m > 0
             size = new_m.size
             stats[t.key] = {
                 "sparsity": 1.0 - float(new_m.sum()) / size,
                 "drop_fraction": float(n_drop) / active if active else 0.0,
-                "regrown": float((grown * new_m).sum()),
-                "itop_rate": float(self._ever_active[i].mean()),
+                "regrown": float(regrown.sum()),
+                "itop_rate": np.count_nonzero(self._ever_active[i]) / size,
                 **extra,
             }
         self.stats = stats
