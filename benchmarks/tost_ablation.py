@@ -481,7 +481,8 @@ def report(args, budget: Budget, machine: Mapping[str, Any], n_train: int, n_tes
         f"Budget: {budget.epochs} epoch(s) on {n_train} Fashion-MNIST training images, batch "
         f"{budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, decoupled weight decay "
         f"{budget.weight_decay}, cosine decay to 0; test accuracy on {n_test} test images "
-        f"(fixed subset). Seeds: {args.seeds}.",
+        f"(fixed subset). Seeds in this file: {sorted({s for r in rows for s in r['seeds']})} "
+        "(the sweep: first seed only).",
         "ToST schedules (`keras_sparse.tost.ToSTCallback`): gate alpha 1 -> 0 linearly and Swish "
         "beta 1 -> beta_end geometrically over the first ghost_fraction of the steps; then gates "
         "are removed and GhostSwish is swapped to exact ReLU (`ToST.finalize`). Accuracies are of "
