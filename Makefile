@@ -25,7 +25,7 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device
-.PHONY: bench-neurrev bench-dormant
+.PHONY: bench-neurrev bench-dormant bench-tost
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -42,6 +42,7 @@ help:
 	@echo "make export-on-device      examples/export_and_train_on_device.py: TFLite export + runner training"
 	@echo "make bench-neurrev         NeurRev p x update-interval sweep vs RigL (small CNN, resumable)"
 	@echo "make bench-dormant         dormant-neuron fraction and ITOP rate over training, RigL vs NeurRev"
+	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~30 min, resumable)"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
@@ -131,6 +132,10 @@ bench-neurrev: venv data
 
 bench-dormant: venv data
 	$(VENV_PY) -m benchmarks.dormant_itop $(BENCH_ARGS)
+
+# ToST per-tweak breakdown and schedule sweep (resumable). BENCH_ARGS=... to change the budget.
+bench-tost: venv data
+	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
 
 notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py

@@ -51,13 +51,28 @@ def test_ghost_skips_go_around_shape_preserving_units_only():
     ghosted = tost.add_ghost_skips(model)
     names = sorted(g.name for g in tost.ghost_layers(ghosted, tost.GhostGate))
     assert names == ["b1_c1_ghost_gate", "b1_c2_ghost_gate", "b2_c2_ghost_gate"]
-    # b1_c1's unit spans conv -> BN -> ReLU; the gate adds the conv's input.
+    # Default placement: the gate sits between b1_c1 and its BN and adds the conv's input.
+    gate = ghosted.get_layer("b1_c1_ghost_gate")
+    assert structure(ghosted)[0][[n for n, *_ in structure(ghosted)[0]].index("b1_bn1")][2].count(
+        "b1_c1_ghost_gate") == 1
+    x = xy()[0]
+    sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_c1").output,
+                                          ghosted.get_layer("stem_relu").output, gate.output])
+    conv, stem, gated = (np.asarray(t) for t in sub_in(x))
+    np.testing.assert_allclose(gated, conv + stem, rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_skips_after_unit_placement_spans_bn_and_relu():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    ghosted = tost.add_ghost_skips(model, placement="after_unit")
     gate = ghosted.get_layer("b1_c1_ghost_gate")
     x = xy()[0]
     sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_relu1").output,
                                           ghosted.get_layer("stem_relu").output, gate.output])
     relu1, stem, gated = (np.asarray(t) for t in sub_in(x))
     np.testing.assert_allclose(gated, relu1 + stem, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="placement"):
+        tost.add_ghost_skips(model, placement="inside")
 
 
 def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero():
@@ -287,3 +302,117 @@ def test_tost_bad_arguments():
         tost.ToST(ghost_fraction=0.0)
     with pytest.raises(ValueError, match="variant"):
         tost.LabelSmoothingCrossentropy(0.1, variant="other")
+
+
+# --- nested models ------------------------------------------------------------
+
+def nested_resnet(width=4, classes=3):
+    """Stem, a nested Functional residual block, a nested Sequential, a head."""
+    block_in = keras.Input((8, 8, width))
+    y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="c1")(block_in)
+    y = keras.layers.BatchNormalization(name="bn1")(y)
+    y = keras.layers.ReLU(name="relu1")(y)
+    y = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="c2")(y)
+    block_out = keras.layers.Activation("relu", name="out")(keras.layers.Add(name="add")([block_in, y]))
+    block = keras.Model(block_in, block_out, name="block")
+    seq = keras.Sequential([keras.layers.Conv2D(width, 3, padding="same", name="s1"),
+                            keras.layers.BatchNormalization(name="bn"),
+                            keras.layers.ReLU(name="relu")], name="seq")
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = seq(block(x))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="fc")(x), name="outer")
+
+
+def _leaf_names(model, cls):
+    return sorted(l.name for l in tost.ghost_layers(model, cls))
+
+
+def _random_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in keras_sparse.model_utils.iter_leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+    return model
+
+
+def test_nested_ghost_skips_removed_at_alpha_zero_give_identical_outputs():
+    model = keras_sparse.sparsify(_random_bn(nested_resnet()), 0.5, "uniform", keep_dense=None, seed=0)
+    ghosted = tost.add_ghost_skips(model)
+    assert _leaf_names(ghosted, tost.GhostGate) == ["c1_ghost_gate", "c2_ghost_gate", "s1_ghost_gate"]
+    assert ghosted.get_layer("block").get_layer("c1_ghost_gate") is not None
+    x = xy()[0]
+    assert not np.allclose(ghosted.predict(x, verbose=0), model.predict(x, verbose=0))
+    _set_all(ghosted, tost.GhostGate, "alpha", 0.0)
+    restored = tost.remove_ghost_skips(ghosted)
+    assert not tost.ghost_layers(restored, tost.GhostGate)
+    assert structure(restored.get_layer("block")) == structure(model.get_layer("block"))
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), ghosted.predict(x, verbose=0))
+    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    assert pruning.get_masks(restored).keys() == pruning.get_masks(model).keys()
+
+
+def test_nested_lrsi_fold_gives_identical_outputs():
+    model = keras_sparse.sparsify(_random_bn(nested_resnet()), 0.6, "uniform", keep_dense=None, seed=0)
+    scaled = tost.add_lrsi(model)
+    assert len(tost.ghost_layers(scaled, tost.LRSIScale)) == len(keras_sparse.sparse_wrappers(model)) == 5
+    x = xy()[0]
+    rng = np.random.default_rng(1)
+    for s in tost.ghost_layers(scaled, tost.LRSIScale):
+        s.scale.assign(rng.uniform(0.5, 2.0))
+    folded = tost.fold_lrsi(scaled)
+    assert not tost.ghost_layers(folded, tost.LRSIScale)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), scaled.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+    assert structure(folded.get_layer("block")) == structure(model.get_layer("block"))
+    assert folded.get_layer("block").get_layer("c2").layer.get_config()["activation"] == "relu"
+    for wrapper in keras_sparse.sparse_wrappers(folded):
+        for _, w, m in wrapper.masked_weights:
+            assert np.all(w.numpy()[m.numpy() == 0] == 0)
+
+
+def test_nested_ghost_swish_swaps_back_to_relu():
+    model = _random_bn(nested_resnet())
+    swished = tost.add_ghost_swish(model)
+    assert _leaf_names(swished, tost.GhostSwish) == [
+        "c2_ghost_swish", "out", "relu", "relu1", "stem_ghost_swish"]
+    _set_all(swished, tost.GhostSwish, "beta", 1e4)
+    relu = tost.swap_to_relu(swished)
+    assert not tost.ghost_layers(relu, tost.GhostSwish)
+    assert structure(relu.get_layer("block")) == structure(model.get_layer("block"))
+    x = xy()[0]
+    np.testing.assert_allclose(relu.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(relu.predict(x, verbose=0) - swished.predict(x, verbose=0))) < 1e-3
+
+
+def test_nested_ghost_model_save_load_round_trip(tmp_path):
+    model = tost.ToST().prepare(keras_sparse.sparsify(nested_resnet(), 0.5, "uniform",
+                                                      keep_dense=None, seed=0))
+    _set_all(model, tost.GhostGate, "alpha", 0.37)
+    _set_all(model, tost.GhostSwish, "beta", 3.0)
+    path = str(tmp_path / "nested.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = xy()[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * 3)
+    assert len(tost.ghost_layers(loaded, tost.LRSIScale)) == 5
+
+
+def test_nested_subclassed_model_raises_naming_it_before_any_change():
+    class Block(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+
+        def call(self, x):
+            return self.conv(x)
+
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(inputs)
+    model = keras.Model(inputs, Block(name="custom_block")(x), name="outer")
+    before = structure(model)
+    for fn in (tost.add_ghost_skips, tost.add_ghost_swish, tost.add_lrsi):
+        with pytest.raises(ValueError, match=r"nested model 'custom_block'.*Functional and Sequential"):
+            fn(model)
+    assert structure(model) == before

@@ -5,18 +5,26 @@ model. Keras exposes a Functional model's graph publicly as its config
 (`get_config` / `from_config`), so the edits are made there and the weights
 are copied back by layer name. Sequential models are first re-expressed as
 Functional ones; subclassed models have no graph to edit.
+
+Nested Functional / Sequential sub-models are edited recursively by
+`edit_nested`: each sub-model is transformed on its own graph (its layer
+names are its own namespace), its new config replaces its entry in the
+parent's config, and its weights are copied into the rebuilt parent. An edit
+never crosses a sub-model boundary (e.g. a ghost skip unit ends at the
+sub-model's output). A nested sub-model comes back Functional, with its name
+and its call sites unchanged.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 
 from keras_sparse.model_utils import is_graph_model
 
-__all__ = ["Graph", "as_functional"]
+__all__ = ["Graph", "as_functional", "check_nested", "edit_nested"]
 
 _TENSOR = "__keras_tensor__"
 
@@ -75,6 +83,7 @@ class Graph:
         self.model = model
         self.config = copy.deepcopy(model.get_config())
         self.entries: list[dict] = self.config["layers"]
+        self.nested: dict[str, keras.Model] = {}
 
     # -- queries ---------------------------------------------------------
     def entry(self, name: str) -> dict:
@@ -183,12 +192,25 @@ class Graph:
             entry[key] = new.get(key)
         entry.pop("build_config", None)
 
+    def replace_model(self, name: str, submodel: keras.Model) -> None:
+        """Swaps nested model `name` for the edited `submodel` (same wiring)."""
+        self.replace(name, submodel)
+        self.entry(name)["name"] = name
+        self.nested[name] = submodel
+
     def build(self, *sources: keras.Model) -> keras.Model:
-        """The edited model, with weights copied by layer name from `sources`."""
+        """The edited model, with weights copied by layer name from `sources`.
+
+        Nested models swapped in by `replace_model` get their weights from
+        the edited sub-model.
+        """
         model = keras.Model.from_config(copy.deepcopy(self.config))
         pools = [self.model, *sources]
         for layer in model.layers:
             if not layer.weights:
+                continue
+            if layer.name in self.nested:
+                layer.set_weights(self.nested[layer.name].get_weights())
                 continue
             for pool in pools:
                 try:
@@ -201,6 +223,64 @@ class Graph:
                     layer.set_weights(old.get_weights())
                     break
         return model
+
+
+def check_nested(model: keras.Model, what: str) -> None:
+    """Raises before any edit if a nested model has no graph to edit.
+
+    Raises:
+        ValueError: a nested (sub-)model is subclassed; the message names it
+            and its parent.
+    """
+    for layer in model.layers:
+        if not isinstance(layer, keras.Model):
+            continue
+        if not is_graph_model(layer):
+            raise ValueError(
+                f"`{what}` cannot edit nested model {layer.name!r} (subclassed "
+                f"{type(layer).__name__}) inside model {model.name!r}: ToST edits "
+                "the graphs of Functional and Sequential models, nested ones "
+                "included, and a subclassed model has no graph. Build "
+                f"{layer.name!r} with the Functional API or as a keras.Sequential."
+            )
+        check_nested(layer, what)
+
+
+def edit_nested(model: keras.Model, what: str,
+                edit: Callable[[Graph], tuple[int, Callable[[keras.Model], None] | None]]
+                ) -> tuple[keras.Model, int]:
+    """Applies `edit` to `model`'s graph and, recursively, to every nested one.
+
+    Args:
+        model: a Functional or Sequential model (checked with `check_nested`
+            first by the caller).
+        what: the public function name, for messages.
+        edit: `edit(graph) -> (changes, finish)`: edits `graph` in place and
+            returns how many changes it made and an optional `finish(model)`
+            run on the rebuilt model (e.g. to rescale weights).
+
+    Returns:
+        `(new_model, changes)`; with no change anywhere, `model` itself (as
+        a Functional model) and 0.
+    """
+    functional = as_functional(model, what)
+    graph = Graph(functional)
+    changes = 0
+    for entry in list(graph.entries):
+        layer = graph.layer(entry["name"])
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            sub, n = edit_nested(layer, what, edit)
+            if n:
+                graph.replace_model(entry["name"], sub)
+                changes += n
+    n, finish = edit(graph)
+    changes += n
+    if not changes:
+        return functional, 0
+    new = graph.build()
+    if finish is not None:
+        finish(new)
+    return new, changes
 
 
 def inner_config(entry: dict) -> dict:
