@@ -59,6 +59,15 @@ def _plan(
     keep_dense: str | Sequence[str] | None,
 ) -> dict[int, dict[str, float]]:
     """Maps id(layer) -> {weight_name: sparsity} for the layers to wrap."""
+    seen: dict[str, keras.layers.Layer] = {}
+    for layer in layers:
+        if seen.setdefault(layer.name, layer) is not layer:
+            raise ValueError(
+                f"Two different prunable layers are named {layer.name!r} (in nested "
+                "sub-models). sparsify plans, reports and `distribution`/`keep_dense` "
+                "keys use layer names, so they must be unique across the whole model. "
+                "Rename one of them (e.g. `name=` when building the sub-model)."
+            )
     weights = {
         layer.name: {name: tuple(v.shape) for name, v in get_prunable_weights(layer)}
         for layer in layers

@@ -181,3 +181,18 @@ def test_mixed_float16_keeps_masks():
     assert sparse.layers[1].layer.compute_dtype == "float16"
     assert all(np.array_equal(a, b) for a, b in zip(masks_before, _masks(sparse)))
     assert all_masked_entries_zero(sparse)
+
+
+def test_duplicate_layer_names_in_nested_submodels_raise_before_wrapping():
+    def sub(name):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(4, name="c1")(inputs), name=name)
+
+    inputs = keras.Input((4,))
+    outputs = sub("b")(sub("a")(inputs))
+    model = keras.Model(inputs, outputs)
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match="named 'c1'"):
+        keras_sparse.sparsify(model, 0.5, distribution="uniform", keep_dense=None, seed=0)
+    for a, b in zip(before, model.weights):
+        np.testing.assert_array_equal(a, b.numpy())
