@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["tests/test_rel_distributed.py", "tests/test_rel_resume.py",
+         "tests/test_rel_dst_resume.py", "tests/test_rel_dst_nonfinite.py",
          "tests/test_rel_faults.py", "tests/test_rel_fuzz.py"]
 
 
