@@ -387,6 +387,11 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
         "included), n = seeds.",
         "Uniform keeps the first conv dense (RigL's convention), so its measured sparsity "
         "sits slightly under the target; ERK budgets cover every layer.",
+        "10.00 = the network did not train (training loss stayed at ln 10: at 98% uniform the "
+        "2%-dense layers pass almost no signal from a dense-scaled init; ToST rows also died this "
+        "way at lr 0.1 on some masks).",
+        "Models with BatchNorm (ResNet-20): moving statistics re-estimated on 1000 training "
+        "images before testing (`harness.recalibrate_bn`), identically for every row.",
     ]
     if any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in args.methods):
         notes.append(f"DST/gradual mask-update interval: min(100, steps // 20) = "

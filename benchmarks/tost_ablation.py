@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import BenchData, Budget  # noqa: E402
+from benchmarks.harness import BenchData, Budget, recalibrate_bn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "resnet20"
@@ -177,36 +177,6 @@ RECALIBRATE_SIZE = 1000
 def budget_id(budget: Budget, n_test: int) -> str:
     """The harness budget's fingerprint, the test-subset size, the BN re-estimation."""
     return f"{budget.fingerprint}-test{n_test}-bn{RECALIBRATE_SIZE}"
-
-
-def recalibrate_bn(model, x) -> int:
-    """Sets every BatchNorm's moving statistics to those of `x` (one forward pass).
-
-    ResNet-20's BatchNorm layers average their statistics with momentum 0.99,
-    so after the few dozen steps this CPU budget affords the moving averages
-    still carry about half of their initial (0, 1) values and every row tests
-    at chance (10-12%, measured) although training accuracy is ~68%. One
-    training-mode pass over `x` with momentum 0 replaces them by the
-    statistics of `x` (the "BN re-estimation" of SWA's `bn_update`); weights
-    are untouched. Applied identically to every row.
-
-    Returns:
-        The number of BatchNormalization layers re-estimated.
-    """
-    import keras
-
-    from keras_sparse.model_utils import iter_leaf_layers
-
-    bns = [l for l in iter_leaf_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
-    saved = [l.momentum for l in bns]
-    try:
-        for layer in bns:
-            layer.momentum = 0.0
-        model(x, training=True)
-    finally:
-        for layer, momentum in zip(bns, saved):
-            layer.momentum = momentum
-    return len(bns)
 
 
 def execute(run: Run, data: BenchData, budget: Budget, cache: dict) -> dict[str, Any]:
