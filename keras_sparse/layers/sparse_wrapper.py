@@ -32,7 +32,7 @@ def masked(weight, mask):
     Uses a select rather than a product so that pruned entries are 0.0 even
     when the weight holds NaN or Inf there.
     """
-    return ops.where(ops.cast(mask, "bool"), weight, ops.zeros_like(weight))
+    return ops.where(ops.cast(mask, "bool"), weight, ops.zeros((), weight.dtype))
 
 
 class MaskConstraint(keras.constraints.Constraint):
