@@ -281,11 +281,20 @@ def record_key(record: Mapping[str, Any]) -> tuple:
 
 
 def append_run(path: Path, record: Mapping[str, Any]) -> None:
-    """Appends one finished run and fsyncs, so a kill loses at most the current run."""
+    """Appends one finished run and fsyncs, so a kill loses at most the current run.
+
+    Starts a new line when the file ends in a line cut by a kill, so the
+    record is not glued to the torn one (which `read_runs` skips).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = False
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(("\n" if cut else "") + json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -109,36 +108,6 @@ def plan(masks: Sequence[str], seeds: Sequence[int], sweep: bool) -> list[Run]:
 def record_key(rec: Mapping[str, Any]) -> tuple:
     return Run(rec["mask"], rec["row"], rec["seed"], rec["ghost_fraction"],
                rec["beta_end"]).key()
-
-
-def read_records(path: Path) -> list[dict]:
-    """Records of a JSONL file; a truncated last line (killed run) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def append_record(path: Path, rec: Mapping[str, Any]) -> None:
-    """Appends one JSON line, on a new line even after a line cut by a kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cut = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            cut = f.read(1) != b"\n"
-    with path.open("a", encoding="utf-8") as f:
-        f.write(("\n" if cut else "") + json.dumps(rec) + "\n")
 
 
 def todo(runs: Sequence[Run], records: Iterable[Mapping[str, Any]], budget_id: str) -> list[Run]:
@@ -224,7 +193,7 @@ def execute(run: Run, data: BenchData, budget: Budget, cache: dict) -> dict[str,
 
 def run_all(runs: Sequence[Run], data: BenchData, budget: Budget, path: Path,
             progress: bool = True) -> list[dict]:
-    pending = todo(runs, read_records(path), budget_id(budget, len(data.x_test)))
+    pending = todo(runs, harness.read_runs(path), budget_id(budget, len(data.x_test)))
     if len(pending) < len(runs):
         print(f"[resume] {len(runs) - len(pending)} run(s) already in {path}, {len(pending)} to go")
     cache: dict = {}
@@ -240,7 +209,7 @@ def run_all(runs: Sequence[Run], data: BenchData, budget: Budget, path: Path,
                 bar.set_description(f"{run.mask} {run.row} s{run.seed} gf{run.ghost_fraction:g} "
                                     f"be{run.beta_end:g}")
             rec = execute(run, data, budget, cache)
-            append_record(path, rec)
+            harness.append_run(path, rec)
             new.append(rec)
             if bar is not None:
                 bar.update(1)
@@ -441,7 +410,7 @@ def load_data(train_size: int, test_size: int) -> BenchData:
 def report(args, budget: Budget, machine: Mapping[str, Any], n_train: int, n_test: int) -> str:
     from benchmarks._common import machine_markdown, write_json
 
-    rows = aggregate(read_records(args.results), budget_id(budget, n_test))
+    rows = aggregate(harness.read_runs(args.results), budget_id(budget, n_test))
     stem = Path(args.results).with_suffix("")
     png = plot(rows, Path(f"{stem}.png"))
     notes = [
@@ -465,7 +434,7 @@ def report(args, budget: Budget, machine: Mapping[str, Any], n_train: int, n_tes
         "rows tested at chance (10.2% / 9.8% / 12.2% for mask / LS / LRSI) because with momentum "
         "0.99 the moving averages have not converged in this few steps; training accuracy was ~68%.",
     ]
-    old = read_records(Path(f"{stem}_after_unit.jsonl"))
+    old = harness.read_runs(Path(f"{stem}_after_unit.jsonl"))
     old = [r for r in old if r.get("status") == "ok"]
     if old:
         notes.append(

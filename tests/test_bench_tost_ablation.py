@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks import harness
 from benchmarks import tost_ablation as ta
 from benchmarks.harness import BenchData, Budget
 
@@ -59,9 +60,9 @@ def test_resume_skips_finished_runs_and_retries_failures(tmp_path, monkeypatch):
     data = _data()
     runs = ta.plan(["snip"], [0], sweep=False)
     bid = ta.budget_id(budget, len(data.x_test))
-    ta.append_record(path, _rec(runs[0], 0.7, bid))
-    ta.append_record(path, _rec(runs[1], None, bid, status="failed"))
-    ta.append_record(path, _rec(runs[2], 0.7, "another-budget"))
+    harness.append_run(path, _rec(runs[0], 0.7, bid))
+    harness.append_run(path, _rec(runs[1], None, bid, status="failed"))
+    harness.append_run(path, _rec(runs[2], 0.7, "another-budget"))
     with path.open("a") as f:
         f.write('{"mask": "snip", "row": "gs')  # a line cut by a kill
     calls = []
@@ -72,7 +73,7 @@ def test_resume_skips_finished_runs_and_retries_failures(tmp_path, monkeypatch):
     calls.clear()
     ta.run_all(runs, data, budget, path, progress=False)
     assert calls == []
-    assert len(ta.read_records(path)) == 3 + len(runs) - 1
+    assert len(harness.read_runs(path)) == 3 + len(runs) - 1
 
 
 def test_aggregate_mean_std_and_last_record_wins():
@@ -121,9 +122,9 @@ def test_plot_writes_png(tmp_path):
 def test_records_round_trip_as_json_lines(tmp_path):
     path = tmp_path / "r.jsonl"
     rec = _rec(ta.Run("snip", "mask", 0), 0.8)
-    ta.append_record(path, rec)
+    harness.append_run(path, rec)
     assert json.loads(path.read_text().splitlines()[0]) == rec
-    assert ta.read_records(tmp_path / "missing.jsonl") == []
+    assert harness.read_runs(tmp_path / "missing.jsonl") == []
 
 
 def test_recalibrate_bn_sets_moving_stats_to_the_batch_and_restores_momentum():
