@@ -37,6 +37,22 @@ def _fresh_keras_state():
     keras.mixed_precision.set_global_policy("float32")
 
 
+class Interrupt(Exception):
+    """Raised by `KillAt`: a simulated kill of a training run."""
+
+
+class KillAt(keras.callbacks.Callback):
+    """Kills `fit` (raises `Interrupt`) at the start of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"simulated kill at epoch {epoch}")
+
+
 def small_cnn_functional(input_shape=(12, 12, 1), num_classes=4):
     """A tiny version of BENCHMARK.md's Model A for fast tests."""
     inputs = keras.Input(input_shape)

@@ -25,27 +25,13 @@ import pytest
 
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
-from tests.conftest import all_masked_entries_zero
+from tests.conftest import Interrupt, KillAt, all_masked_entries_zero
 
 METHODS = alg.registered_names()
 EPOCHS = 4
 STEPS = 3  # per epoch: 48 samples, batch 16
 INTERVAL = 2  # updates at steps 2, 4, ..., 12 (stop_step=1.0)
 UPDATE_STEPS = list(range(INTERVAL, EPOCHS * STEPS + 1, INTERVAL))
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupt(f"simulated kill at epoch {epoch}")
 
 
 def _data():

@@ -13,24 +13,10 @@ import numpy as np
 import pytest
 
 import keras_sparse
-from tests.conftest import all_masked_entries_zero
+from tests.conftest import Interrupt, KillAt, all_masked_entries_zero
 
 EPOCHS = 4
 MASK_EPOCH = 1  # mask-changing op runs at the end of this epoch
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupt(f"simulated kill at epoch {epoch}")
 
 
 def _op_random_pruning(model, epoch):
