@@ -44,7 +44,7 @@ from benchmarks._common import RESULTS_DIR  # noqa: E402
 SPARSITY = 0.9
 DISTRIBUTION = "erk"
 METHODS = ("static", "rigl", "neurrev")
-PROBE_SIZE = 512
+PROBE_SIZE = harness.PROBE_SIZE
 LABELS = {"static": "static (no updates)", "rigl": "RigL", "neurrev": "NeurRev"}
 
 
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     budget = harness.Budget(epochs=args.epochs, train_size=args.train_size)
     machine = machine_info()
     data = load_data(args.train_size)
-    x_probe = data.x_train[np.random.default_rng(1234).choice(len(data.x_train), PROBE_SIZE, replace=False)]
+    x_probe = harness.probe_batch(data)
     if not args.report_only:
         from benchmarks.accuracy import update_interval
 

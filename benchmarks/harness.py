@@ -169,6 +169,15 @@ def train(model, data: BenchData, budget: Budget, seed: int, callbacks: Sequence
     return model
 
 
+PROBE_SIZE = 512
+
+
+def probe_batch(data: BenchData, size: int = PROBE_SIZE, seed: int = 1234) -> np.ndarray:
+    """A fixed batch of training images for diagnostics (dormant neurons)."""
+    rng = np.random.default_rng(seed)
+    return data.x_train[rng.choice(len(data.x_train), size, replace=False)]
+
+
 def test_accuracy(model, data: BenchData, batch_size: int = 1000) -> float:
     logits = np.asarray(model.predict(data.x_test, batch_size=batch_size, verbose=0))
     return float(np.mean(logits.argmax(-1) == np.asarray(data.y_test).reshape(-1)))

@@ -56,7 +56,7 @@ SPARSITY = 0.9
 DISTRIBUTION = "erk"
 RATIOS = (0.01, 0.03, 0.1, 0.3)
 INTERVALS = (11, 50)
-PROBE_SIZE = 512
+PROBE_SIZE = harness.PROBE_SIZE
 
 
 # ------------------------------------------------------------- helpers
@@ -498,7 +498,7 @@ def main(argv=None) -> int:
     budget = harness.Budget(epochs=args.epochs, train_size=args.train_size)
     machine = machine_info()
     data = load_data(args.train_size)
-    x_probe = data.x_train[np.random.default_rng(1234).choice(len(data.x_train), PROBE_SIZE, replace=False)]
+    x_probe = harness.probe_batch(data)
     if not args.report_only:
         done = {run_key(r) for r in harness.read_runs(args.results) if r.get("status") == "ok"}
         todo = [k for k in plan(args.ratios, args.intervals, args.seeds, args.ablation_ratios)
