@@ -28,6 +28,20 @@ def check_precision(precision) -> str:
     return precision
 
 
+
+def check_calibration(precision: str, representative_data) -> None:
+    """Full-integer quantization needs representative data to calibrate.
+
+    Raises:
+        ValueError: `precision="int8_full"` with `representative_data=None`.
+    """
+    if precision == "int8_full" and representative_data is None:
+        raise ValueError(
+            "precision='int8_full' needs representative_data (a numpy array "
+            "of typical input samples) to calibrate activation ranges; "
+            "received representative_data=None. Use 'int8_dynamic' for "
+            "weight-only quantization without calibration data.")
+
 def input_specs(model, batch_size: int | None = None) -> list[tf.TensorSpec]:
     """TensorSpecs of the model inputs with the batch dimension replaced by
     `batch_size` (None keeps it dynamic)."""
@@ -149,12 +163,7 @@ def convert(model, precision: str = "float32", *, sparsity: bool = True,
             without a TFLite builtin lowering (the message names them).
     """
     check_precision(precision)
-    if precision == "int8_full" and representative_data is None:
-        raise ValueError(
-            "precision='int8_full' needs representative_data (a numpy array "
-            "of typical input samples) to calibrate activation ranges; "
-            "received representative_data=None. Use 'int8_dynamic' for "
-            "weight-only quantization without calibration data.")
+    check_calibration(precision, representative_data)
     fn = concrete_function(model, batch_size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     opts = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparsity else []

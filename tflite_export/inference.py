@@ -140,12 +140,7 @@ def export_inference(
     check_model(model, "export_inference")
     path = check_output_path(path)
     _convert.check_precision(precision)
-    if precision == "int8_full" and representative_data is None:
-        raise ValueError(
-            "precision='int8_full' needs representative_data (a numpy array "
-            "of typical input samples) to calibrate activation ranges; "
-            "received representative_data=None. Use 'int8_dynamic' for "
-            "weight-only quantization without calibration data.")
+    _convert.check_calibration(precision, representative_data)
     if sample_inputs is None:
         inputs = _default_samples(model, representative_data, num_samples,
                                   seed)
