@@ -10,7 +10,7 @@ exposed to other load on a shared machine. Reports the median per-step time over
 and the sparse/dense ratio (the issue's target is <= 1.05x), plus the median
 of the per-round paired ratios.
 
-    python -m benchmarks.step_time            # 15 rounds x 10 steps
+    python -m benchmarks.step_time            # 40 rounds x 10 steps
     python -m benchmarks.step_time --quick    # 4 rounds x 5 steps
 
 Writes benchmarks/results/step_time.json and step_time.md. This is a
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="4 rounds x 5 steps, 3 warm-up steps")
     parser.add_argument("--models", nargs="+", default=["small_cnn", "resnet20"],
                         choices=["small_cnn", "resnet20"])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model per round")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
     parser.add_argument("--batch-size", type=int, default=128)
