@@ -32,8 +32,8 @@ def masked(weight, mask):
     Pruned entries are 0.0 even when the weight holds NaN or Inf there (a
     plain product would give NaN), and kept entries are returned unchanged
     (the mask is exactly 0 or 1). On the TensorFlow backend this is one fused
-    `tf.math.multiply_no_nan`, which reads the float mask directly; it is
-    about 1.6x cheaper per step than a cast to bool followed by a select
+    `tf.math.multiply_no_nan`, which reads the float mask directly: one
+    pass over the weight instead of a cast to bool followed by a select
     (`benchmarks/step_time.py` measures the training-step cost).
     """
     if mask.dtype != weight.dtype:
