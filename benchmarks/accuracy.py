@@ -161,22 +161,49 @@ def lth_schedule(sparsity: float, prune_per_round: float = 0.2) -> tuple[int, fl
     return rounds, 1.0 - (1.0 - sparsity) ** (1.0 / rounds)
 
 
-@register("lth", label="LTH (IMP, rewind to init, global magnitude)", kind="lth",
-          note="LTH trains rounds+1 times the budget (reported as train_epochs_total).")
-def _lth(model, sparsity, distribution, data, budget, seed):
+# Tickets are found once per (model, sparsity, seed, budget) and kept here, so
+# the "lth" and "lth_tost" rows train the same ticket and a resumed table does
+# not repeat the rounds+1 trainings of iterative magnitude pruning.
+TICKET_CACHE = REPO / "benchmarks" / ".cache" / "lth_tickets"
+
+
+def lottery_ticket(model, sparsity, distribution, data, budget, seed):
+    """(sparse model rewound to its ticket, extras): cached IMP, global magnitude."""
     from keras_sparse import lottery
 
     if distribution != "global":
-        raise ValueError("LTH prunes by global magnitude: use distribution 'global'.")
+        raise ValueError(f"LTH prunes by global magnitude: use distribution 'global', "
+                         f"received {distribution!r}.")
     rounds, fraction = lth_schedule(sparsity)
+    extras = {"lth_rounds": rounds, "lth_prune_per_round": fraction,
+              "train_epochs_total": budget.epochs * (rounds + 1)}
+    path = TICKET_CACHE / (f"{model.name}_{model.count_params()}_{sparsity:g}_s{seed}_"
+                           f"{budget.fingerprint}_n{len(data.x_train)}.npz")
+    if path.exists():
+        return lottery.LotteryTicket.load(path).apply(model), {**extras, "lth_ticket_cached": True}
     harness.compile_model(model, data, budget)
     ticket = lottery.find_ticket(
         model, dict(x=data.x_train, y=data.y_train, epochs=budget.epochs,
                     batch_size=budget.batch_size, verbose=0),
         rounds=rounds, prune_per_round=fraction, scope="global")
-    trained = train(ticket.model, data, budget, seed)
-    return trained, {"lth_rounds": rounds, "lth_prune_per_round": fraction,
-                     "train_epochs_total": budget.epochs * (rounds + 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ticket.save(path)
+    return ticket.model, {**extras, "lth_ticket_cached": False}
+
+
+@register("lth", label="LTH (IMP, rewind to init, global magnitude)", kind="lth",
+          note="LTH trains rounds+1 times the budget (reported as train_epochs_total).")
+def _lth(model, sparsity, distribution, data, budget, seed):
+    ticket, extras = lottery_ticket(model, sparsity, distribution, data, budget, seed)
+    return train(ticket, data, budget, seed), extras
+
+
+@register("lth_tost", label="LTH + ToST", kind="lth",
+          note="the same ticket as the LTH row (found once, cached), trained with ToST.")
+def _lth_tost(model, sparsity, distribution, data, budget, seed):
+    ticket, extras = lottery_ticket(model, sparsity, distribution, data, budget, seed)
+    trained, tost_extras = train_with_tost(ticket, data, budget, seed)
+    return trained, {**extras, **tost_extras}
 
 
 # LTH has no per-layer budget to honour: it runs in its own "global" column.
@@ -345,7 +372,7 @@ def plan(args) -> list[harness.RunKey]:
     keys = []
     for model in args.models:
         for m in args.methods:
-            dists = LTH_DISTRIBUTIONS if m == "lth" else args.distributions
+            dists = LTH_DISTRIBUTIONS if harness.REGISTRY[m].kind == "lth" else args.distributions
             keys += harness.plan_runs([m], [model], args.sparsities, dists, args.seeds)
     return keys
 

@@ -281,14 +281,9 @@ def main(argv=None) -> int:
                 for r in harness.read_runs(args.results) if r.get("status") == "ok"}
         todo = [(m, meth, s) for m in args.models for s in args.seeds for meth in args.methods
                 if (m, meth, s, budget.fingerprint, ui) not in done]
-        from tqdm.auto import tqdm
-
-        bar = tqdm(todo, unit="run", dynamic_ncols=True, disable=args.no_progress)
-        for model_name, method, seed in bar:
-            bar.set_description(f"{model_name} {method} s{seed}")
-            rec = run_one(model_name, method, seed, data, budget, x_probe, args.every, ui)
-            harness.append_run(args.results, rec)
-            bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}")
+        harness.run_pending(
+            todo, lambda run: run_one(*run, data, budget, x_probe, args.every, ui), args.results,
+            describe=lambda run: f"{run[0]} {run[1]} s{run[2]}", progress=not args.no_progress)
     # Every budget in the file is reported (Model B may run on a shorter one).
     records = [r for r in harness.read_runs(args.results) if r.get("status") == "ok"]
     records = [r for r in records if r["model"] in args.models or args.report_only]

@@ -357,28 +357,50 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
         1 for k in keys if k.method in skipped_unavailable)
     if n_done:
         log(f"[resume] {n_done} run(s) already in {results_path}, {len(todo)} to go")
+    return run_pending(
+        todo,
+        lambda key: execute(key, build_model, data, budget, registry[key.method], machine,
+                            fresh_session=fresh_session),
+        results_path,
+        describe=lambda key: f"{key.method} {key.model} {key.sparsity:g} {key.distribution} s{key.seed}",
+        progress=progress, log=log)
+
+
+def run_pending(pending: Sequence[Any], run_one: Callable[[Any], dict], results_path: Path,
+                describe: Callable[[Any], str], progress: bool = True,
+                log: Callable[[str], None] = print) -> list[dict]:
+    """Runs `run_one` on each pending item, appending each record at once.
+
+    The one loop every resumable benchmark uses: a tqdm bar over runs (the
+    item's `describe` as its label, the last accuracy as its postfix), each
+    record appended to `results_path` as soon as it exists (so a killed
+    benchmark loses at most the run in progress), and a one-line `[fail]`
+    message for records whose status is not "ok". Returns the new records.
+    """
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True)
+        bar = tqdm(total=len(pending), unit="run", dynamic_ncols=True)
     new = []
     try:
-        for key in todo:
+        for item in pending:
             if bar is not None:
-                bar.set_description(f"{key.method} {key.model} {key.sparsity:g} "
-                                    f"{key.distribution} s{key.seed}")
-            rec = execute(key, build_model, data, budget, registry[key.method], machine,
-                          fresh_session=fresh_session)
+                bar.set_description(describe(item))
+            rec = run_one(item)
             append_run(results_path, rec)
             new.append(rec)
+            ok = rec.get("status", "ok") == "ok"
             if bar is not None:
                 bar.update(1)
-                if rec["status"] == "ok":
-                    bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}",
-                                    sp=f"{rec['final_sparsity']:.3f}")
-            if rec["status"] != "ok":
-                log(f"[fail] {key}: {rec['error'].splitlines()[-1]}")
+                if ok and "test_accuracy" in rec:
+                    postfix = {"acc": f"{rec['test_accuracy']:.4f}"}
+                    if "final_sparsity" in rec:
+                        postfix["sp"] = f"{rec['final_sparsity']:.3f}"
+                    bar.set_postfix(postfix)
+            if not ok:
+                last = (str(rec.get("error") or "").splitlines() or ["(no error message)"])[-1]
+                log(f"[fail] {describe(item)}: {last}")
     finally:
         if bar is not None:
             bar.close()

@@ -503,14 +503,10 @@ def main(argv=None) -> int:
         done = {run_key(r) for r in harness.read_runs(args.results) if r.get("status") == "ok"}
         todo = [k for k in plan(args.ratios, args.intervals, args.seeds, args.ablation_ratios)
                 if (k[0], round(float(k[1] or 0.0), 6), k[2], k[3], budget.fingerprint) not in done]
-        from tqdm.auto import tqdm
-
-        bar = tqdm(todo, unit="run", dynamic_ncols=True, disable=args.no_progress)
-        for method, ratio, interval, seed in bar:
-            bar.set_description(f"{method} r={ratio} int={interval} s{seed}")
-            rec = run_one(method, ratio, interval, seed, data, budget, x_probe)
-            harness.append_run(args.results, rec)
-            bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}")
+        harness.run_pending(
+            todo, lambda run: run_one(*run, data, budget, x_probe), args.results,
+            describe=lambda run: f"{run[0]} r={run[1]} int={run[2]} s{run[3]}",
+            progress=not args.no_progress)
     records = [r for r in harness.read_runs(args.results) if r.get("budget_id") == budget.fingerprint]
     rows = aggregate(records)
     choice = choose_default(rows)

@@ -197,30 +197,10 @@ def run_all(runs: Sequence[Run], data: BenchData, budget: Budget, path: Path,
     if len(pending) < len(runs):
         print(f"[resume] {len(runs) - len(pending)} run(s) already in {path}, {len(pending)} to go")
     cache: dict = {}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(pending), unit="run", dynamic_ncols=True)
-    new = []
-    try:
-        for run in pending:
-            if bar is not None:
-                bar.set_description(f"{run.mask} {run.row} s{run.seed} gf{run.ghost_fraction:g} "
-                                    f"be{run.beta_end:g}")
-            rec = execute(run, data, budget, cache)
-            harness.append_run(path, rec)
-            new.append(rec)
-            if bar is not None:
-                bar.update(1)
-                if rec["status"] == "ok":
-                    bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}")
-            if rec["status"] != "ok":
-                print(f"[fail] {run}: {rec['error'].splitlines()[-1]}")
-    finally:
-        if bar is not None:
-            bar.close()
-    return new
+    return harness.run_pending(
+        pending, lambda run: execute(run, data, budget, cache), path,
+        describe=lambda run: f"{run.mask} {run.row} s{run.seed} gf{run.ghost_fraction:g} be{run.beta_end:g}",
+        progress=progress)
 
 
 # ------------------------------------------------------------------- tables

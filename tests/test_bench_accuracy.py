@@ -30,17 +30,17 @@ def test_rejects_bad_input():
 
 
 def test_registry_has_the_protocol_rows():
-    for name in ("dense", "static", "snip", "grasp", "synflow", "random_pai", "lth",
+    for name in ("dense", "static", "snip", "grasp", "synflow", "random_pai", "lth", "lth_tost",
                  "snip_tost", "grasp_tost", "synflow_tost", "random_tost", "tfmot",
                  "set", "rigl", "neurrev", "granet", "granet_st", "gmp", "mest", "dsr", "deep_r"):
         assert name in harness.REGISTRY, name
 
 
 def test_plan_puts_lth_in_global_column():
-    a = accuracy.parse_args(["--methods", "lth", "static", "--models", "small_cnn",
+    a = accuracy.parse_args(["--methods", "lth", "lth_tost", "static", "--models", "small_cnn",
                              "--sparsities", "0.9", "--seeds", "0"])
     keys = accuracy.plan(a)
-    assert {k.distribution for k in keys if k.method == "lth"} == {"global"}
+    assert {k.distribution for k in keys if k.method.startswith("lth")} == {"global"}
     assert {k.distribution for k in keys if k.method == "static"} == {"uniform", "erk"}
 
 
@@ -65,3 +65,26 @@ def test_real_methods_measure_sparsity(method, tmp_path):
     assert rec["status"] == "ok", rec.get("error")
     assert abs(rec["final_sparsity"] - 0.9) < 2e-3
     assert 0.0 <= rec["test_accuracy"] <= 1.0
+
+
+def test_lth_ticket_is_found_once_and_reused(tmp_path, monkeypatch):
+    """The lth and lth_tost rows train the same ticket; the second call loads it."""
+    import keras
+
+    monkeypatch.setattr(accuracy, "TICKET_CACHE", tmp_path)
+    data, budget = _tiny_data(128), harness.Budget(epochs=1)
+
+    def ticket():
+        keras.utils.set_random_seed(0)
+        return accuracy.lottery_ticket(accuracy.build_model("small_cnn", 0), 0.5, "global",
+                                       data, budget, 0)
+
+    found, extras = ticket()
+    assert extras["lth_ticket_cached"] is False and extras["lth_rounds"] == 4
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    loaded, extras2 = ticket()
+    assert extras2["lth_ticket_cached"] is True
+    for a, b in zip(found.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)  # rewound weights and masks
+    with pytest.raises(ValueError, match="global"):
+        accuracy.lottery_ticket(accuracy.build_model("small_cnn", 0), 0.5, "erk", data, budget, 0)
