@@ -10,7 +10,8 @@ Run: PYTHONPATH=. python benchmarks/dst_overhead.py [--steps 200 --repeats 3]
    ResNet-20 conv shapes (~0.27M weights) and a 25M-weight stack (25 x
    1000x1000), 90% sparse, dense gradients given (in training they come from
    the captured step, at no cost). Median of repeats, wall clock and this
-   process's CPU time (the update is single-threaded NumPy; on a machine
+   process's CPU time (the update is NumPy; updates over >= 2**20 entries run
+   their weights on a thread pool, so CPU time can exceed wall time; on a machine
    loaded by other work the wall clock also counts time spent waiting for a
    core, the CPU time does not).
 The 1-minute load average before and after each part is recorded: on the
@@ -151,14 +152,24 @@ def main():
         with open(os.path.join(args.out_dir, "dst_overhead.json")) as f:
             render(json.load(f), methods, args.out_dir)
         return
-    res = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-           "keras": keras.__version__, "numpy": np.__version__, "steps": args.steps,
-           "repeats": args.repeats, "load_average": {}}
+    path = os.path.join(args.out_dir, "dst_overhead.json")
+    res = {"load_average": {}, "dates": {}}
+    if args.skip_step_time or args.skip_latency:
+        # One part re-measured: keep the other part's results (and its date) from the file.
+        if os.path.exists(path):
+            with open(path) as f:
+                res.update(json.load(f))
+        res.setdefault("dates", {})
+    res.update({"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+                "keras": keras.__version__, "numpy": np.__version__, "steps": args.steps,
+                "repeats": args.repeats})
     if not args.skip_step_time:
         before = list(os.getloadavg())
         res["step_time"] = step_times(methods, args.steps, args.repeats)
         res["load_average"]["step_time"] = {"before": before, "after": list(os.getloadavg())}
+        res["dates"]["step_time"] = time.strftime("%Y-%m-%dT%H:%M")
     if not args.skip_latency:
+        res["dates"]["latency"] = time.strftime("%Y-%m-%dT%H:%M")
         before = list(os.getloadavg())
         res["update_cpu_resnet20_s"], res["update_cpu_25m_s"] = {}, {}
         res["update_latency_resnet20_s"] = update_latency(methods, resnet20_shapes(), args.repeats,
@@ -167,7 +178,7 @@ def main():
                                                      res["update_cpu_25m_s"])
         res["load_average"]["latency"] = {"before": before, "after": list(os.getloadavg())}
     os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "dst_overhead.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(res, f, indent=2)
     render(res, methods, args.out_dir)
 
@@ -189,7 +200,10 @@ def render(res, methods, out_dir):
                      f"{fmt('update_latency_25m_s', m)} | {fmt('update_cpu_25m_s', m)} |")
     lines.append("")
     for part, load in res["load_average"].items():
-        lines.append(f"1-min load average during the {part.replace('_', '-')} part: {load['before'][0]:.1f} "
+        when = res.get("dates", {}).get(part)
+        lines.append(f"1-min load average during the {part.replace('_', '-')} part"
+                     + (f" (measured {when})" if when else "")
+                     + f": {load['before'][0]:.1f} "
                      f"before, {load['after'][0]:.1f} after, on {os.cpu_count()} CPUs"
                      + (" (**loaded by other work**: wall-clock figures are inflated)."
                         if max(load["before"][0], load["after"][0]) > 0.5 * os.cpu_count() else "."))

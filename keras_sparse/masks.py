@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from keras_sparse._parallel import map_weights
+
 __all__ = [
     "STRUCTURES",
     "capacity",
@@ -467,14 +469,20 @@ def global_drop_counts(
         Per-weight drop counts summing to `n_drop` (block: rounded down).
     """
     k = group_size(structure)
-    parts = []  # the scores of the active units of each weight
-    for m, s in zip(masks, scores):
+    def active_scores(pair):
+        m, s = pair
         if structure == "block":
             m, s = to_blocks(m, "max"), to_blocks(s)
         active = np.flatnonzero(np.asarray(m).reshape(-1) > 0)
         s = _as_scores(s)
-        parts.append(s if active.size == s.size else s[active])
-    n_finite = sum(int(np.count_nonzero(np.isfinite(p))) for p in parts)
+        part = s if active.size == s.size else s[active]
+        return part, int(np.count_nonzero(np.isfinite(part)))
+
+    # The scores of the active units of each weight, and how many are finite.
+    parts, finite = zip(*map_weights(active_scores, list(zip(masks, scores)),
+                                     sum(np.size(m) for m in masks))) if masks else ((), ())
+    parts = list(parts)
+    n_finite = sum(finite)
     n_units = min(int(n_drop) // k, n_finite)
     if n_units <= 0:
         return [0] * len(parts)

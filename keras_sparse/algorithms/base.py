@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_sparse import masks as mask_math
 from keras_sparse import schedules
+from keras_sparse._parallel import map_weights
 from keras_sparse.algorithms.optimizer_state import reset_slots
 
 __all__ = ["Target", "Updater", "get", "register", "registered_names"]
@@ -369,32 +370,20 @@ class Updater:
             return {}
         self.before_update(step, weights, masks, grads)
         plan = self.counts(step, weights, masks, grads)
+        # The per-weight prune-and-grow is pure NumPy and independent across
+        # weights (each has its own rng and state slot), so large updates run
+        # it on a thread pool (NumPy releases the GIL); variables change only
+        # below, in order, on this thread. Results do not depend on threads.
+        def new_mask_and_weight(i):
+            return self._prune_and_grow_one(step, i, weights[i], masks[i], grads[i], plan[i])
+
+        results = map_weights(new_mask_and_weight, range(len(targets)), sum(m.size for m in masks))
         stats = {}
-        for i, t in enumerate(targets):
-            w, m, g = weights[i], masks[i], grads[i]
-            n_drop, n_grow = plan[i]
-            rng = mask_math.seed_for(self.seed, step, i)
+        for i, (t, (new_w, new_m, regrown, extra)) in enumerate(zip(targets, results)):
+            m, (n_drop, _) = masks[i], plan[i]
             active = float(m.sum())
-            if n_drop == 0 and n_grow == 0:
-                new_m, grown = m, np.zeros_like(m)
-            else:
-                new_m, grown = mask_math.prune_and_grow(
-                    m,
-                    self.drop_scores(i, w, m, g) if n_drop else None,
-                    self.grow_scores(i, w, m, g, rng) if n_grow else None,
-                    n_drop, n_grow, self.structure,
-                )
-            # New connections are grown entries that were inactive before this
-            # update; an entry dropped and re-grown in the same update is not
-            # new and keeps its value and moments (as in RigL's reference code,
-            # which only re-initializes `grown & ~old_mask`).
-            grown = grown * (1.0 - m)
-            new_w = w * new_m
-            new_w *= 1.0 - grown
-            new_w, new_m, extra = self.after_prune_and_grow(i, step, new_w, new_m, grown, g)
-            regrown = grown * new_m
             t.mask.assign(np.asarray(new_m, np.float32))
-            t.weight.assign(np.asarray(new_w, w.dtype))
+            t.weight.assign(np.asarray(new_w, weights[i].dtype))
             reset_slots(optimizer, t.weight, regrown)
             self._ever_active[i] |= new_m > 0
             if t.state is not None:
@@ -409,6 +398,29 @@ class Updater:
             }
         self.stats = stats
         return stats
+
+    def _prune_and_grow_one(self, step, i, w, m, g, counts):
+        """`(new_weight, new_mask, regrown, extra_stats)` of weight `i`; changes no variable."""
+        n_drop, n_grow = counts
+        if n_drop == 0 and n_grow == 0:
+            new_m, grown = m, np.zeros_like(m)
+        else:
+            rng = mask_math.seed_for(self.seed, step, i)
+            new_m, grown = mask_math.prune_and_grow(
+                m,
+                self.drop_scores(i, w, m, g) if n_drop else None,
+                self.grow_scores(i, w, m, g, rng) if n_grow else None,
+                n_drop, n_grow, self.structure,
+            )
+        # New connections are grown entries that were inactive before this
+        # update; an entry dropped and re-grown in the same update is not
+        # new and keeps its value and moments (as in RigL's reference code,
+        # which only re-initializes `grown & ~old_mask`).
+        grown = grown * (1.0 - m)
+        new_w = w * new_m
+        new_w *= 1.0 - grown
+        new_w, new_m, extra = self.after_prune_and_grow(i, step, new_w, new_m, grown, g)
+        return new_w, new_m, grown * new_m, extra
 
     def _nonfinite(self, targets, weights, grads) -> list[str]:
         """Names of the weights and used gradients that hold NaN or Inf."""
