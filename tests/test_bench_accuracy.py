@@ -50,6 +50,18 @@ def test_lth_schedule_reaches_target():
     assert abs((1 - frac) ** rounds - 0.1) < 1e-12
 
 
+def test_lth_trajectory_passes_through_the_columns():
+    segments = accuracy.lth_trajectory(0.98)
+    assert [(s, r) for s, r, _ in segments] == [(0.9, 11), (0.95, 4), (0.98, 5)]
+    density = 1.0
+    for stop, rounds, frac in segments:
+        assert frac <= 0.2
+        density *= (1 - frac) ** rounds
+        assert abs(density - (1 - stop)) < 1e-12
+    assert accuracy.lth_trajectory(0.9) == segments[:1]
+    assert [s for s, _, _ in accuracy.lth_trajectory(0.93)] == [0.9, 0.93]
+
+
 def _tiny_data(n=256):
     rng = np.random.default_rng(0)
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
@@ -88,3 +100,31 @@ def test_lth_ticket_is_found_once_and_reused(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a, b)  # rewound weights and masks
     with pytest.raises(ValueError, match="global"):
         accuracy.lottery_ticket(accuracy.build_model("small_cnn", 0), 0.5, "erk", data, budget, 0)
+
+
+def test_lth_higher_sparsity_continues_from_the_cached_ticket(tmp_path, monkeypatch):
+    import keras
+
+    import keras_sparse as ks
+
+    monkeypatch.setattr(accuracy, "TICKET_CACHE", tmp_path)
+    monkeypatch.setattr(accuracy, "LTH_MILESTONES", (0.3, 0.6))
+    data, budget = _tiny_data(128), harness.Budget(epochs=1)
+
+    def ticket(sparsity):
+        keras.utils.set_random_seed(0)
+        return accuracy.lottery_ticket(accuracy.build_model("small_cnn", 0), sparsity, "global",
+                                       data, budget, 0)
+
+    low, _ = ticket(0.3)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    high, extras = ticket(0.6)
+    assert extras["lth_ticket_cached"] is False
+    assert extras["lth_rounds"] == sum(r for _, r, _ in accuracy.lth_trajectory(0.6))
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # only the 0.3 -> 0.6 segment was run
+    assert abs(ks.sparsity_report(high).total_sparsity - 0.6) < 0.01
+    from keras_sparse.pruning.core import get_masks
+
+    low_masks, high_masks = get_masks(low), get_masks(high)
+    for key, m in high_masks.items():  # IMP only removes: the 60% ticket is inside the 30% one
+        assert np.all(m <= low_masks[key])
