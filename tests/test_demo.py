@@ -69,3 +69,5 @@ def test_demo_quick_end_to_end(tmp_path, fashion_mnist):
     on_device = ctx.results["on_device"]
     assert len(on_device["losses"]) == 5 and all(math.isfinite(v) for v in on_device["losses"])
     assert on_device["zeros_kept"]
+    # Sparse weight storage: the trainable file is smaller than the dense inference file.
+    assert on_device["bytes"] < tfl["dense_float32_bytes"]
