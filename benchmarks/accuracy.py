@@ -430,14 +430,21 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
     stem = Path(args.results).with_suffix("")
     out_dir = stem.parent
     tag = "_quick" if args.quick else ""
+    # The table covers every run in the file, not just this command line's:
+    # notes and plots describe what the rows hold.
+    present = [m for m in harness.REGISTRY if any(r["method"] == m for r in rows)]
+    methods = present + [m for m in args.methods if m not in present]
+    seeds = sorted({s for r in rows for s in r["seeds"]}) or args.seeds
+    models = sorted({r["model"] for r in rows}) or args.models
+    top = max([r["sparsity"] for r in rows if r["n"]] or args.sparsities)
     plots = harness.plot_accuracy_vs_sparsity(rows, out_dir / f"plots{tag}")
-    plots += erk_density_plot(out_dir / f"plots{tag}", args.models, max(args.sparsities))
+    plots += erk_density_plot(out_dir / f"plots{tag}", models, top)
     title = "Accuracy table" + (" (QUICK smoke run: not the protocol's budget)" if args.quick else "")
     notes = [
         f"Budget: {budget.epochs} epoch(s) on {args.n_train} Fashion-MNIST training images "
         f"({'subset' if args.n_train < 60000 else 'all'}), batch {budget.batch_size}, SGD lr "
         f"{budget.lr} momentum {budget.momentum}, weight decay {budget.weight_decay} (decoupled), "
-        f"cosine decay to 0; test on the 10k test images. Seeds: {args.seeds}.",
+        f"cosine decay to 0; test on the 10k test images. Seeds in the results: {seeds}.",
         "Cells: test accuracy % (mean ± std over seeds), `sp` = measured final sparsity "
         "(exact zeros over all conv/dense kernels of the stripped model, first/last layers "
         "included), n = seeds.",
@@ -449,10 +456,10 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
         "Models with BatchNorm (ResNet-20): moving statistics re-estimated on 1000 training "
         "images before testing (`harness.recalibrate_bn`), identically for every row.",
     ]
-    if any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in args.methods):
+    if any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in methods):
         notes.append(f"DST/gradual mask-update interval: min(100, steps // 20) = "
                      f"{update_interval(budget, args.n_train)} steps here (RigL: 100).")
-    notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in args.methods
+    notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in methods
               if harness.REGISTRY[m].note]
     md = "\n\n".join([f"## {title}", machine_markdown(machine), "\n".join(f"- {n}" for n in notes),
                       harness.render_table(rows, pending=pending),
