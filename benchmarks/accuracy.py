@@ -9,7 +9,7 @@ the *measured* final sparsity (exact zeros over every kernel of the stripped
 model, first and last layers included) stands next to every accuracy.
 
     python -m benchmarks.accuracy --quick         # smoke run, < 10 min, 2 cores
-    python -m benchmarks.accuracy                 # the full table (hours)
+    python -m benchmarks.accuracy                 # the full table (hours): 3 epochs on 10k images
     python -m benchmarks.accuracy --methods dense static snip --models small_cnn \
         --sparsities 0.9 0.95 --seeds 0 1 2 --epochs 10
     python -m benchmarks.accuracy --report-only   # re-render table/plots from the JSONL
@@ -55,6 +55,13 @@ DISTRIBUTIONS = ("uniform", "erk")
 QUICK_METHODS = ("dense", "static", "snip", "snip_tost", "synflow", "rigl", "neurrev",
                  "tfmot")
 QUICK_TRAIN_SIZE = 10_000
+TABLE_EPOCHS = 3
+TABLE_TRAIN_SIZE = 10_000
+"""The default budget: the one the committed table (benchmarks/results/accuracy.md)
+was run with on the project's 2-core CPU machines. The protocol asks for a fixed,
+stated budget; `--epochs 10 --train-size 60000` gives a longer one (4,690 steps per
+ResNet-20 run: about 25 minutes at the 0.32 s/step of step_time.md, so days for
+the whole table)."""
 
 
 def build_model(name: str, seed: int):
@@ -371,8 +378,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sparsities", nargs="+", type=float, default=None)
     p.add_argument("--distributions", nargs="+", default=None, choices=DISTRIBUTIONS)
     p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="epoch budget (default 10; quick 1)")
-    p.add_argument("--train-size", type=int, default=None, help="training subset (default all 60k)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epoch budget (default {TABLE_EPOCHS}; quick 1)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help=f"training subset (default {TABLE_TRAIN_SIZE}; 60000 = all)")
     p.add_argument("--results", type=Path, default=None, help="JSONL file (default benchmarks/results/accuracy[_quick].jsonl)")
     p.add_argument("--report-only", action="store_true", help="only re-render table and plots")
     p.add_argument("--no-progress", action="store_true")
@@ -386,8 +395,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.sparsities = a.sparsities or ([0.9] if q else [0.9, 0.95, 0.98])
     a.distributions = a.distributions or list(DISTRIBUTIONS)
     a.seeds = a.seeds if a.seeds is not None else ([0] if q else [0, 1, 2])
-    a.epochs = a.epochs or (1 if q else 10)
-    a.train_size = a.train_size or (QUICK_TRAIN_SIZE if q else None)
+    a.epochs = a.epochs or (1 if q else TABLE_EPOCHS)
+    a.train_size = a.train_size or (QUICK_TRAIN_SIZE if q else TABLE_TRAIN_SIZE)
     a.results = a.results or harness.default_results_path(q)
     for s in a.sparsities:
         if not 0.0 < s < 1.0:

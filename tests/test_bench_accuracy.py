@@ -18,7 +18,9 @@ def test_full_defaults_follow_protocol():
     a = accuracy.parse_args([])
     assert a.models == ["small_cnn", "resnet20"]
     assert a.sparsities == [0.9, 0.95, 0.98] and a.distributions == ["uniform", "erk"]
-    assert a.seeds == [0, 1, 2] and a.train_size is None
+    assert a.seeds == [0, 1, 2]
+    # The committed table's budget, so `make bench-accuracy` resumes it.
+    assert (a.epochs, a.train_size) == (accuracy.TABLE_EPOCHS, accuracy.TABLE_TRAIN_SIZE) == (3, 10_000)
     assert a.results.name == "accuracy.jsonl"
 
 
