@@ -1,5 +1,5 @@
-"""examples/*.ipynb: up to date with their generator (fast), and they execute
-with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through nbclient (slow)."""
+"""examples/*.ipynb: up to date with their generator, and they execute with
+small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through nbclient, offline."""
 
 import importlib.util
 import os
@@ -44,7 +44,7 @@ def test_notebooks_have_install_quick_flag_and_full_recipe_switch():
         assert "FULL_RECIPE = False" in code
 
 
-@pytest.mark.slow
+# Part of the default run (CI executes every notebook, about 2 minutes in all).
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
