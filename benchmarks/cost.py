@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ MODEL_LABELS = {"small_cnn": "Model A (small CNN)", "resnet20": "Model B (ResNet
 DST_STEPS = 200  # two default update intervals per timed fit
 QUICK = {"static_rounds": 4, "static_steps": 5, "static_warmup": 3, "dst_repeats": 1,
          "peer_repeats": 2, "latency_repeats": 2}
-FULL = {"static_rounds": 15, "static_steps": 10, "static_warmup": 10, "dst_repeats": 3,
+FULL = {"static_rounds": 30, "static_steps": 10, "static_warmup": 10, "dst_repeats": 5,
         "peer_repeats": 3, "latency_repeats": 3}
 
 
@@ -81,16 +82,63 @@ def load_note(section: dict[str, Any]) -> str:
     if not before or not after:
         return ""
     note = f"1-min load average {before[0]:.1f} before, {after[0]:.1f} after, on {cpus} CPUs"
-    # Before the first timed step this process is idle: load then is other work.
-    if cpus and (before[0] >= 1.0 or after[0] > cpus):
+    other = load.get("other_cores")
+    if other is not None:
+        # Measured directly: CPU time of every other process during the part.
+        note += f"; other processes used {other:.2f} cores on average while it ran"
+        loaded = other > 0.25
+    else:
+        # Older results: before the first timed step this process is idle,
+        # so load then is other work.
+        loaded = bool(cpus) and (before[0] >= 1.0 or after[0] > cpus)
+    if loaded:
         note = ("**The machine was loaded by other work** (" + note +
                 "): absolute times are inflated and ratios noisier than on an idle machine")
     return note + "."
 
 
-def _stamp(section: dict[str, Any], before: list[float] | None) -> dict[str, Any]:
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (/proc/stat), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and its finished children (the TF-MOT peer)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadProbe:
+    """What else ran while a part was measured.
+
+    Started when a part begins; `_stamp` reads it when it ends. Besides the
+    1-min load averages (which lag by a minute and count this benchmark's own
+    threads), it records `other_cores`: the CPU time every other process used
+    during the part, divided by its wall time, from /proc/stat minus this
+    process's own CPU time. 0 means the part had the machine to itself.
+    """
+
+    def __init__(self):
+        self.load = load_average()
+        self.busy, self.own, self.wall = _busy_seconds(), _own_seconds(), time.monotonic()
+
+    def other_cores(self) -> float | None:
+        busy, wall = _busy_seconds(), time.monotonic() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        return max(0.0, (busy - self.busy) - (_own_seconds() - self.own)) / wall
+
+
+def _stamp(section: dict[str, Any], before: LoadProbe) -> dict[str, Any]:
     section["machine"] = machine_info()
-    section["load_average"] = {"before": before, "after": load_average()}
+    section["load_average"] = {"before": before.load, "after": load_average(),
+                               "other_cores": before.other_cores()}
     return section
 
 
@@ -101,7 +149,7 @@ def run_step(settings: dict[str, int], progress, methods: list[str], models: lis
     """Static-mask and DST step-time ratios (the library's own benchmark functions)."""
     from benchmarks import dst_overhead, step_time
 
-    before = load_average()
+    before = LoadProbe()
     args = step_time.parse_args([
         "--rounds", str(settings["static_rounds"]), "--steps", str(settings["static_steps"]),
         "--warmup", str(settings["static_warmup"]), "--sparsity", str(SPARSITY),
@@ -149,7 +197,7 @@ def run_peer(settings: dict[str, int], progress) -> dict[str, Any]:
     """TF-MOT vs tf_keras dense, in the TF-MOT venv; 'unavailable' (no number) without it."""
     from benchmarks import accuracy
 
-    before = load_average()
+    before = LoadProbe()
     python = accuracy.tfmot_python()
     section: dict[str, Any] = {"python": str(python), "model": "small_cnn",
                                "config": {"steps": DST_STEPS, "repeats": settings["peer_repeats"],
@@ -201,7 +249,7 @@ def read_latency(path: Path) -> dict[str, Any]:
 def run_latency(settings: dict[str, int], progress, methods: list[str]) -> dict[str, Any]:
     from benchmarks import dst_overhead
 
-    before = load_average()
+    before = LoadProbe()
     seconds = {}
     for key, shapes in (("resnet20", dst_overhead.resnet20_shapes()), ("25m", [(1000, 1000)] * 25)):
         seconds[key] = {}
