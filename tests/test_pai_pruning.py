@@ -118,14 +118,44 @@ def test_grasp_scores_are_minus_theta_hg_and_highest_are_removed():
     for wt, t in zip(weights, theta):
         wt.assign(t.astype("float32"))
     hg = [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
-    scores = pruning.grasp_scores(sparse, (x, y), XENT)
+    scores = pruning.grasp_scores(sparse, (x, y), XENT, temperature=1.0)
     for (key, _), t, h in zip(table, theta, hg):
         np.testing.assert_allclose(scores[key], -t * h, rtol=2e-2, atol=1e-4)
-    pruning.grasp(sparse, (x, y), 0.5, loss=XENT)
+    pruning.grasp(sparse, (x, y), 0.5, loss=XENT, temperature=1.0)
     masks = pruning.get_masks(sparse)
     kept = np.concatenate([scores[k][masks[k] == 1] for k in masks])
     removed = np.concatenate([scores[k][masks[k] == 0] for k in masks])
     assert removed.min() >= kept.max()  # GraSP removes the HIGHEST scores
+
+
+def test_grasp_temperature_auto_follows_the_authors_code_on_logits():
+    from keras_sparse.pruning.methods import GRASP_LOGIT_TEMPERATURE, grasp_temperature
+
+    logits_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    probs_loss = keras.losses.SparseCategoricalCrossentropy()
+    assert grasp_temperature("auto", logits_loss) == GRASP_LOGIT_TEMPERATURE == 200.0
+    assert grasp_temperature("auto", probs_loss) == 1.0
+    assert grasp_temperature("auto", lambda y, p: keras.ops.mean(p)) == 1.0
+    assert grasp_temperature(3, logits_loss) == 3.0
+    model = keras_sparse.sparsify(mlp((4, 5, 3)), 0.0, "uniform", keep_dense=None)
+    x, y = data(d=4)
+    auto = pruning.grasp_scores(model, (x, y), logits_loss)
+    explicit = pruning.grasp_scores(model, (x, y), logits_loss, temperature=200.0)
+    plain = pruning.grasp_scores(model, (x, y), logits_loss, temperature=1.0)
+    for k in auto:
+        np.testing.assert_array_equal(auto[k], explicit[k])
+    assert any(not np.allclose(auto[k], plain[k]) for k in auto)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "hot", True, None])
+def test_grasp_rejects_bad_temperature_before_changing_masks(bad):
+    model = keras_sparse.sparsify(mlp((4, 5, 3)), 0.0, "uniform", keep_dense=None)
+    before = pruning.get_masks(model)
+    x, y = data(d=4)
+    with pytest.raises(ValueError, match="temperature"):
+        pruning.grasp(model, (x, y), 0.5, loss=XENT, temperature=bad)
+    after = pruning.get_masks(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def _linear_net(activation=None):

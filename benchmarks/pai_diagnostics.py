@@ -1,0 +1,145 @@
+"""What a prune-at-init mask does to the network before training starts.
+
+The accuracy table has GraSP masks on the small CNN (no normalization) that
+never train (loss stays at ln 10), while random, SNIP and SynFlow masks of
+the same per-layer budgets do. This script looks at the masks themselves,
+at initialization, with the accuracy harness's masks (`accuracy.make_pai_mask`:
+ERK per-layer budgets, SNIP on 256 training images, GraSP on 10 per class,
+SynFlow 100 iterations; GraSP with the library default, temperature 200 on
+the logits as in the authors' code), plus GraSP at temperature 1 (the
+library's earlier default, with which the table's GraSP rows were first
+run: `benchmarks/results/accuracy_grasp_t1.jsonl`):
+
+- the share of *negative* weights among the kept entries of each layer
+  (a random mask keeps ~50%);
+- the dormant-channel fraction at init (`keras_sparse.diagnostics`);
+- the standard deviation of the initial logits on a fixed batch of 512
+  training images (how far the untrained network's outputs already are
+  from uniform).
+
+    python -m benchmarks.pai_diagnostics                  # both models, seeds 0-2
+    python -m benchmarks.pai_diagnostics --models small_cnn --seeds 0
+
+Writes benchmarks/results/pai_diagnostics.{json,md}. Nothing is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+
+import numpy as np  # noqa: E402
+
+from benchmarks import accuracy, harness  # noqa: E402
+from benchmarks._common import RESULTS_DIR, machine_info, machine_markdown, markdown_table, write_json  # noqa: E402
+
+SPARSITY = 0.9
+DISTRIBUTION = "erk"
+MASKS = ("random", "snip", "grasp", "grasp_t1", "synflow")
+LABELS = {"random": "random", "snip": "SNIP", "grasp": "GraSP (T=200 on logits, default)",
+          "grasp_t1": "GraSP (T=1)", "synflow": "SynFlow"}
+
+
+def make_mask(name: str, model, data, seed: int):
+    """The sparse model of mask `name` (the accuracy harness's, or GraSP at T=1)."""
+    from keras_sparse import pruning
+
+    if name != "grasp_t1":
+        return accuracy.make_pai_mask(name, model, SPARSITY, DISTRIBUTION, data, seed)
+    budgets = harness.layer_budgets(model, SPARSITY, DISTRIBUTION, seed)
+    return pruning.prune_at_init(model, "grasp", SPARSITY, scope="layer", distribution=budgets,
+                                 data=accuracy._grasp_batch(data, seed), loss=accuracy._loss(),
+                                 temperature=1.0)
+
+
+def negative_share(sparse) -> dict[str, float]:
+    """`{layer/weight: share of negative values among kept entries}`."""
+    from keras_sparse.pruning.core import masked_weight_table
+
+    out = {}
+    for key, (_, weight, mask) in masked_weight_table(sparse).items():
+        kept = np.asarray(weight.numpy())[np.asarray(mask.numpy()) > 0]
+        out[key] = float(np.mean(kept < 0)) if kept.size else float("nan")
+    return out
+
+
+def measure(model_name: str, mask: str, seed: int, data, probe) -> dict[str, Any]:
+    import keras
+
+    from keras_sparse import diagnostics
+
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(seed)
+    sparse = make_mask(mask, accuracy.build_model(model_name, seed), data, seed)
+    logits = keras.ops.convert_to_numpy(sparse(probe, training=False))
+    return {"model": model_name, "mask": mask, "seed": seed,
+            "negative_share": negative_share(sparse),
+            "dormant_at_init": diagnostics.dormant_fraction(sparse, probe)["all"],
+            "logit_std_at_init": float(logits.std())}
+
+
+def render(records: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    parts = ["## Prune-at-init masks at initialization (nothing trained)",
+             machine_markdown(machine),
+             f"- {SPARSITY:.0%} sparsity, {DISTRIBUTION.upper()} per-layer budgets, masks as in the "
+             "accuracy harness (`accuracy.make_pai_mask`; GraSP: temperature 200 on the logits, "
+             "the authors' code), and GraSP at temperature 1. Mean over seeds "
+             f"{sorted({r['seed'] for r in records})}.",
+             "- `neg %`: share of negative weights among the kept entries of each layer (a random "
+             "mask keeps about 50%). `dormant`: ReLU channels zero on >= 99% of 512 fixed training "
+             "images. `logit std`: standard deviation of the initial logits on them."]
+    for model in sorted({r["model"] for r in records}):
+        rows = [r for r in records if r["model"] == model]
+        layers = list(rows[0]["negative_share"])
+        body = []
+        for mask in MASKS:
+            sel = [r for r in rows if r["mask"] == mask]
+            if not sel:
+                continue
+            neg = [100 * np.mean([r["negative_share"][k] for r in sel]) for k in layers]
+            body.append([LABELS[mask]] + [f"{v:.0f}" for v in neg] + [
+                f"{100 * np.mean([r['dormant_at_init'] for r in sel]):.1f}%",
+                f"{np.mean([r['logit_std_at_init'] for r in sel]):.3g}"])
+        heads = ["mask"] + [f"neg % {k.split('/')[0]}" for k in layers] + ["dormant", "logit std"]
+        if len(layers) > 8:  # ResNet-20: summarize the 22 layers
+            body = [[b[0], f"{min(map(float, b[1:-2])):.0f}-{max(map(float, b[1:-2])):.0f}",
+                     b[-2], b[-1]] for b in body]
+            heads = ["mask", "neg % of kept (range over layers)", "dormant", "logit std"]
+        parts.append(f"#### {model}\n\n" + markdown_table(heads, body))
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(accuracy.MODELS), choices=accuracy.MODELS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    from tqdm.auto import tqdm
+
+    data = accuracy.load_data(accuracy.TABLE_TRAIN_SIZE)
+    probe = harness.probe_batch(data)
+    records = []
+    items = [(m, k, s) for m in args.models for k in args.masks for s in args.seeds]
+    for model, mask, seed in tqdm(items, unit="mask"):
+        records.append(measure(model, mask, seed, data, probe))
+    machine = machine_info()
+    write_json(args.out_dir / "pai_diagnostics.json", {"machine": machine, "sparsity": SPARSITY,
+                                                      "distribution": DISTRIBUTION,
+                                                      "records": records})
+    md = render(records, machine)
+    (args.out_dir / "pai_diagnostics.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
