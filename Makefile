@@ -25,7 +25,7 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device
-.PHONY: bench-neurrev bench-dormant bench-tost
+.PHONY: bench-neurrev bench-dormant bench-tost bench-pai
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
@@ -43,6 +43,7 @@ help:
 	@echo "make bench-neurrev         NeurRev p x update-interval sweep vs RigL (small CNN, resumable)"
 	@echo "make bench-dormant         dormant-neuron fraction and ITOP rate over training, RigL vs NeurRev"
 	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~30 min, resumable)"
+	@echo "make bench-pai             prune-at-init masks at initialization (signs, dormant channels, logits)"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
@@ -137,9 +138,15 @@ bench-dormant: venv data
 bench-tost: venv data
 	$(VENV_PY) -m benchmarks.tost_ablation --sweep $(BENCH_ARGS)
 
+bench-pai: venv data
+	$(VENV_PY) -m benchmarks.pai_diagnostics $(BENCH_ARGS)
+
 notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
-test-notebooks: venv data
+test-bench-pai: venv data
+	$(VENV_PY) -m benchmarks.pai_diagnostics $(BENCH_ARGS)
+
+notebooks: venv data
 	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py
