@@ -145,8 +145,5 @@ notebooks: venv
 	$(VENV_PY) examples/make_notebooks.py
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
-test-bench-pai: venv data
-	$(VENV_PY) -m benchmarks.pai_diagnostics $(BENCH_ARGS)
-
-notebooks: venv data
+test-notebooks: venv data
 	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py
