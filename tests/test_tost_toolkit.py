@@ -189,6 +189,23 @@ def test_lrsi_fold_gives_identical_outputs_and_keeps_zeros():
             assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_lrsi_fold_of_a_diverged_scale_warns_and_keeps_zeros(bad):
+    model = keras_sparse.sparsify(tiny_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
+    scaled = tost.add_lrsi(model)
+    scales = tost.ghost_layers(scaled, tost.LRSIScale)
+    scales[0].scale.assign(bad)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        folded = tost.fold_lrsi(scaled)
+    zeros = total = 0
+    for wrapper in keras_sparse.sparse_wrappers(folded):
+        for _, w, m in wrapper.masked_weights:
+            assert np.all(w.numpy()[m.numpy() == 0] == 0)
+            zeros += int((w.numpy() == 0).sum())
+            total += w.numpy().size
+    assert zeros / total >= 0.69  # the sparsity survives the fold
+
+
 def test_lrsi_scale_trains():
     inputs = keras.Input((4,))
     model = tost.add_lrsi(keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs)))

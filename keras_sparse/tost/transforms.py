@@ -10,6 +10,8 @@ Compile the returned model before training.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -441,14 +443,23 @@ def _fold_edit(graph: Graph):
         if isinstance(act, keras.layers.Activation):
             _refuse(graph, act.name, keras.activations.serialize(act.activation))
 
+    bad = {name: value for name, value in folds.items() if not np.isfinite(value)}
+    if bad:
+        warnings.warn(
+            f"fold_lrsi: the LRSI scale of {sorted(bad)} is not finite "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}): training "
+            "diverged. Folding keeps pruned entries exactly zero, but the model's "
+            "outputs will not be finite.", RuntimeWarning, stacklevel=3)
+
     def finish(new):
         for name, value in folds.items():
             layer = new.get_layer(name)
             inner = layer.layer if isinstance(layer, SparseWrapper) else layer
-            targets = [get_prunable_weights(inner)[-1][1]]
+            kernel = get_prunable_weights(inner)[-1][1]
+            w = np.asarray(kernel.numpy())
+            # Zeros stay exactly zero even for a non-finite scale (0 * inf is NaN).
+            kernel.assign(np.where(w == 0, np.float32(0), w * np.float32(value)))
             if getattr(inner, "bias", None) is not None:
-                targets.append(inner.bias)
-            for variable in targets:
-                variable.assign(np.asarray(variable.numpy()) * np.float32(value))
+                inner.bias.assign(np.asarray(inner.bias.numpy()) * np.float32(value))
 
     return len(folds), finish
