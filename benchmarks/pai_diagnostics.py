@@ -98,20 +98,19 @@ def render(records: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     for model in sorted({r["model"] for r in records}):
         rows = [r for r in records if r["model"] == model]
         layers = list(rows[0]["negative_share"])
+        summarize = len(layers) > 8  # ResNet-20: the range over its 22 layers
         body = []
         for mask in MASKS:
             sel = [r for r in rows if r["mask"] == mask]
             if not sel:
                 continue
             neg = [100 * np.mean([r["negative_share"][k] for r in sel]) for k in layers]
-            body.append([LABELS[mask]] + [f"{v:.0f}" for v in neg] + [
+            cells = [f"{min(neg):.0f}-{max(neg):.0f}"] if summarize else [f"{v:.0f}" for v in neg]
+            body.append([LABELS[mask]] + cells + [
                 f"{100 * np.mean([r['dormant_at_init'] for r in sel]):.1f}%",
                 f"{np.mean([r['logit_std_at_init'] for r in sel]):.3g}"])
-        heads = ["mask"] + [f"neg % {k.split('/')[0]}" for k in layers] + ["dormant", "logit std"]
-        if len(layers) > 8:  # ResNet-20: summarize the 22 layers
-            body = [[b[0], f"{min(map(float, b[1:-2])):.0f}-{max(map(float, b[1:-2])):.0f}",
-                     b[-2], b[-1]] for b in body]
-            heads = ["mask", "neg % of kept (range over layers)", "dormant", "logit std"]
+        heads = (["mask", "neg % of kept (range over layers)"] if summarize else
+                 ["mask"] + [f"neg % {k.split('/')[0]}" for k in layers]) + ["dormant", "logit std"]
         parts.append(f"#### {model}\n\n" + markdown_table(heads, body))
     return "\n\n".join(parts) + "\n"
 
