@@ -384,6 +384,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"training subset (default {TABLE_TRAIN_SIZE}; 60000 = all)")
     p.add_argument("--results", type=Path, default=None, help="JSONL file (default benchmarks/results/accuracy[_quick].jsonl)")
     p.add_argument("--report-only", action="store_true", help="only re-render table and plots")
+    p.add_argument("--readme", action="store_true",
+                   help="print the README's compact tables from the results and exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     q = a.quick
@@ -481,6 +483,51 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
     return md
 
 
+def _short_cell(row: dict[str, Any] | None) -> str:
+    """`mean ± std` in %, one decimal (README tables); n shown unless it is 3."""
+    if row is None or not row["n"]:
+        return "-"
+    text = f"{100 * row['acc_mean']:.1f}" + (f" ± {100 * row['acc_std']:.1f}" if row["n"] > 1 else "")
+    return text + ("" if row["n"] == 3 else f" (n={row['n']})")
+
+
+def readme_table(rows: list[dict[str, Any]], model: str, columns: list[tuple[float, str]],
+                 lth: bool = False) -> str:
+    """The README's compact table of one model: LTH rows only, or every other row.
+
+    Rows without any result in `columns` are left out; dense rows repeat
+    their one value in every column.
+    """
+    from benchmarks._common import markdown_table
+
+    mine = [r for r in rows if r["model"] == model]
+    body = []
+    for name, spec in harness.REGISTRY.items():
+        if (spec.kind == "lth") != lth:
+            continue
+        by_col = {(r["sparsity"], r["distribution"]): r for r in mine if r["method"] == name}
+        cells = ([_short_cell(by_col.get((0.0, "-")))] * len(columns) if spec.dense
+                 else [_short_cell(by_col.get(c)) for c in columns])
+        if any(c != "-" for c in cells):
+            body.append([spec.label] + cells)
+    return markdown_table(["method"] + [f"{s:.0%} {d}" for s, d in columns], body)
+
+
+def readme_tables(rows: list[dict[str, Any]]) -> str:
+    """What the README shows: Model A (uniform, ERK; LTH global) and Model B (ERK)."""
+    sp = (0.9, 0.95, 0.98)
+    parts = [("small_cnn", [(s, d) for d in DISTRIBUTIONS for s in sp], False),
+             ("small_cnn", [(s, "global") for s in sp], True),
+             ("resnet20", [(s, "erk") for s in sp], False),
+             ("resnet20", [(s, "global") for s in sp], True)]
+    out = []
+    for model, columns, lth in parts:
+        table = readme_table(rows, model, columns, lth)
+        if table.count("\n") > 1:  # header + separator only: nothing to show
+            out.append(f"{model}{' (LTH)' if lth else ''}:\n\n{table}")
+    return "\n\n".join(out)
+
+
 def main(argv=None) -> int:
     from benchmarks._common import machine_info
 
@@ -489,6 +536,9 @@ def main(argv=None) -> int:
     machine = machine_info()
     data = load_data(args.train_size)
     args.n_train = len(data.x_train)
+    if args.readme:
+        print(readme_tables(harness.aggregate(harness.read_runs(args.results), budget.fingerprint)))
+        return 0
     if not args.report_only:
         keys = plan(args)
         harness.run_all(keys, build_model, data, budget, args.results,

@@ -130,3 +130,24 @@ def test_lth_higher_sparsity_continues_from_the_cached_ticket(tmp_path, monkeypa
     low_masks, high_masks = get_masks(low), get_masks(high)
     for key, m in high_masks.items():  # IMP only removes: the 60% ticket is inside the 30% one
         assert np.all(m <= low_masks[key])
+
+
+def test_readme_table_from_aggregated_rows():
+    def row(method, sparsity, dist, accs):
+        acc = np.array(accs)
+        return {"method": method, "model": "small_cnn", "sparsity": sparsity, "distribution": dist,
+                "n": len(accs), "failed": 0, "acc_mean": float(acc.mean()),
+                "acc_std": float(acc.std(ddof=1)) if len(accs) > 1 else 0.0,
+                "sparsity_mean": sparsity, "seeds": list(range(len(accs)))}
+
+    rows = [row("dense", 0.0, "-", [0.80, 0.82, 0.84]), row("rigl", 0.9, "erk", [0.70, 0.72, 0.74]),
+            row("snip", 0.95, "erk", [0.5]), row("lth", 0.9, "global", [0.85, 0.86, 0.87])]
+    table = accuracy.readme_table(rows, "small_cnn", [(0.9, "erk"), (0.95, "erk")])
+    lines = table.splitlines()
+    assert lines[0] == "| method | 90% erk | 95% erk |"
+    assert "| dense | 82.0 ± 2.0 | 82.0 ± 2.0 |" in lines
+    assert "| RigL | 72.0 ± 2.0 | - |" in lines
+    assert "| SNIP | - | 50.0 (n=1) |" in lines
+    assert not any(line.startswith("| SET") or line.startswith("| LTH") for line in lines)
+    lth = accuracy.readme_table(rows, "small_cnn", [(0.9, "global")], lth=True).splitlines()
+    assert lth[2].endswith("| 86.0 ± 1.0 |") and len(lth) == 3
