@@ -383,8 +383,9 @@ def prune_and_grow(
     flat = mask.reshape(-1).copy()
     n_active = int(np.count_nonzero(flat > 0))
     n_drop = min(int(n_drop), n_active)
-    # Selections are applied with arithmetic or index scatters: NumPy's
-    # boolean-mask assignment is several times slower on random masks.
+    # Selections are applied with arithmetic, index scatters or `np.compress`:
+    # NumPy's boolean-mask indexing and assignment are several times slower
+    # on random masks.
     still_active = None  # indices of the entries active after the drop, when known
     if n_drop > 0:
         d = _as_scores(drop_scores)
@@ -395,8 +396,8 @@ def prune_and_grow(
             # `active` is ascending, so ties still go to the lowest index.
             active = np.flatnonzero(flat > 0)
             dropped = _smallest_mask(d[active], n_drop)[0]
-            flat[active[dropped]] = 0.0
-            still_active = active[~dropped]
+            flat[np.compress(dropped, active)] = 0.0
+            still_active = np.compress(~dropped, active)
     if n_grow <= 0:
         return flat.reshape(shape), np.zeros(shape, np.float32)
     g = _as_scores(grow_scores)

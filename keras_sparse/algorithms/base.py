@@ -109,6 +109,12 @@ class Target:
     state: MutableMapping[str, Any] | None = None
 
 
+def _read_weight_and_mask(target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """`(weight, float32 mask)` of `target` as NumPy arrays."""
+    return (keras.ops.convert_to_numpy(target.weight),
+            np.asarray(keras.ops.convert_to_numpy(target.mask), np.float32))
+
+
 _DECAYS = ("cosine", "constant", "stagewise")
 _ON_NONFINITE = ("skip", "raise")
 
@@ -352,8 +358,9 @@ class Updater:
         """
         if self.needs_gradients and grads is None:
             raise ValueError(f"{type(self).__name__} needs dense gradients at update steps.")
-        weights = [keras.ops.convert_to_numpy(t.weight) for t in targets]
-        masks = [np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32) for t in targets]
+        total_size = sum(int(np.prod(t.mask.shape)) for t in targets)
+        weights, masks = map(list, zip(*map_weights(_read_weight_and_mask, targets, total_size))) \
+            if targets else ([], [])
         grads = list(grads) if grads is not None else [None] * len(targets)
         bad = self._nonfinite(targets, weights, grads)
         if bad:
@@ -370,32 +377,37 @@ class Updater:
             return {}
         self.before_update(step, weights, masks, grads)
         plan = self.counts(step, weights, masks, grads)
-        # The per-weight prune-and-grow is pure NumPy and independent across
-        # weights (each has its own rng and state slot), so large updates run
-        # it on a thread pool (NumPy releases the GIL); variables change only
+        # The per-weight prune-and-grow, its statistics and the conversion of
+        # the results to tensors are independent across weights (each has
+        # its own rng and state slot), so large updates run them on a thread
+        # pool (NumPy and TensorFlow release the GIL); variables change only
         # below, in order, on this thread. Results do not depend on threads.
         def new_mask_and_weight(i):
-            return self._prune_and_grow_one(step, i, weights[i], masks[i], grads[i], plan[i])
-
-        results = map_weights(new_mask_and_weight, range(len(targets)), sum(m.size for m in masks))
-        stats = {}
-        for i, (t, (new_w, new_m, regrown, extra)) in enumerate(zip(targets, results)):
             m, (n_drop, _) = masks[i], plan[i]
-            active = float(m.sum())
-            t.mask.assign(np.asarray(new_m, np.float32))
-            t.weight.assign(np.asarray(new_w, weights[i].dtype))
-            reset_slots(optimizer, t.weight, regrown)
-            self._ever_active[i] |= new_m > 0
-            if t.state is not None:
-                t.state.update(self.persistent_state(i))
-            size = new_m.size
-            stats[t.key] = {
-                "sparsity": 1.0 - float(new_m.sum()) / size,
+            new_w, new_m, regrown, extra = self._prune_and_grow_one(
+                step, i, weights[i], m, grads[i], plan[i])
+            ever_active = self._ever_active[i] | (new_m > 0)
+            active, size = np.count_nonzero(m), new_m.size
+            stats = {
+                "sparsity": 1.0 - np.count_nonzero(new_m) / size,
                 "drop_fraction": float(n_drop) / active if active else 0.0,
-                "regrown": float(regrown.sum()),
-                "itop_rate": np.count_nonzero(self._ever_active[i]) / size,
+                "regrown": float(np.count_nonzero(regrown)),
+                "itop_rate": np.count_nonzero(ever_active) / size,
                 **extra,
             }
+            return (keras.ops.convert_to_tensor(new_w, weights[i].dtype),
+                    keras.ops.convert_to_tensor(new_m, "float32"), regrown, ever_active, stats)
+
+        results = map_weights(new_mask_and_weight, range(len(targets)), total_size)
+        stats = {}
+        for i, (t, (new_w, new_m, regrown, ever_active, weight_stats)) in enumerate(zip(targets, results)):
+            t.mask.assign(new_m)
+            t.weight.assign(new_w)
+            reset_slots(optimizer, t.weight, regrown)
+            self._ever_active[i] = ever_active
+            if t.state is not None:
+                t.state.update(self.persistent_state(i))
+            stats[t.key] = weight_stats
         self.stats = stats
         return stats
 

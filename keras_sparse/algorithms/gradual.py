@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_sparse import allocation
 from keras_sparse import masks as mask_math
+from keras_sparse._parallel import map_weights
 from keras_sparse.algorithms.base import Updater, register
 from keras_sparse.schedules import CosineDecay, CubicSparsity
 
@@ -101,7 +102,8 @@ class GMP(Updater):
             excess = int(sum(float(m.sum()) for m in masks)) - keep
             if excess <= 0:
                 return [0] * len(masks)
-            return mask_math.global_drop_counts(masks, [np.abs(w) for w in weights], excess, self.structure)
+            magnitudes = map_weights(np.abs, weights, int(self._sizes.sum()))
+            return mask_math.global_drop_counts(masks, magnitudes, excess, self.structure)
         out = []
         for sched, m in zip(self._layer_schedules, masks):
             keep = mask_math.num_active(m.size, sched(step, start, self._end))
