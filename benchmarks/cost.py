@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         parts = list(args.only or SECTIONS)
         command = "python -m benchmarks.cost" + (" --quick" if args.quick else "") + (
-            f" --only {' '.join(args.only)}" if args.only else "")
+            f" --only {' '.join(args.only)}" if args.only else "") + (
+            " --run-latency" if args.run_latency else "")
         result = merge(previous if args.only else None, gather(args, parts), command)
         result["quick"] = args.quick
     result["plot"] = png_path.name if plot(result, png_path) else None
