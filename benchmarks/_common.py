@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +36,102 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
     }
+
+
+# ------------------------------------------------------------------ load
+# Absolute times drift on the shared 2-core machines: every timed part
+# records how busy the machine was while it ran, in one format, read by
+# `load_note`.
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages from /proc/loadavg (None if unreadable)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except (OSError, ValueError):
+        try:
+            return list(os.getloadavg())
+        except (AttributeError, OSError):
+            return None
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (/proc/stat), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and its finished children (e.g. the TF-MOT peer)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadProbe:
+    """What else ran while a timed part was measured.
+
+    Start one when a part begins and call `record()` when it ends. Besides
+    the 1-min load averages (which lag by a minute and count the benchmark's
+    own threads), it measures `other_cores`: the CPU time every other
+    process used during the part, divided by its wall time, from /proc/stat
+    minus this process's own CPU time. 0 means the part had the machine to
+    itself.
+    """
+
+    def __init__(self):
+        self.load = load_average()
+        self.busy, self.own, self.wall = _busy_seconds(), _own_seconds(), time.monotonic()
+
+    def other_cores(self) -> float | None:
+        busy, wall = _busy_seconds(), time.monotonic() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        return max(0.0, (busy - self.busy) - (_own_seconds() - self.own)) / wall
+
+    def record(self) -> dict[str, Any]:
+        """`{"before", "after", "other_cores"}`: what `load_note` reads."""
+        return {"before": self.load, "after": load_average(), "other_cores": self.other_cores()}
+
+
+LOADED_ABOVE_CORES = 0.25
+"""Other processes using more cores than this on average mark a part as loaded."""
+
+
+def load_note(load: dict[str, Any] | None, cpus: int | None) -> str:
+    """Plain words on how busy the machine was while a part was measured.
+
+    Args:
+        load: a `LoadProbe.record()` (older results may lack `other_cores`).
+        cpus: the machine's CPU count.
+
+    Returns:
+        `""` without load figures; a sentence, starting with "**The machine
+        was loaded by other work**" when it was.
+    """
+    load, cpus = load or {}, cpus or 0
+    before, after = load.get("before"), load.get("after")
+    if not before or not after:
+        return ""
+    note = f"1-min load average {before[0]:.1f} before, {after[0]:.1f} after, on {cpus} CPUs"
+    other = load.get("other_cores")
+    if other is not None:
+        # Measured directly: CPU time of every other process during the part.
+        note += f"; other processes used {other:.2f} cores on average while it ran"
+        loaded = other > LOADED_ABOVE_CORES
+    else:
+        # Older results: before the first timed step the benchmark is idle,
+        # so load then is other work.
+        loaded = bool(cpus) and (before[0] >= 1.0 or after[0] > cpus)
+    if loaded:
+        note = ("**The machine was loaded by other work** (" + note +
+                "): absolute times are inflated and ratios noisier than on an idle machine")
+    return note + "."
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -45,7 +45,9 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks._common import RESULTS_DIR, machine_info, machine_markdown, markdown_table, write_json  # noqa: E402
+from benchmarks import _common  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS_DIR, LoadProbe, machine_info, machine_markdown, markdown_table, write_json)
 
 SECTIONS = ("step", "peer", "latency", "tflite")
 SPARSITY = 0.9
@@ -62,83 +64,14 @@ FULL = {"static_rounds": 30, "static_steps": 10, "static_warmup": 10, "dst_repea
 # ------------------------------------------------------------------ machine
 
 
-def load_average() -> list[float] | None:
-    """1, 5 and 15-minute load averages from /proc/loadavg (None if unreadable)."""
-    try:
-        with open("/proc/loadavg") as f:
-            return [float(v) for v in f.read().split()[:3]]
-    except (OSError, ValueError):
-        try:
-            return list(os.getloadavg())
-        except (AttributeError, OSError):
-            return None
-
-
 def load_note(section: dict[str, Any]) -> str:
     """Plain words on how busy the machine was while a part was measured."""
-    load = section.get("load_average") or {}
-    cpus = (section.get("machine") or {}).get("cpu_count") or 0
-    before, after = load.get("before"), load.get("after")
-    if not before or not after:
-        return ""
-    note = f"1-min load average {before[0]:.1f} before, {after[0]:.1f} after, on {cpus} CPUs"
-    other = load.get("other_cores")
-    if other is not None:
-        # Measured directly: CPU time of every other process during the part.
-        note += f"; other processes used {other:.2f} cores on average while it ran"
-        loaded = other > 0.25
-    else:
-        # Older results: before the first timed step this process is idle,
-        # so load then is other work.
-        loaded = bool(cpus) and (before[0] >= 1.0 or after[0] > cpus)
-    if loaded:
-        note = ("**The machine was loaded by other work** (" + note +
-                "): absolute times are inflated and ratios noisier than on an idle machine")
-    return note + "."
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (/proc/stat), None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    """CPU seconds of this process and its finished children (the TF-MOT peer)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class LoadProbe:
-    """What else ran while a part was measured.
-
-    Started when a part begins; `_stamp` reads it when it ends. Besides the
-    1-min load averages (which lag by a minute and count this benchmark's own
-    threads), it records `other_cores`: the CPU time every other process used
-    during the part, divided by its wall time, from /proc/stat minus this
-    process's own CPU time. 0 means the part had the machine to itself.
-    """
-
-    def __init__(self):
-        self.load = load_average()
-        self.busy, self.own, self.wall = _busy_seconds(), _own_seconds(), time.monotonic()
-
-    def other_cores(self) -> float | None:
-        busy, wall = _busy_seconds(), time.monotonic() - self.wall
-        if busy is None or self.busy is None or wall <= 0:
-            return None
-        return max(0.0, (busy - self.busy) - (_own_seconds() - self.own)) / wall
+    return _common.load_note(section.get("load_average"), (section.get("machine") or {}).get("cpu_count"))
 
 
 def _stamp(section: dict[str, Any], before: LoadProbe) -> dict[str, Any]:
     section["machine"] = machine_info()
-    section["load_average"] = {"before": before.load, "after": load_average(),
-                               "other_cores": before.other_cores()}
+    section["load_average"] = before.record()
     return section
 
 

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 import keras_sparse as ks  # noqa: E402
 from keras_sparse import algorithms as alg  # noqa: E402
+from benchmarks._common import LoadProbe, load_note  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "results")
 
@@ -200,19 +201,19 @@ def main():
                 "keras": keras.__version__, "numpy": np.__version__, "steps": args.steps,
                 "repeats": args.repeats})
     if not args.skip_step_time:
-        before = list(os.getloadavg())
+        probe = LoadProbe()
         res["step_time"] = step_times(methods, args.steps, args.repeats)
-        res["load_average"]["step_time"] = {"before": before, "after": list(os.getloadavg())}
+        res["load_average"]["step_time"] = probe.record()
         res["dates"]["step_time"] = time.strftime("%Y-%m-%dT%H:%M")
     if not args.skip_latency:
         res["dates"]["latency"] = time.strftime("%Y-%m-%dT%H:%M")
-        before = list(os.getloadavg())
+        probe = LoadProbe()
         res["update_cpu_resnet20_s"], res["update_cpu_25m_s"] = {}, {}
         res["update_latency_resnet20_s"] = update_latency(methods, resnet20_shapes(), args.repeats,
                                                           res["update_cpu_resnet20_s"])
         res["update_latency_25m_s"] = update_latency(methods, [(1000, 1000)] * 25, args.repeats,
                                                      res["update_cpu_25m_s"])
-        res["load_average"]["latency"] = {"before": before, "after": list(os.getloadavg())}
+        res["load_average"]["latency"] = probe.record()
     os.makedirs(args.out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(res, f, indent=2)
@@ -237,12 +238,9 @@ def render(res, methods, out_dir):
     lines.append("")
     for part, load in res["load_average"].items():
         when = res.get("dates", {}).get(part)
-        lines.append(f"1-min load average during the {part.replace('_', '-')} part"
+        lines.append(f"During the {part.replace('_', '-')} part"
                      + (f" (measured {when})" if when else "")
-                     + f": {load['before'][0]:.1f} "
-                     f"before, {load['after'][0]:.1f} after, on {os.cpu_count()} CPUs"
-                     + (" (**loaded by other work**: wall-clock figures are inflated)."
-                        if max(load["before"][0], load["after"][0]) > 0.5 * os.cpu_count() else "."))
+                     + ": " + load_note(load, os.cpu_count()))
     lines += ["", "Step-time rows: model A, random batches, each timed `fit` of `steps` steps "
               "alternated with a dense one, medians over `repeats` of the time per step after the "
               f"first {SKIP_STEPS} steps of each fit (the one-off re-trace of a gradient-capturing "

@@ -33,6 +33,8 @@ import keras
 
 from benchmarks._common import (
     RESULTS_DIR,
+    LoadProbe,
+    load_note,
     machine_info,
     machine_markdown,
     markdown_table,
@@ -168,13 +170,6 @@ def bench_model(name: str, args: argparse.Namespace, xs: list, ys: list, progres
     }
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def render_markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     rows = [
@@ -213,15 +208,13 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def _load_note(result: dict[str, Any]) -> str:
-    load = result.get("load_average_1min") or {}
-    cpus = result["machine"].get("cpu_count") or 0
-    values = [v for v in (load.get("before"), load.get("after")) if v is not None]
-    if not values:
-        return ""
-    note = f" 1-min load average {values[0]:.1f} before, {values[-1]:.1f} after"
-    if cpus and max(values) > cpus:
-        note += " (more runnable work than CPUs: other processes shared the machine; expect noise)"
-    return note + "."
+    """How busy the machine was (`load_note`); reads results written before the probe too."""
+    load = result.get("load_average")
+    if load is None and result.get("load_average_1min"):  # before 2026-12: 1-min values only
+        old = result["load_average_1min"]
+        load = {k: [old[k]] for k in ("before", "after") if old.get(k) is not None}
+    note = load_note(load, result["machine"].get("cpu_count"))
+    return " " + note if note else ""
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -230,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     num_batches = max(args.steps, args.warmup, 1)
     xs, ys, source = fixed_batches(num_batches, args.batch_size, args.seed)
-    load_before = _load_average()
+    probe = LoadProbe()
     results = []
     with tqdm(total=len(args.models) * args.rounds * 2, unit="round", file=sys.stdout) as progress:
         for name in args.models:
@@ -244,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "data": source,
         },
         "machine": machine_info(),
-        "load_average_1min": {"before": load_before, "after": _load_average()},
+        "load_average": probe.record(),
         "results": results,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
