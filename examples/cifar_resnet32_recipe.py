@@ -12,13 +12,25 @@ network the first time (no fallback: CIFAR is not on these machines).
 
     python examples/cifar_resnet32_recipe.py --dataset cifar10 --method neurrev \
         --sparsity 0.9 --distribution erk
+    python examples/cifar_resnet32_recipe.py --method snip --sparsity 0.95 --tost
+    python examples/cifar_resnet32_recipe.py --method lth --sparsity 0.9 --tost
     python examples/cifar_resnet32_recipe.py --smoke   # 2 epochs x 20 steps, synthetic
                                                        # data if tfds is unavailable
 
 Methods: dense, static (random masks), snip, grasp, synflow, random_pai,
-and every DST name of `keras_sparse.algorithms` (set, rigl, mest, dsr,
+lth, and every DST name of `keras_sparse.algorithms` (set, rigl, mest, dsr,
 deep_r, neurrev, gmp, granet, granet_st). Writes one JSON line per run to
 --out (default benchmarks/results/cifar_resnet32.jsonl).
+
+ToST's Table 1 (Jaiswal et al., ICML 2022) is the fixed-mask rows: `--tost`
+trains the mask of static, a prune-at-init method or lth with the ToST
+toolkit (ghost skips, ghost Swish, LRSI, label smoothing 0.1) and removes
+every tweak at the end, so the evaluated model is the plain sparse ReLU
+ResNet (the Swish -> ReLU swap's accuracy change is recorded). `lth` runs
+iterative magnitude pruning (Frankle and Carbin 2019) with global magnitude,
+20% of the survivors per round, rewinding to initialization (or to step
+`--rewind-step`), each round the full recipe: at 90% that is 11 rounds + the
+final training, i.e. 12x the budget of the other rows.
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402  (tf.data input pipeline)
 
 PAI = ("snip", "grasp", "synflow", "random_pai")
+FIXED_MASK = ("static", *PAI, "lth")
+LTH_PRUNE_PER_ROUND = 0.2
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
@@ -61,11 +75,17 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default="cosine", choices=["cosine", "step"])
     p.add_argument("--update-interval", type=int, default=100, help="DST mask-update interval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tost", action="store_true",
+                   help="train the fixed mask (static, prune-at-init, lth) with ToST")
+    p.add_argument("--rewind-step", type=int, default=0, help="lth: 0 rewinds to init")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap (smoke runs)")
     p.add_argument("--smoke", action="store_true",
                    help="2 epochs x 20 steps, depth 8; synthetic data if tfds cannot load")
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "cifar_resnet32.jsonl"))
     a = p.parse_args(argv)
+    if a.tost and a.method not in FIXED_MASK:
+        p.error(f"--tost trains a fixed mask: use it with one of {', '.join(FIXED_MASK)}; "
+                f"received --method {a.method}.")
     if a.smoke:
         a.epochs, a.steps_per_epoch, a.depth, a.update_interval = 2, 20, 8, 10
     return a
@@ -132,6 +152,8 @@ def build(args, num_classes, sample):
         if name == "random":
             kw["seed"] = args.seed
         return pruning.prune_at_init(model, name, args.sparsity, **kw), callbacks
+    if args.method == "lth":
+        return model, callbacks  # the ticket is found in `main`, with the data
     if args.method not in algorithms.registered_names():
         raise SystemExit(f"Unknown method {args.method!r}; accepted: dense, static, {', '.join(PAI)}, "
                          f"{', '.join(algorithms.registered_names())}")
@@ -145,24 +167,69 @@ def build(args, num_classes, sample):
     return sparse, [ks.callbacks.DynamicSparseTraining(cls(**kwargs))]
 
 
+def compile_recipe(model, args, steps, loss=None):
+    """SGD momentum 0.9 with the recipe's schedule and weight decay."""
+    model.compile(keras.optimizers.SGD(lr_schedule(args, steps), momentum=0.9,
+                                       weight_decay=args.weight_decay or None),
+                  loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def lth_rounds(sparsity: float) -> tuple[int, float]:
+    """(rounds, fraction per round) reaching `sparsity` exactly with <= 20% per round."""
+    rounds = max(1, math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - LTH_PRUNE_PER_ROUND) - 1e-9))
+    return rounds, 1.0 - (1.0 - sparsity) ** (1.0 / rounds)
+
+
+def find_lottery_ticket(model, args, fit_kwargs, steps):
+    """Iterative magnitude pruning to `args.sparsity`; returns the rewound ticket's model."""
+    from keras_sparse import lottery
+
+    rounds, fraction = lth_rounds(args.sparsity)
+    compile_recipe(model, args, steps)
+    ticket = lottery.find_ticket(model, fit_kwargs, rounds=rounds, prune_per_round=fraction,
+                                 rewind_step=args.rewind_step, scope="global")
+    return ticket.model, {"lth_rounds": rounds, "lth_prune_per_round": fraction}
+
+
+def test_arrays(test):
+    """The test set as NumPy arrays (ToST's swap report compares predictions)."""
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in test])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def main(argv=None):
     args = parse_args(argv)
     train, test, num_classes, n, source = load(args)
     steps = args.steps_per_epoch or n // args.batch_size
     sample = next(iter(train.unbatch().batch(256)))
     model, callbacks = build(args, num_classes, (sample[0].numpy(), sample[1].numpy()))
-    model.compile(keras.optimizers.SGD(lr_schedule(args, steps), momentum=0.9,
-                                       weight_decay=args.weight_decay or None),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    fit_kwargs = dict(x=train.repeat(), epochs=args.epochs, steps_per_epoch=steps, verbose=2)
+    extras = {}
     start = time.perf_counter()
-    model.fit(train.repeat(), epochs=args.epochs, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=2)
+    if args.method == "lth":
+        model, extras = find_lottery_ticket(model, args, fit_kwargs, steps)
+    helper = None
+    if args.tost:
+        from keras_sparse import tost
+
+        helper = tost.ToST()
+        model = helper.prepare(model)
+        callbacks = [*callbacks, helper.callback()]
+    compile_recipe(model, args, steps, helper.loss(from_logits=True) if helper else None)
+    model.fit(**fit_kwargs, callbacks=callbacks)
     seconds = time.perf_counter() - start
+    if helper is not None:  # back to the plain sparse ReLU ResNet before testing
+        model, report = helper.finalize(model, validation_data=test_arrays(test))
+        compile_recipe(model, args, steps)
+        extras.update({f"tost_{k}": v for k, v in report.items() if isinstance(v, (int, float))})
     _, acc = model.evaluate(test, verbose=0)
     sparsity = ks.sparsity_report(model).total_sparsity if ks.sparse_wrappers(model) else 0.0
     rec = {k: getattr(args, k) for k in ("dataset", "method", "sparsity", "distribution", "depth",
                                          "epochs", "batch_size", "lr", "weight_decay", "schedule",
-                                         "seed", "smoke")}
+                                         "seed", "tost", "smoke")}
+    rec.update(extras)
     rec.update(test_accuracy=float(acc), final_sparsity=float(sparsity), train_seconds=seconds,
                data_source=source, tensorflow=tf.__version__, keras=keras.__version__,
                gpus=[d.name for d in tf.config.list_physical_devices("GPU")],

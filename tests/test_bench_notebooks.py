@@ -66,10 +66,43 @@ def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
     assert not errors
 
 
-@pytest.mark.slow
-def test_cifar_recipe_smoke():
+def _cifar_recipe():
     spec = importlib.util.spec_from_file_location("cifar_recipe", EXAMPLES / "cifar_resnet32_recipe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rec = module.main(["--smoke", "--method", "rigl", "--epochs", "1"])
+    return module
+
+
+@pytest.mark.slow
+def test_cifar_recipe_smoke():
+    rec = _cifar_recipe().main(["--smoke", "--method", "rigl", "--epochs", "1"])
     assert abs(rec["final_sparsity"] - 0.9) < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, sparsity", [("snip", 0.9), ("lth", 0.5)])
+def test_cifar_recipe_tost_smoke(method, sparsity):
+    rec = _cifar_recipe().main(["--smoke", "--method", method, "--sparsity", str(sparsity),
+                                "--epochs", "1", "--tost"])
+    assert rec["tost"] is True
+    assert abs(rec["final_sparsity"] - sparsity) < 1e-3
+    # finalize swapped Swish back to ReLU and reported what that changed
+    assert abs(rec["tost_swap_accuracy_change"]) <= 1.0
+    if method == "lth":
+        assert rec["lth_rounds"] == 4  # 0.8 ** 3 > 0.5 >= 0.8 ** 4
+
+
+def test_cifar_recipe_lth_rounds_reach_the_sparsity_exactly():
+    recipe = _cifar_recipe()
+    for sparsity in (0.5, 0.9, 0.95, 0.98):
+        rounds, fraction = recipe.lth_rounds(sparsity)
+        assert fraction <= recipe.LTH_PRUNE_PER_ROUND + 1e-12
+        assert abs((1 - fraction) ** rounds - (1 - sparsity)) < 1e-12
+    assert recipe.lth_rounds(0.9)[0] == 11
+
+
+def test_cifar_recipe_rejects_tost_on_a_dynamic_mask(capsys):
+    with pytest.raises(SystemExit):
+        _cifar_recipe().parse_args(["--method", "rigl", "--tost"])
+    err = capsys.readouterr().err
+    assert "--tost trains a fixed mask" in err and "rigl" in err and "snip" in err
