@@ -165,3 +165,22 @@ def machine_markdown(info: dict[str, Any]) -> str:
         f"Python {info['python']}, TensorFlow {info['tensorflow']}, "
         f"Keras {info['keras']} ({info['keras_backend']} backend), NumPy {info['numpy']}."
     )
+
+
+def reestimate_batchnorm(model, batchnorms: Sequence[Any], x) -> int:
+    """Sets each of `batchnorms`' moving statistics to those of `x`; returns their count.
+
+    One training-mode pass of `model` over `x` with momentum 0 (the "BN
+    re-estimation" of SWA's `bn_update`); weights are untouched and the
+    layers' momentum is restored. Works for Keras 3 and tf_keras layers alike,
+    so our rows and the TF-MOT peer's get the same step.
+    """
+    saved = [layer.momentum for layer in batchnorms]
+    try:
+        for layer in batchnorms:
+            layer.momentum = 0.0
+        model(x, training=True)
+    finally:
+        for layer, momentum in zip(batchnorms, saved):
+            layer.momentum = momentum
+    return len(batchnorms)

@@ -199,18 +199,11 @@ def recalibrate_bn(model, x) -> int:
     """
     import keras
 
+    from benchmarks._common import reestimate_batchnorm
     from keras_sparse.model_utils import iter_leaf_layers
 
     bns = [l for l in iter_leaf_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
-    saved = [l.momentum for l in bns]
-    try:
-        for layer in bns:
-            layer.momentum = 0.0
-        model(x, training=True)
-    finally:
-        for layer, momentum in zip(bns, saved):
-            layer.momentum = momentum
-    return len(bns)
+    return reestimate_batchnorm(model, bns, x)
 
 
 def plain_model(model):

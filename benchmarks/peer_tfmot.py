@@ -79,16 +79,10 @@ def recalibrate_bn(model, x, tfk) -> int:
     chance on this short budget otherwise); the peer gets the same step, or
     the comparison would be unfair. Returns the number of layers re-estimated.
     """
+    from _common import reestimate_batchnorm  # this script runs from benchmarks/
+
     bns = [l for l in model.layers if isinstance(l, tfk.layers.BatchNormalization)]
-    saved = [l.momentum for l in bns]
-    try:
-        for layer in bns:
-            layer.momentum = 0.0
-        model(x, training=True)
-    finally:
-        for layer, momentum in zip(bns, saved):
-            layer.momentum = momentum
-    return len(bns)
+    return reestimate_batchnorm(model, bns, x)
 
 
 def main(argv=None) -> int:
