@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -162,14 +161,6 @@ for _name, _label in (("snip", "SNIP"), ("grasp", "GraSP"), ("synflow", "SynFlow
     _register_pai(_name, _label)
 
 
-def lth_schedule(sparsity: float, prune_per_round: float = 0.2,
-                 start_sparsity: float = 0.0) -> tuple[int, float]:
-    """(rounds, fraction per round) from `start_sparsity` to `sparsity` exactly, <= ~20%/round."""
-    ratio = (1.0 - sparsity) / (1.0 - start_sparsity)
-    rounds = max(1, math.ceil(math.log(ratio) / math.log(1.0 - prune_per_round) - 1e-9))
-    return rounds, 1.0 - ratio ** (1.0 / rounds)
-
-
 LTH_MILESTONES = (0.9, 0.95, 0.98)
 """IMP passes through these sparsities on its way up, so one pruning trajectory
 per seed gives the tickets of every column (the 98% ticket continues from the
@@ -179,10 +170,12 @@ per seed gives the tickets of every column (the 98% ticket continues from the
 
 def lth_trajectory(sparsity: float) -> list[tuple[float, int, float]]:
     """`[(sparsity, rounds, fraction per round)]`: the IMP segments up to `sparsity`."""
+    from keras_sparse import lottery
+
     stops = sorted({m for m in LTH_MILESTONES if m < sparsity} | {sparsity})
     segments, start = [], 0.0
     for stop in stops:
-        segments.append((stop, *lth_schedule(stop, start_sparsity=start)))
+        segments.append((stop, *lottery.imp_schedule(stop, start_sparsity=start)))
         start = stop
     return segments
 

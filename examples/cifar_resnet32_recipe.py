@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -176,17 +175,11 @@ def compile_recipe(model, args, steps, loss=None):
     return model
 
 
-def lth_rounds(sparsity: float) -> tuple[int, float]:
-    """(rounds, fraction per round) reaching `sparsity` exactly with <= 20% per round."""
-    rounds = max(1, math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - LTH_PRUNE_PER_ROUND) - 1e-9))
-    return rounds, 1.0 - (1.0 - sparsity) ** (1.0 / rounds)
-
-
 def find_lottery_ticket(model, args, fit_kwargs, steps):
     """Iterative magnitude pruning to `args.sparsity`; returns the rewound ticket's model."""
     from keras_sparse import lottery
 
-    rounds, fraction = lth_rounds(args.sparsity)
+    rounds, fraction = lottery.imp_schedule(args.sparsity, LTH_PRUNE_PER_ROUND)
     compile_recipe(model, args, steps)
     ticket = lottery.find_ticket(model, fit_kwargs, rounds=rounds, prune_per_round=fraction,
                                  rewind_step=args.rewind_step, scope="global")

@@ -16,6 +16,7 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -32,7 +33,7 @@ from keras_sparse.pruning.core import (
     set_masks,
 )
 
-__all__ = ["LotteryTicket", "find_ticket", "magnitude_prune"]
+__all__ = ["LotteryTicket", "find_ticket", "imp_schedule", "magnitude_prune"]
 
 
 @dataclasses.dataclass
@@ -110,6 +111,61 @@ class LotteryTicket:
             masks = {k[5:]: f[k].astype(np.float32) for k in f.files if k.startswith("mask:")}
             weights = [f[k] for k in sorted(k for k in f.files if k.startswith("weight:"))]
             return cls(masks, weights, int(f["meta:rewind_step"]), float(f["meta:sparsity"]))
+
+
+def imp_schedule(
+    sparsity: float,
+    max_prune_per_round: float = 0.2,
+    start_sparsity: float = 0.0,
+) -> tuple[int, float]:
+    """IMP rounds that reach `sparsity` exactly, pruning at most a set fraction per round.
+
+    Iterative magnitude pruning removes a fixed fraction `f` of the surviving
+    weights per round, so after `n` rounds the density is
+    `(1 - start_sparsity) * (1 - f) ** n`. This returns the fewest rounds `n`
+    with `f <= max_prune_per_round`, and the `f` that lands on `sparsity`
+    exactly (the paper's 20% per round would overshoot 90% after 11 rounds).
+    Pass the result to `find_ticket(rounds=n, prune_per_round=f)`.
+
+    Args:
+        sparsity: target fraction of zero weights, in (start_sparsity, 1).
+        max_prune_per_round: largest fraction of survivors removed per round,
+            in (0, 1). Frankle and Carbin use 0.2 for conv nets.
+        start_sparsity: sparsity the pruning starts from, in [0, 1): 0 for a
+            dense model, or an earlier ticket's sparsity to continue its IMP
+            trajectory.
+
+    Returns:
+        `(rounds, prune_per_round)`.
+
+    Raises:
+        ValueError: a value outside the ranges above.
+
+    Example:
+
+    >>> keras_sparse.lottery.imp_schedule(0.9)
+    (11, 0.18886...)
+
+    Reference:
+        Frankle and Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
+    for name, value in (("sparsity", sparsity), ("max_prune_per_round", max_prune_per_round),
+                        ("start_sparsity", start_sparsity)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"`{name}` must be a number. Received: {value!r}.")
+    if not 0.0 <= start_sparsity < 1.0:
+        raise ValueError(f"`start_sparsity` must be in [0, 1). Received: {start_sparsity!r}.")
+    if not start_sparsity < sparsity < 1.0:
+        raise ValueError(
+            f"`sparsity` must be in (start_sparsity={start_sparsity}, 1). Received: {sparsity!r}."
+        )
+    if not 0.0 < max_prune_per_round < 1.0:
+        raise ValueError(
+            f"`max_prune_per_round` must be in (0, 1). Received: {max_prune_per_round!r}."
+        )
+    ratio = (1.0 - sparsity) / (1.0 - start_sparsity)
+    rounds = max(1, math.ceil(math.log(ratio) / math.log(1.0 - max_prune_per_round) - 1e-9))
+    return rounds, 1.0 - ratio ** (1.0 / rounds)
 
 
 def magnitude_prune(

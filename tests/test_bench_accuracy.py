@@ -46,12 +46,6 @@ def test_plan_puts_lth_in_global_column():
     assert {k.distribution for k in keys if k.method == "static"} == {"uniform", "erk"}
 
 
-def test_lth_schedule_reaches_target():
-    rounds, frac = accuracy.lth_schedule(0.9)
-    assert rounds == 11
-    assert abs((1 - frac) ** rounds - 0.1) < 1e-12
-
-
 def test_lth_trajectory_passes_through_the_columns():
     segments = accuracy.lth_trajectory(0.98)
     assert [(s, r) for s, r, _ in segments] == [(0.9, 11), (0.95, 4), (0.98, 5)]

@@ -96,3 +96,40 @@ def test_bad_input(kwargs, text):
 def test_uncompiled_model_is_rejected():
     with pytest.raises(ValueError, match="compiled"):
         lottery.find_ticket(mlp(), {}, rounds=1)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95, 0.98])
+def test_imp_schedule_lands_on_the_sparsity_with_at_most_the_fraction(sparsity):
+    rounds, fraction = lottery.imp_schedule(sparsity)
+    assert 0 < fraction <= 0.2 + 1e-12
+    assert abs((1 - fraction) ** rounds - (1 - sparsity)) < 1e-12
+    # One round fewer would need more than 20% per round.
+    assert rounds == 1 or 0.8 ** (rounds - 1) > 1 - sparsity
+
+
+def test_imp_schedule_counts_rounds_by_hand():
+    assert lottery.imp_schedule(0.9)[0] == 11  # 0.8**10 = 0.107 > 0.1 >= 0.8**11
+    assert lottery.imp_schedule(0.5)[0] == 4  # 0.8**3 = 0.512 > 0.5
+    assert lottery.imp_schedule(0.2) == (1, pytest.approx(0.2))
+    assert lottery.imp_schedule(0.75, max_prune_per_round=0.5) == (2, pytest.approx(0.5))
+
+
+def test_imp_schedule_continues_from_a_start_sparsity():
+    rounds, fraction = lottery.imp_schedule(0.98, start_sparsity=0.95)
+    assert rounds == 5  # 0.02 / 0.05 = 0.4; 0.8**4 = 0.41 > 0.4
+    assert abs(0.05 * (1 - fraction) ** rounds - 0.02) < 1e-12
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    (dict(sparsity=1.0), "`sparsity` must be in"),
+    (dict(sparsity=0.0), "`sparsity` must be in"),
+    (dict(sparsity=0.5, start_sparsity=0.6), "`sparsity` must be in"),
+    (dict(sparsity=0.9, start_sparsity=-0.1), "`start_sparsity` must be in"),
+    (dict(sparsity=0.9, max_prune_per_round=1.0), "`max_prune_per_round` must be in"),
+    (dict(sparsity="0.9"), "`sparsity` must be a number"),
+    (dict(sparsity=True), "`sparsity` must be a number"),
+])
+def test_imp_schedule_bad_input(kwargs, text):
+    with pytest.raises(ValueError, match=text) as info:
+        lottery.imp_schedule(**kwargs)
+    assert "Received" in str(info.value)
