@@ -249,8 +249,15 @@ def _dst_available() -> str | None:
     return None
 
 
+_INTERVAL_OVERRIDE: int | None = None
+"""Set by `--update-interval` (an ablation written to its own results file)."""
+
+
 def update_interval(budget: Budget, n_train: int) -> int:
-    """RigL's 100 steps, shrunk so short (quick) budgets still get ~20 updates."""
+    """RigL's 100 steps, shrunk so short (quick) budgets still get ~20 updates,
+    unless `--update-interval` overrides it (then the peer uses it too)."""
+    if _INTERVAL_OVERRIDE is not None:
+        return _INTERVAL_OVERRIDE
     return int(min(100, max(1, budget.steps(n_train) // 20)))
 
 
@@ -332,7 +339,9 @@ def _tfmot(model, sparsity, distribution, data, budget, seed):
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps({
             "model": _model_name_of(model), "layer_sparsity": layer_sparsity,
-            "budget": budget.to_dict(), "seed": seed}))
+            "budget": budget.to_dict(), "seed": seed,
+            # The peer's own frequency (steps // 50) unless --update-interval is given.
+            "frequency": _INTERVAL_OVERRIDE}))
         out = Path(tmp) / "result.json"
         proc = subprocess.run(
             [str(tfmot_python()), str(REPO / "benchmarks" / "peer_tfmot.py"),
@@ -379,6 +388,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true", help="only re-render table and plots")
     p.add_argument("--readme", action="store_true",
                    help="print the README's compact tables from the results and exit")
+    p.add_argument("--update-interval", type=int, default=None,
+                   help="ablation: every DST/gradual method and the peer update masks every N "
+                        "steps (default: min(100, steps // 20) for ours, the peer's steps // 50); "
+                        "needs --results of its own")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     q = a.quick
@@ -398,6 +411,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--sparsities must be in (0, 1); received {s}")
     if a.epochs < 1:
         p.error(f"--epochs must be >= 1; received {a.epochs}")
+    if a.update_interval is not None:
+        if a.update_interval < 1:
+            p.error(f"--update-interval must be an int >= 1; received {a.update_interval}")
+        if a.results.resolve() == harness.default_results_path(q).resolve():
+            p.error(f"--update-interval {a.update_interval} is an ablation: pass --results FILE "
+                    f"of its own (received the table's {a.results})")
     return a
 
 
@@ -460,9 +479,13 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
         "Models with BatchNorm (ResNet-20): moving statistics re-estimated on 1000 training "
         "images before testing (`harness.recalibrate_bn`), identically for every row.",
     ]
-    if any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in methods):
+    if args.update_interval is not None:
+        notes.append(f"ABLATION: every DST/gradual method and the TF-MOT peer update masks every "
+                     f"{args.update_interval} steps (`--update-interval`).")
+    elif any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in methods):
         notes.append(f"DST/gradual mask-update interval: min(100, steps // 20) = "
-                     f"{update_interval(budget, args.n_train)} steps here (RigL: 100).")
+                     f"{update_interval(budget, args.n_train)} steps here (RigL: 100); the "
+                     f"TF-MOT peer's: min(100, steps // 50).")
     notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in methods
               if harness.REGISTRY[m].note]
     md = "\n\n".join([f"## {title}", machine_markdown(machine), "\n".join(f"- {n}" for n in notes),
@@ -524,7 +547,9 @@ def readme_tables(rows: list[dict[str, Any]]) -> str:
 def main(argv=None) -> int:
     from benchmarks._common import machine_info
 
+    global _INTERVAL_OVERRIDE
     args = parse_args(argv)
+    _INTERVAL_OVERRIDE = args.update_interval
     budget = Budget(epochs=args.epochs, train_size=args.train_size)
     machine = machine_info()
     data = load_data(args.train_size)

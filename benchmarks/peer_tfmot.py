@@ -17,7 +17,8 @@ Config: {"model": "small_cnn"|"resnet20", "layer_sparsity": {layer: s},
 "budget": {...harness.Budget...}, "seed": int}. Pruning schedule:
 PolynomialDecay from 0 to each layer's target over the first 75% of the
 training steps (then fine-tuning at the final masks), updated every
-`max(1, min(100, steps // 50))` steps. Layers with target 0 are not wrapped.
+`max(1, min(100, steps // 50))` steps, or every `"frequency"` steps when the
+config gives one (`accuracy.py --update-interval`). Layers with target 0 are not wrapped.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         x, y, xt, yt = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
     steps = budget["epochs"] * math.ceil(len(x) / budget["batch_size"])
     end_step = max(1, int(0.75 * steps))
-    frequency = max(1, min(100, steps // 50))
+    frequency = int(cfg.get("frequency") or max(1, min(100, steps // 50)))
     base = build(cfg["model"], tfk)
     targets = cfg["layer_sparsity"]
     unknown = sorted(set(targets) - {l.name for l in base.layers})

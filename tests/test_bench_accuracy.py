@@ -145,3 +145,25 @@ def test_readme_table_from_aggregated_rows():
     assert not any(line.startswith("| SET") or line.startswith("| LTH") for line in lines)
     lth = accuracy.readme_table(rows, "small_cnn", [(0.9, "global")], lth=True).splitlines()
     assert lth[2].endswith("| 86.0 ± 1.0 |") and len(lth) == 3
+
+
+def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--update-interval", "4"])
+    assert "--results FILE of its own" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--update-interval", "0", "--results", str(tmp_path / "a.jsonl")])
+    assert "received 0" in capsys.readouterr().err
+    a = accuracy.parse_args(["--update-interval", "4", "--results", str(tmp_path / "a.jsonl")])
+    assert a.update_interval == 4 and accuracy.parse_args([]).update_interval is None
+
+
+def test_update_interval_override_reaches_the_dst_run(monkeypatch):
+    budget = harness.Budget(epochs=1)
+    assert accuracy.update_interval(budget, 256) == 1  # 2 steps // 20, floored at 1
+    monkeypatch.setattr(accuracy, "_INTERVAL_OVERRIDE", 2)
+    assert accuracy.update_interval(budget, 10_000) == 2
+    key = harness.RunKey("gmp", "small_cnn", 0.5, "erk", 0)
+    rec = harness.execute(key, accuracy.build_model, _tiny_data(), budget, harness.REGISTRY["gmp"])
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["update_interval"] == 2
