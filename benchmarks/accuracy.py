@@ -530,12 +530,11 @@ def readme_table(rows: list[dict[str, Any]], model: str, columns: list[tuple[flo
 
 
 def readme_tables(rows: list[dict[str, Any]]) -> str:
-    """What the README shows: Model A (uniform, ERK; LTH global) and Model B (ERK)."""
+    """What the README shows: each model's uniform and ERK columns, then its LTH (global) rows."""
     sp = (0.9, 0.95, 0.98)
-    parts = [("small_cnn", [(s, d) for d in DISTRIBUTIONS for s in sp], False),
-             ("small_cnn", [(s, "global") for s in sp], True),
-             ("resnet20", [(s, "erk") for s in sp], False),
-             ("resnet20", [(s, "global") for s in sp], True)]
+    columns = [(s, d) for d in DISTRIBUTIONS for s in sp]
+    parts = [(model, cols, lth) for model in MODELS
+             for cols, lth in ((columns, False), ([(s, "global") for s in sp], True))]
     out = []
     for model, columns, lth in parts:
         table = readme_table(rows, model, columns, lth)

@@ -147,6 +147,23 @@ def test_readme_table_from_aggregated_rows():
     assert lth[2].endswith("| 86.0 ± 1.0 |") and len(lth) == 3
 
 
+def test_readme_tables_show_both_distributions_for_every_model():
+    def row(method, model, sparsity, dist, acc):
+        return {"method": method, "model": model, "sparsity": sparsity, "distribution": dist,
+                "n": 3, "failed": 0, "acc_mean": acc, "acc_std": 0.01,
+                "sparsity_mean": sparsity, "seeds": [0, 1, 2]}
+
+    rows = [row("rigl", "resnet20", 0.98, "uniform", 0.70), row("rigl", "resnet20", 0.9, "erk", 0.84),
+            row("snip", "resnet20", 0.9, "erk", 0.83), row("rigl", "small_cnn", 0.9, "uniform", 0.75)]
+    text = accuracy.readme_tables(rows)
+    resnet = text[text.index("resnet20:"):].splitlines()
+    header = "| method | 90% uniform | 95% uniform | 98% uniform | 90% erk | 95% erk | 98% erk |"
+    assert resnet[2] == header and text.count(header) == 2  # small_cnn and resnet20
+    assert "| RigL | - | - | 70.0 ± 1.0 | 84.0 ± 1.0 | - | - |" in resnet
+    assert "| SNIP | - | - | - | 83.0 ± 1.0 | - | - |" in resnet
+    assert "(LTH)" not in text  # no LTH rows given: no LTH tables
+
+
 def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--update-interval", "4"])
