@@ -184,3 +184,50 @@ def reestimate_batchnorm(model, batchnorms: Sequence[Any], x) -> int:
         for layer, momentum in zip(batchnorms, saved):
             layer.momentum = momentum
     return len(batchnorms)
+
+
+class PieceCheckpoint:
+    """Finished pieces of one benchmark run, on disk, so a killed run continues.
+
+    A long benchmark (the cost table, the TFLite table) is a list of pieces,
+    each measured side by side on its own (one row's sparse and dense timings
+    alternate inside that piece). After each piece its result is written to
+    `path` at once (atomically); a rerun with the same `settings` reuses the
+    finished pieces and measures only the rest. A checkpoint left by a run
+    with other settings is set aside, never mixed in. `finish()` removes the
+    file once the whole run has been written out.
+
+        ckpt = PieceCheckpoint(out_dir / "cost.partial.json", {"quick": False})
+        row = ckpt.run("dst/rigl", lambda: measure("rigl"))  # cached after the first run
+
+    Pieces must return JSON-serializable values. `path=None` keeps the
+    pieces in memory only (nothing to resume).
+    """
+
+    def __init__(self, path: Path | None, settings: dict[str, Any]):
+        self.path = Path(path) if path is not None else None
+        self.settings = json.loads(json.dumps(settings))  # what a reread compares against
+        self.pieces: dict[str, Any] = {}
+        self.resumed: list[str] = []
+        if self.path is not None and self.path.exists():
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = None
+            if isinstance(saved, dict) and saved.get("settings") == self.settings:
+                self.pieces = dict(saved.get("pieces", {}))
+
+    def run(self, name: str, measure):
+        """The saved result of piece `name`, or `measure()`'s, saved at once."""
+        if name in self.pieces:
+            self.resumed.append(name)
+            return self.pieces[name]
+        value = measure()
+        self.pieces[name] = value
+        if self.path is not None:
+            write_json(self.path, {"settings": self.settings, "pieces": self.pieces})
+        return value
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

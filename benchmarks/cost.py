@@ -24,6 +24,14 @@ Parts (`--only` names):
   on-device train step vs Keras, read from `results/tflite_bench.json`
   (`make bench-tflite`).
 
+Resumable: every finished row (one model's static masks, one DST method,
+the peer, one latency cell) is written to results/cost.partial.json at once;
+a killed run, started again with the same arguments, keeps those rows and
+measures only the rest (each row's sparse and dense timings alternate inside
+that row, so a resumed table is still side by side row by row; the part
+records which rows were `resumed_pieces`). The file is removed when cost.json
+is written.
+
 Writes benchmarks/results/cost.json, cost.md and cost.png, each part with the
 machine, versions, date and 1-min load average it was measured (or read)
 with. A benchmark, not a test: nothing here asserts on time.
@@ -47,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import _common  # noqa: E402
 from benchmarks._common import (  # noqa: E402
-    RESULTS_DIR, LoadProbe, machine_info, machine_markdown, markdown_table, write_json)
+    RESULTS_DIR, LoadProbe, PieceCheckpoint, machine_info, machine_markdown, markdown_table, write_json)
 
 SECTIONS = ("step", "peer", "latency", "tflite")
 SPARSITY = 0.9
@@ -69,41 +77,62 @@ def load_note(section: dict[str, Any]) -> str:
     return _common.load_note(section.get("load_average"), (section.get("machine") or {}).get("cpu_count"))
 
 
-def _stamp(section: dict[str, Any], before: LoadProbe) -> dict[str, Any]:
+def _stamp(section: dict[str, Any], before: LoadProbe,
+           checkpoint: PieceCheckpoint | None = None, part: str = "") -> dict[str, Any]:
     section["machine"] = machine_info()
     section["load_average"] = before.record()
+    resumed = [n for n in (checkpoint.resumed if checkpoint else []) if n.startswith(part + "/")]
+    if resumed:
+        # Measured by an earlier, killed run of the same command: its load is not in this record.
+        section["resumed_pieces"] = resumed
     return section
 
 
 # --------------------------------------------------------------------- step
 
 
-def run_step(settings: dict[str, int], progress, methods: list[str], models: list[str]) -> dict[str, Any]:
-    """Static-mask and DST step-time ratios (the library's own benchmark functions)."""
+def run_step(settings: dict[str, int], progress, methods: list[str], models: list[str],
+             checkpoint: PieceCheckpoint | None = None) -> dict[str, Any]:
+    """Static-mask and DST step-time ratios (the library's own benchmark functions).
+
+    Each row (one model's static masks, one DST method) is one resumable
+    piece of `checkpoint`: its sparse and dense timings alternate inside it.
+    """
     from benchmarks import dst_overhead, step_time
 
+    checkpoint = checkpoint or PieceCheckpoint(None, {})
     before = LoadProbe()
     args = step_time.parse_args([
         "--rounds", str(settings["static_rounds"]), "--steps", str(settings["static_steps"]),
         "--warmup", str(settings["static_warmup"]), "--sparsity", str(SPARSITY),
         "--distribution", DISTRIBUTION, "--models", *models])
     xs, ys, source = step_time.fixed_batches(max(args.steps, args.warmup, 1), args.batch_size, args.seed)
+
+    def static_row(name):
+        row = step_time.bench_model(name, args, xs, ys, progress)
+        return {k: v for k, v in row.items() if not k.endswith("_per_step")}
+
     static = []
     for name in models:
-        row = step_time.bench_model(name, args, xs, ys, progress)
-        static.append({k: v for k, v in row.items() if not k.endswith("_per_step")})
+        resumed = f"step/static/{name}" in checkpoint.pieces
+        static.append(checkpoint.run(f"step/static/{name}", lambda: static_row(name)))
+        if resumed:
+            progress.update(2 * args.rounds)
 
-    dst = []
-    for method in methods:
+    def dst_row(method):
         progress.set_postfix_str(f"DST {method}")
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):  # keep the progress bar on one line
             res = dst_overhead.step_times([method], DST_STEPS, settings["dst_repeats"])[method]
         progress.write(buffer.getvalue().rstrip())
-        dst.append({"method": method, "update_interval": default_interval(method),
-                    "dense_median_ms": 1e3 * res["dense_step_s"],
-                    "sparse_median_ms": 1e3 * res["step_s"], "ratio": res["ratio"],
-                    "cpu_ratio": res.get("cpu_ratio")})
+        return {"method": method, "update_interval": default_interval(method),
+                "dense_median_ms": 1e3 * res["dense_step_s"],
+                "sparse_median_ms": 1e3 * res["step_s"], "ratio": res["ratio"],
+                "cpu_ratio": res.get("cpu_ratio")}
+
+    dst = []
+    for method in methods:
+        dst.append(checkpoint.run(f"step/dst/{method}", lambda: dst_row(method)))
         progress.update(1)
     return _stamp({
         "config": {"sparsity": SPARSITY, "distribution": DISTRIBUTION, "batch_size": args.batch_size,
@@ -111,7 +140,7 @@ def run_step(settings: dict[str, int], progress, methods: list[str], models: lis
                    "static_warmup": args.warmup, "static_data": source,
                    "dst_steps": DST_STEPS, "dst_repeats": settings["dst_repeats"], "dst_data": "random"},
         "static": static, "dst": dst,
-    }, before)
+    }, before, checkpoint, "step")
 
 
 def default_interval(method: str) -> int | None:
@@ -179,19 +208,26 @@ def read_latency(path: Path) -> dict[str, Any]:
             "seconds": {k: v or {} for k, v in parts.items()}}
 
 
-def run_latency(settings: dict[str, int], progress, methods: list[str]) -> dict[str, Any]:
+def run_latency(settings: dict[str, int], progress, methods: list[str],
+                checkpoint: PieceCheckpoint | None = None) -> dict[str, Any]:
     from benchmarks import dst_overhead
 
+    checkpoint = checkpoint or PieceCheckpoint(None, {})
     before = LoadProbe()
     seconds = {}
     for key, shapes in (("resnet20", dst_overhead.resnet20_shapes()), ("25m", [(1000, 1000)] * 25)):
         seconds[key] = {}
         for method in methods:
             progress.set_postfix_str(f"update latency {key} {method}")
-            with contextlib.redirect_stdout(io.StringIO()):
-                seconds[key].update(dst_overhead.update_latency([method], shapes, settings["latency_repeats"]))
+
+            def measure():
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return dst_overhead.update_latency([method], shapes, settings["latency_repeats"])
+
+            seconds[key].update(checkpoint.run(f"latency/{key}/{method}", measure))
             progress.update(1)
-    return _stamp({"status": "measured", "repeats": settings["latency_repeats"], "seconds": seconds}, before)
+    return _stamp({"status": "measured", "repeats": settings["latency_repeats"], "seconds": seconds},
+                  before, checkpoint, "latency")
 
 
 # ------------------------------------------------------------------- tflite
@@ -489,9 +525,11 @@ def _tflite_json(args) -> Path:
     return full if full.exists() else args.out_dir / "tflite_bench_quick.json"
 
 
-def gather(args, parts: list[str]) -> dict[str, Any]:
+def gather(args, parts: list[str], checkpoint: PieceCheckpoint | None = None) -> dict[str, Any]:
+    """Measures (or reads) `parts`; each finished piece is kept in `checkpoint` at once."""
     from tqdm.auto import tqdm
 
+    checkpoint = checkpoint or PieceCheckpoint(None, {})
     settings = QUICK if args.quick else FULL
     methods = args.methods
     if methods is None and ({"step", "latency"} & set(parts)):
@@ -507,13 +545,19 @@ def gather(args, parts: list[str]) -> dict[str, Any]:
     total += 1 if ("latency" in parts and not args.run_latency) else 0
     out: dict[str, Any] = {}
     with tqdm(total=total, unit="task", file=sys.stdout, desc="cost table") as progress:
+        if checkpoint.pieces:
+            progress.write(f"Resuming from {checkpoint.path}: {len(checkpoint.pieces)} finished piece(s) kept.")
         if "step" in parts:
-            out["step"] = run_step(settings, progress, methods, args.models)
+            out["step"] = run_step(settings, progress, methods, args.models, checkpoint)
         if "peer" in parts:
-            out["peer"] = run_peer(settings, progress)
+            resumed = "peer/small_cnn" in checkpoint.pieces
+            out["peer"] = checkpoint.run("peer/small_cnn", lambda: run_peer(settings, progress))
+            if resumed:
+                out["peer"]["resumed_pieces"] = ["peer/small_cnn"]
+                progress.update(1)
         if "latency" in parts:
             if args.run_latency:
-                out["latency"] = run_latency(settings, progress, methods)
+                out["latency"] = run_latency(settings, progress, methods, checkpoint)
             else:
                 out["latency"] = read_latency(args.dst_overhead_json or args.out_dir / "dst_overhead.json")
                 progress.update(1)
@@ -521,6 +565,13 @@ def gather(args, parts: list[str]) -> dict[str, Any]:
             out["tflite"] = read_tflite(_tflite_json(args))
             progress.update(1)
     return out
+
+
+def checkpoint_for(args, parts: list[str]) -> PieceCheckpoint:
+    """cost.partial.json: the finished pieces of a killed run with these same arguments."""
+    return PieceCheckpoint(args.out_dir / "cost.partial.json", {
+        "quick": args.quick, "parts": parts, "methods": args.methods, "models": args.models,
+        "run_latency": args.run_latency})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -536,13 +587,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command = "python -m benchmarks.cost" + (" --quick" if args.quick else "") + (
             f" --only {' '.join(args.only)}" if args.only else "") + (
             " --run-latency" if args.run_latency else "")
-        result = merge(previous if args.only else None, gather(args, parts), command)
+        checkpoint = checkpoint_for(args, parts)
+        result = merge(previous if args.only else None, gather(args, parts, checkpoint), command)
         result["quick"] = args.quick
     result["plot"] = png_path.name if plot(result, png_path) else None
     write_json(json_path, result)
     markdown = render_markdown(result)
     md_path.write_text(markdown, encoding="utf-8")
     print("\n" + markdown)
+    if not args.from_results:
+        checkpoint.finish()  # everything is in cost.json now
     print(f"Wrote {json_path}, {md_path}" + (f" and {png_path}" if result["plot"] else ""))
     return result
 

@@ -2,7 +2,10 @@
 
 Run: `python -m benchmarks.tflite_bench [--quick]`. Writes
 `benchmarks/results/tflite_bench.json`, `.md` and `.png` (bytes and
-latency relative to dense float32).
+latency relative to dense float32). Resumable: each (model, pattern) export
+group and each train-step row is kept in `tflite_bench[_quick].partial.json`
+as soon as it is measured; a killed run started again continues from there
+(the JSON lists those `resumed_pieces`).
 
 Models (weights zeroed to 90% sparsity with numpy; sizes and latencies do
 not depend on the weight values, so synthetic inputs are used):
@@ -36,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import tflite_export  # noqa: E402
+from benchmarks._common import PieceCheckpoint  # noqa: E402
 from tflite_export.convert import convert  # noqa: E402
 from tflite_export.verify import make_interpreter  # noqa: E402
 
@@ -104,7 +108,14 @@ def alternated_latency(entries, invokes, rounds_of=20):
     return {k: float(np.median(v) * 1e6) for k, v in times.items()}
 
 
-def bench_inference(quick, tmp, rows, lat_rows):
+def bench_inference(quick, tmp, rows, checkpoint=None):
+    """Appends one row per (model, pattern, precision) to `rows`.
+
+    Each (model, pattern) is one resumable piece of `checkpoint`
+    (`benchmarks._common.PieceCheckpoint`): its exports and alternated
+    latencies are measured together.
+    """
+    checkpoint = checkpoint or PieceCheckpoint(None, {})
     invokes = 60 if quick else 400
     rep = np.random.default_rng(1).random((32, 784)).astype(np.float32)
     rep_cnn = np.random.default_rng(1).random((32, 28, 28, 1)).astype(
@@ -115,7 +126,8 @@ def bench_inference(quick, tmp, rows, lat_rows):
     precisions = (["float32", "int8_dynamic"] if quick else
                   ["float32", "float16", "int8_dynamic", "int8_full"])
     dense_cache = {}
-    for arch, pattern, block in tqdm(configs, desc="inference exports"):
+
+    def measure(arch, pattern, block):
         build = mlp if arch == "mlp" else cnn
         data_rep = rep if arch == "mlp" else rep_cnn
         if arch not in dense_cache:
@@ -123,6 +135,7 @@ def bench_inference(quick, tmp, rows, lat_rows):
             dense_cache[arch] = convert(dense, "float32", sparsity=False)
         dense_bytes = len(dense_cache[arch])
         model = zero_out(build(), 0.1, block)
+        out = []
         for prec in precisions:
             path = os.path.join(tmp, f"{arch}_{pattern}_{prec}.tflite")
             r = tflite_export.export_inference(
@@ -133,7 +146,7 @@ def bench_inference(quick, tmp, rows, lat_rows):
             lat = alternated_latency({
                 "sparse": _interp_feed(data, r.op_resolver),
                 "dense": _interp_feed(dense_cache[arch], "default")}, invokes)
-            rows.append({
+            out.append({
                 "model": arch, "pattern": pattern, "precision": prec,
                 "bytes": r.num_bytes, "dense_float32_bytes": dense_bytes,
                 "size_ratio": r.num_bytes / dense_bytes,
@@ -146,61 +159,72 @@ def bench_inference(quick, tmp, rows, lat_rows):
                 "speedup_vs_dense_f32": lat["dense"] / lat["sparse"],
                 "notes": r.notes,
             })
+        return out
+
+    for arch, pattern, block in tqdm(configs, desc="inference exports"):
+        rows.extend(checkpoint.run(f"inference/{arch}/{pattern}",
+                                   lambda: measure(arch, pattern, block)))
 
 
-def bench_training(quick, tmp, train_rows):
+def bench_training(quick, tmp, train_rows, checkpoint=None):
+    """Appends one row per model to `train_rows`; each model is one piece of `checkpoint`."""
+    checkpoint = checkpoint or PieceCheckpoint(None, {})
+    for arch in ["mlp", "cnn"]:
+        train_rows.append(checkpoint.run(f"training/{arch}", lambda: _train_row(quick, tmp, arch)))
+
+
+def _train_row(quick, tmp, arch):
     batch = 32
     steps = 10 if quick else 40
-    rng = np.random.default_rng(2)
-    for arch in ["mlp", "cnn"]:
-        build = mlp if arch == "mlp" else cnn
-        model = zero_out(build(), 0.1, 4)
-        shape = (784,) if arch == "mlp" else (28, 28, 1)
-        opt = lambda: keras.optimizers.SGD(0.01, momentum=0.9)  # noqa: E731
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        sizes, runners = {}, {}
-        for storage in ["dense", "sparse"]:
-            p = os.path.join(tmp, f"train_{arch}_{storage}.tflite")
-            r = tflite_export.export_trainable(model, p, opt(), loss,
-                                               batch_size=batch,
-                                               weight_storage=storage)
-            sizes[storage] = r.num_bytes
-            dense_inf = r.dense_inference_float32_bytes
-            with open(p, "rb") as f:
-                it = make_interpreter(f.read())
-            runners[storage] = it.get_signature_runner("train")
-        sparse_inf = len(convert(model, "float32"))
-        km = keras.models.clone_model(model)
-        km.set_weights(model.get_weights())
-        km.compile(optimizer=opt(), loss=loss, jit_compile=False)
-        x = rng.standard_normal((batch,) + shape).astype(np.float32)
-        y = rng.integers(0, 10, batch).astype(np.int32)
-        fns = {"litert_dense_storage": lambda: runners["dense"](x=x, y=y),
-               "litert_sparse_storage": lambda: runners["sparse"](x=x, y=y),
-               "keras": lambda: km.train_on_batch(x, y)}
-        for fn in fns.values():
-            for _ in range(3):
-                fn()
-        times = {k: [] for k in fns}
-        for _ in tqdm(range(steps), desc=f"train step {arch}"):
-            for k, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-        med = {k: float(np.median(v) * 1e3) for k, v in times.items()}
-        train_rows.append({
-            "model": arch, "batch": batch, "steps": steps,
-            "litert_step_ms": med["litert_dense_storage"],
-            "litert_sparse_storage_step_ms": med["litert_sparse_storage"],
-            "keras_step_ms": med["keras"],
-            "litert_over_keras": med["litert_dense_storage"] / med["keras"],
-            "litert_sparse_storage_over_keras":
-                med["litert_sparse_storage"] / med["keras"],
-            "trainable_bytes_dense_storage": sizes["dense"],
-            "trainable_bytes_sparse_storage": sizes["sparse"],
-            "dense_inference_float32_bytes": dense_inf,
-            "sparse_inference_float32_bytes": sparse_inf,
-        })
+    rng = np.random.default_rng({"mlp": 2, "cnn": 3}[arch])
+    build = mlp if arch == "mlp" else cnn
+    model = zero_out(build(), 0.1, 4)
+    shape = (784,) if arch == "mlp" else (28, 28, 1)
+    opt = lambda: keras.optimizers.SGD(0.01, momentum=0.9)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    sizes, runners = {}, {}
+    for storage in ["dense", "sparse"]:
+        p = os.path.join(tmp, f"train_{arch}_{storage}.tflite")
+        r = tflite_export.export_trainable(model, p, opt(), loss,
+                                           batch_size=batch,
+                                           weight_storage=storage)
+        sizes[storage] = r.num_bytes
+        dense_inf = r.dense_inference_float32_bytes
+        with open(p, "rb") as f:
+            it = make_interpreter(f.read())
+        runners[storage] = it.get_signature_runner("train")
+    sparse_inf = len(convert(model, "float32"))
+    km = keras.models.clone_model(model)
+    km.set_weights(model.get_weights())
+    km.compile(optimizer=opt(), loss=loss, jit_compile=False)
+    x = rng.standard_normal((batch,) + shape).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    fns = {"litert_dense_storage": lambda: runners["dense"](x=x, y=y),
+           "litert_sparse_storage": lambda: runners["sparse"](x=x, y=y),
+           "keras": lambda: km.train_on_batch(x, y)}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in tqdm(range(steps), desc=f"train step {arch}"):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v) * 1e3) for k, v in times.items()}
+    return {
+        "model": arch, "batch": batch, "steps": steps,
+        "litert_step_ms": med["litert_dense_storage"],
+        "litert_sparse_storage_step_ms": med["litert_sparse_storage"],
+        "keras_step_ms": med["keras"],
+        "litert_over_keras": med["litert_dense_storage"] / med["keras"],
+        "litert_sparse_storage_over_keras":
+            med["litert_sparse_storage"] / med["keras"],
+        "trainable_bytes_dense_storage": sizes["dense"],
+        "trainable_bytes_sparse_storage": sizes["sparse"],
+        "dense_inference_float32_bytes": dense_inf,
+        "sparse_inference_float32_bytes": sparse_inf,
+    }
 
 
 def plot(res, path):
@@ -340,17 +364,23 @@ def main(argv=None):
                     "numpy": np.__version__},
         "inference": [], "training": [],
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_inference(args.quick, tmp, res["inference"], None)
-        bench_training(args.quick, tmp, res["training"])
-    os.makedirs(args.out, exist_ok=True)
     name = "tflite_bench_quick" if args.quick else "tflite_bench"
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = PieceCheckpoint(os.path.join(args.out, name + ".partial.json"),
+                                 {"quick": args.quick})
+    if checkpoint.pieces:
+        print(f"Resuming from {checkpoint.path}: {len(checkpoint.pieces)} finished piece(s) kept.")
+        res["resumed_pieces"] = sorted(checkpoint.pieces)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_inference(args.quick, tmp, res["inference"], checkpoint)
+        bench_training(args.quick, tmp, res["training"], checkpoint)
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(res, f, indent=2)
     plot(res, os.path.join(args.out, name + ".png"))
     md_text = to_markdown(res)
     with open(os.path.join(args.out, name + ".md"), "w") as f:
         f.write(md_text)
+    checkpoint.finish()  # everything is in the JSON now
     print(md_text)
 
 

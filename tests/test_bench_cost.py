@@ -149,3 +149,55 @@ def test_parse_args():
         cost.parse_args(["--only", "accuracy"])
     with pytest.raises(SystemExit):
         cost.parse_args(["--from-results", "--only", "step"])
+
+
+class _Bar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s):
+        pass
+
+    def write(self, s):
+        pass
+
+
+def test_killed_step_part_resumes_with_the_rows_it_finished(monkeypatch, tmp_path):
+    from benchmarks import dst_overhead, step_time
+
+    measured = []
+
+    def fake_static(name, args, xs, ys, progress):
+        measured.append(f"static/{name}")
+        return {"model": name, "ratio": 1.01}
+
+    def fake_dst(methods, steps, repeats):
+        (method,) = methods
+        measured.append(f"dst/{method}")
+        if method == "rigl" and kill["rigl"]:
+            raise KeyboardInterrupt("killed during rigl")
+        return {method: {"dense_step_s": 0.02, "step_s": 0.021, "ratio": 1.05}}
+
+    kill = {"rigl": True}
+    monkeypatch.setattr(step_time, "fixed_batches", lambda n, b, s: ([], [], "random"))
+    monkeypatch.setattr(step_time, "bench_model", fake_static)
+    monkeypatch.setattr(dst_overhead, "step_times", fake_dst)
+    monkeypatch.setattr(cost, "default_interval", lambda m: 100)
+    monkeypatch.setattr(cost, "machine_info", lambda: MACHINE)
+    args = cost.parse_args(["--only", "step", "--methods", "set", "rigl", "--out-dir", str(tmp_path)])
+    with pytest.raises(KeyboardInterrupt):
+        cost.gather(args, ["step"], cost.checkpoint_for(args, ["step"]))
+    assert measured == ["static/small_cnn", "static/resnet20", "dst/set", "dst/rigl"]
+
+    kill["rigl"] = False
+    measured.clear()
+    section = cost.gather(args, ["step"], cost.checkpoint_for(args, ["step"]))["step"]
+    assert measured == ["dst/rigl"]  # only the unfinished row is measured again
+    assert [r["method"] for r in section["dst"]] == ["set", "rigl"]
+    assert [r["model"] for r in section["static"]] == ["small_cnn", "resnet20"]
+    assert section["resumed_pieces"] == ["step/static/small_cnn", "step/static/resnet20", "step/dst/set"]
+    # Other arguments never reuse those rows.
+    measured.clear()
+    quick = cost.parse_args(["--quick", "--only", "step", "--methods", "set", "--out-dir", str(tmp_path)])
+    cost.gather(quick, ["step"], cost.checkpoint_for(quick, ["step"]))
+    assert measured == ["static/small_cnn", "static/resnet20", "dst/set"]

@@ -107,3 +107,61 @@ def test_load_probe_sees_another_process_and_not_itself():
     assert busy > mine + 0.5 and busy > child + 0.5, (mine, child, busy)
     record = _common.LoadProbe().record()
     assert set(record) == {"before", "after", "other_cores"}
+
+
+def test_piece_checkpoint_resumes_finished_pieces_only(tmp_path):
+    path = tmp_path / "b.partial.json"
+    calls = []
+
+    def piece(name, fail=False):
+        def measure():
+            calls.append(name)
+            if fail:
+                raise KeyboardInterrupt("killed")
+            return {"row": name}
+        return measure
+
+    first = _common.PieceCheckpoint(path, {"quick": True})
+    assert first.run("a", piece("a")) == {"row": "a"}
+    with pytest.raises(KeyboardInterrupt):
+        first.run("b", piece("b", fail=True))
+    assert json.loads(path.read_text())["pieces"] == {"a": {"row": "a"}}
+
+    again = _common.PieceCheckpoint(path, {"quick": True})
+    calls.clear()
+    assert [again.run(n, piece(n)) for n in "abc"] == [{"row": n} for n in "abc"]
+    assert calls == ["b", "c"] and again.resumed == ["a"]
+    again.finish()
+    assert not path.exists()
+
+
+def test_piece_checkpoint_never_mixes_other_settings_or_a_torn_file(tmp_path):
+    path = tmp_path / "b.partial.json"
+    _common.PieceCheckpoint(path, {"quick": True}).run("a", lambda: 1)
+    other = _common.PieceCheckpoint(path, {"quick": False})
+    assert other.pieces == {} and other.run("a", lambda: 2) == 2
+    path.write_text('{"settings": {"quick": false}, "pieces": {"a"')  # killed mid-write
+    assert _common.PieceCheckpoint(path, {"quick": False}).pieces == {}
+    memory = _common.PieceCheckpoint(None, {})
+    assert memory.run("a", lambda: 3) == 3 and memory.run("a", lambda: 4) == 3
+    memory.finish()
+
+
+def test_tflite_bench_training_rows_resume(monkeypatch, tmp_path):
+    from benchmarks import tflite_bench
+
+    done = []
+
+    def fake_row(quick, tmp, arch):
+        done.append(arch)
+        if arch == "cnn" and len(done) == 2:
+            raise KeyboardInterrupt("killed during the cnn row")
+        return {"model": arch, "keras_step_ms": 1.0}
+
+    monkeypatch.setattr(tflite_bench, "_train_row", fake_row)
+    path = tmp_path / "tflite_bench.partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        tflite_bench.bench_training(True, str(tmp_path), [], _common.PieceCheckpoint(path, {"quick": True}))
+    rows = []
+    tflite_bench.bench_training(True, str(tmp_path), rows, _common.PieceCheckpoint(path, {"quick": True}))
+    assert done == ["mlp", "cnn", "cnn"] and [r["model"] for r in rows] == ["mlp", "cnn"]
