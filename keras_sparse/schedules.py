@@ -11,7 +11,8 @@ Reference:
       defaults: update every 100 steps, drop fraction 0.3 with cosine decay,
       stop at 75% of training).
     - Zhu and Gupta, "To prune, or not to prune", 2017 (cubic schedule).
-    - Yuan et al., "MEST", NeurIPS 2021 (stage-wise decayed mutation ratio).
+    - Yuan et al., "MEST", NeurIPS 2021 (stage-wise decayed mutation ratio;
+      `PiecewiseConstant` holds its Elastic Mutation stages).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ __all__ = [
     "ConstantFraction",
     "CosineDecay",
     "CubicSparsity",
+    "PiecewiseConstant",
     "StagewiseDecay",
     "UpdateSchedule",
     "resolve_step",
+    "validate_boundaries",
     "validate_fraction",
 ]
 
@@ -49,6 +52,29 @@ def validate_fraction(value, what: str, low_open: bool = True, high_open: bool =
     if not ok:
         raise ValueError(f"`{what}` must be in {lo}0, 1{hi}. Received: {value!r}.")
     return v
+
+
+def validate_boundaries(boundaries, what: str = "boundaries") -> tuple[float, ...]:
+    """Checks that `boundaries` is a sequence of strictly increasing fractions in (0, 1).
+
+    Returns:
+        The boundaries as a tuple of Python floats (may be empty).
+
+    Raises:
+        TypeError: not a sequence of real numbers.
+        ValueError: a value outside (0, 1), or not strictly increasing.
+    """
+    if not isinstance(boundaries, (list, tuple, np.ndarray)):
+        raise TypeError(
+            f"`{what}` must be a list of fractions of training in (0, 1), "
+            f"strictly increasing. Received: {boundaries!r} of type {type(boundaries).__name__}."
+        )
+    out = tuple(validate_fraction(b, f"{what}[{i}]") for i, b in enumerate(boundaries))
+    if any(b >= c for b, c in zip(out, out[1:])):
+        raise ValueError(
+            f"`{what}` must be strictly increasing fractions in (0, 1). Received: {list(boundaries)!r}."
+        )
+    return out
 
 
 def _validate_step(value, what: str, allow_fraction: bool = True):
@@ -231,6 +257,56 @@ class StagewiseDecay(_Schedule):
 
     def get_config(self):
         return {"initial": self.initial, "boundaries": list(self.boundaries), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse")
+class PiecewiseConstant(_Schedule):
+    """`values[k]` from the k-th boundary on (`values[0]` before the first).
+
+    A stage starts where `(step - start) / (stop - start)` reaches its
+    boundary (a step exactly on a boundary belongs to the new stage). MEST's
+    Elastic Mutation uses it with `start=0, stop=total_steps`, i.e. with
+    boundaries that are fractions of training.
+
+    Args:
+        values: one value per stage, each in [0, 1) (0: nothing that stage).
+        boundaries: `len(values) - 1` fractions, strictly increasing in (0, 1).
+
+    Raises:
+        TypeError, ValueError: invalid values or boundaries, or a count mismatch.
+
+    Example:
+
+    >>> f = keras_sparse.schedules.PiecewiseConstant([0.2, 0.1, 0.0], [0.5625, 0.75])
+    >>> f(900, 0, 1600)
+    0.1
+    """
+
+    def __init__(self, values: Sequence[float], boundaries: Sequence[float] = ()):
+        if not isinstance(values, (list, tuple, np.ndarray)) or len(values) == 0:
+            raise TypeError(
+                "`values` must be a non-empty list of floats in [0, 1). "
+                f"Received: {values!r}."
+            )
+        self.values = tuple(validate_fraction(v, f"values[{i}]", low_open=False)
+                            for i, v in enumerate(values))
+        self.boundaries = validate_boundaries(boundaries)
+        if len(self.boundaries) != len(self.values) - 1:
+            raise ValueError(
+                f"{len(self.values)} stage values need exactly {len(self.values) - 1} "
+                f"boundaries (one fewer). Received: values={list(values)!r}, boundaries={list(boundaries)!r}."
+            )
+
+    def stage(self, step: int, start: int, stop: int) -> int:
+        """Index of the stage `step` is in."""
+        progress = (step - start) / max(stop - start, 1)
+        return sum(progress >= b for b in self.boundaries)
+
+    def __call__(self, step: int, start: int, stop: int) -> float:
+        return self.values[self.stage(step, start, stop)]
+
+    def get_config(self):
+        return {"values": list(self.values), "boundaries": list(self.boundaries)}
 
 
 @keras.saving.register_keras_serializable(package="keras_sparse")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Sequence
+
 import keras
 import numpy as np
 
 from keras_sparse import masks as mask_math
+from keras_sparse import schedules
 from keras_sparse.algorithms.base import Updater, register
 from keras_sparse.schedules import validate_fraction
 
@@ -53,32 +57,148 @@ class RigL(SET):
 
 @register("mest")
 class MEST(Updater):
-    """MEST with Elastic Mutation: drop by |W| + lambda |grad W|, grow at random.
+    """MEST with Elastic Mutation (EM): drop by |W| + lambda |grad W|, grow at random.
 
-    Elastic Mutation (EM) decays the mutation ratio (drop fraction) in stages
-    (default: halved at 50% and 75% of the update span). keras_sparse does not
-    implement MEST's soft memory bound (the "&S" variant that temporarily
-    exceeds the non-zero budget); non-zeros are conserved exactly per layer.
+    At every update each masked weight drops the `mutation_ratio(step) *
+    n_active` active entries with the lowest removal score `|W| + lambda
+    |grad W|` and regrows as many at random among its inactive entries
+    (new ones start at zero, optimizer moments reset), so its non-zero
+    count is conserved exactly. The mutation ratio decays in stages.
+
+    Elastic bounds, as in the reference code (boone891214/MEST,
+    `prune_utils/retrain.py::SparseTraining.update_mask` with
+    `utils_pr.weight_pruning` / `weight_growing`): training is split into
+    stages at `--mask-update-decay-epoch`; in stage k each update prunes the
+    layer to the *lower bound* sparsity `lower_bound[k]` (the prune-to
+    sparsity) by the removal score, then grows random zero entries back to
+    the *upper bound* sparsity (the grow-to sparsity). The reference's bounds
+    are absolute sparsities applied to every layer; keras_sparse keeps each
+    layer's own sparsity (any allocation: uniform, ERK, ...) and applies the
+    same relative mutation: in stage k a layer mutates the fraction
+    `(lower_bound[k] - upper_bound) / (1 - upper_bound)` of its active
+    weights (its density shrinks by the factor `(1 - lower_bound[k]) /
+    (1 - upper_bound)` before regrowing). For a layer whose sparsity equals
+    `upper_bound` this is exactly the reference's update. `mutation_ratios`
+    holds these fractions. Stage boundaries are fractions of the whole
+    training (not of the update span); a step on a boundary belongs to the
+    new stage (the reference's `epoch >= decay_epoch`).
+
+    Defaults: the reference's 90% EM script
+    (`scripts/resnet32/EM/run_mag_prune_irr_sp_EM.sh`: `--lower-bound
+    0.92-0.91-0.9 --upper-bound 0.9-0.9-0.9 --mask-update-decay-epoch 90-120`
+    of 160 epochs): stages start at 90/160 = 0.5625 and 120/160 = 0.75 of
+    training, mutation ratios 0.2, 0.1 and 0 (no mutation in the last
+    stage). Its 95% block (`--lower-bound 0.96-0.955-0.95 --upper-bound
+    0.95`) gives the same ratios. The reference updates every 5 epochs;
+    keras_sparse keeps `update_interval` (default 100 steps) and
+    `stop_step` (default 0.75, where the last stage begins) of `Updater`.
+
+    Documented differences from the reference: MEST's soft memory bound
+    ("EM&S", lower bound below the upper bound, exceeding the non-zero
+    budget between updates) is not implemented; an entry that is dropped
+    and re-drawn by growth in the same update keeps its value (the reference
+    re-draws it at zero); the reference scripts leave lambda (`--sp-lmd`) at
+    0, and its update runs at the start of an epoch, after
+    `optimizer.zero_grad()`, so its gradient term is zero as written;
+    keras_sparse uses the dense gradient of the update step's batch and
+    keeps its default lambda 1.0 (pass `gradient_weight=0` for the
+    reference's magnitude-only removal).
+
+    Legacy (non-EM) variant: passing `drop_fraction` and/or
+    `drop_fraction_decay` (configs saved before the elastic bounds existed)
+    uses `Updater`'s generic schedule instead (defaults then 0.3 and
+    `"stagewise"`: halved at 50% and 75% of the update span); it cannot be
+    combined with the bounds.
 
     Args:
-        gradient_weight: lambda in the removal score (default 1.0; MEST's
-            reference scripts expose it as a flag).
-        drop_fraction: initial mutation ratio (default 0.3).
-        drop_fraction_decay: default `"stagewise"`.
+        gradient_weight: lambda in the removal score (default 1.0; >= 0).
+        lower_bound: per-stage prune-to sparsities, non-increasing, each in
+            [upper_bound, 1) (default `(0.92, 0.91, 0.9)`).
+        upper_bound: grow-to sparsity in [0, 1) (default 0.9), one value or
+            a list of equal values (the reference's `0.9-0.9-0.9`).
+        stage_boundaries: where stages 2, 3, ... start, as fractions of
+            training, strictly increasing in (0, 1); `len(lower_bound) - 1`
+            entries (default `(0.5625, 0.75)`).
+        drop_fraction, drop_fraction_decay: legacy variant, see above.
         **kwargs: other `Updater` arguments.
+
+    Raises:
+        TypeError, ValueError: invalid bounds or boundaries (at
+            construction); an unknown training length (in `setup`, before
+            any mask changes: the stages are fractions of training).
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.9, seed=0)
+    >>> sparse.fit(x, y, epochs=160, callbacks=[keras_sparse.callbacks.MEST(seed=0)])
 
     Reference:
         Yuan et al., "MEST: Accurate and Fast Memory-Economic Sparse Training
         Framework on the Edge", NeurIPS 2021.
     """
 
-    def __init__(self, gradient_weight: float = 1.0, drop_fraction: float = 0.3,
-                 drop_fraction_decay: str = "stagewise", **kwargs):
+    default_lower_bound = (0.92, 0.91, 0.9)
+    default_upper_bound = 0.9
+    default_stage_boundaries = (0.5625, 0.75)
+
+    def __init__(self, gradient_weight: float = 1.0,
+                 lower_bound: Sequence[float] | float | None = None,
+                 upper_bound: Sequence[float] | float | None = None,
+                 stage_boundaries: Sequence[float] | None = None,
+                 drop_fraction: float | None = None, drop_fraction_decay: str | None = None,
+                 **kwargs):
         if isinstance(gradient_weight, bool) or not isinstance(gradient_weight, (int, float)) or gradient_weight < 0:
             raise ValueError(f"`gradient_weight` must be a float >= 0. Received: {gradient_weight!r}.")
-        super().__init__(drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, **kwargs)
+        self.elastic = drop_fraction is None and drop_fraction_decay is None
+        if not self.elastic:
+            given = {k: v for k, v in (("lower_bound", lower_bound), ("upper_bound", upper_bound),
+                                       ("stage_boundaries", stage_boundaries)) if v is not None}
+            if given:
+                raise ValueError(
+                    "MEST takes either the elastic bounds (lower_bound, upper_bound, "
+                    "stage_boundaries) or the legacy drop_fraction/drop_fraction_decay, "
+                    f"not both. Received: drop_fraction={drop_fraction!r}, "
+                    f"drop_fraction_decay={drop_fraction_decay!r} and {given!r}."
+                )
+            super().__init__(drop_fraction=0.3 if drop_fraction is None else drop_fraction,
+                             drop_fraction_decay="stagewise" if drop_fraction_decay is None
+                             else drop_fraction_decay, **kwargs)
+            self.lower_bound = self.upper_bound = self.stage_boundaries = None
+            self.mutation_ratios = None
+        else:
+            lower, upper, boundaries = _elastic_bounds(lower_bound, upper_bound, stage_boundaries)
+            # The base needs a valid generic schedule; EM replaces it below.
+            super().__init__(drop_fraction=0.5, drop_fraction_decay="constant", **kwargs)
+            self.drop_fraction = self.drop_fraction_decay = None
+            self.lower_bound, self.upper_bound, self.stage_boundaries = lower, upper, boundaries
+            self.mutation_ratios = tuple(round((lo - upper) / (1.0 - upper), 12) for lo in lower)
+            self.fraction_schedule = schedules.PiecewiseConstant(self.mutation_ratios, boundaries)
         self.gradient_weight = float(gradient_weight)
         self.needs_gradients = self.gradient_weight > 0
+
+    def setup(self, targets, total_steps):
+        if self.elastic and total_steps is None:
+            raise ValueError(
+                "MEST's Elastic Mutation stages (`stage_boundaries`="
+                f"{list(self.stage_boundaries)!r}) are fractions of training, but the "
+                "total number of steps is unknown. Pass `total_steps` to the callback "
+                "(or fit with a known number of steps)."
+            )
+        super().setup(targets, total_steps)
+        if self.elastic:
+            stop = self.bounds[1]
+            late = [k for k, b in enumerate(self.stage_boundaries, 1)
+                    if self.mutation_ratios[k] > 0 and b * total_steps > stop]
+            if late:
+                warnings.warn(
+                    f"MEST: stage(s) {late} (mutation ratios "
+                    f"{[self.mutation_ratios[k] for k in late]}) start after `stop_step` "
+                    f"(step {stop}), so they never mutate the masks.", UserWarning, stacklevel=2)
+
+    def drop_fraction_at(self, step):
+        if self.elastic:
+            return self.fraction_schedule(step, 0, self.total_steps)
+        return super().drop_fraction_at(step)
 
     def drop_scores(self, index, weight, mask, grad):
         if self.gradient_weight == 0:
@@ -86,7 +206,60 @@ class MEST(Updater):
         return np.abs(weight) + self.gradient_weight * np.abs(grad)
 
     def get_config(self):
-        return {**super().get_config(), "gradient_weight": self.gradient_weight}
+        listed = (lambda v: None if v is None else list(v))
+        return {**super().get_config(), "gradient_weight": self.gradient_weight,
+                "lower_bound": listed(self.lower_bound), "upper_bound": self.upper_bound,
+                "stage_boundaries": listed(self.stage_boundaries)}
+
+
+def _elastic_bounds(lower_bound, upper_bound, stage_boundaries):
+    """Validated `(lower_bound, upper_bound, stage_boundaries)` of MEST's EM, defaults filled in."""
+    accepted = "Accepted: 1 > lower_bound[0] >= lower_bound[1] >= ... >= upper_bound >= 0"
+    lower = MEST.default_lower_bound if lower_bound is None else lower_bound
+    if isinstance(lower, (int, float, np.integer, np.floating)) and not isinstance(lower, bool):
+        lower = (lower,)
+    if not isinstance(lower, (list, tuple, np.ndarray)) or len(lower) == 0:
+        raise TypeError(
+            "`lower_bound` must be a float or a non-empty list of floats in [0, 1) "
+            f"(prune-to sparsity per stage). Received: {lower_bound!r}."
+        )
+    lower = tuple(mask_math.validate_sparsity(v, f"lower_bound[{i}]") for i, v in enumerate(lower))
+    upper = MEST.default_upper_bound if upper_bound is None else upper_bound
+    if isinstance(upper, (list, tuple, np.ndarray)):
+        values = [mask_math.validate_sparsity(v, f"upper_bound[{i}]") for i, v in enumerate(upper)]
+        if not values or any(v != values[0] for v in values):
+            raise ValueError(
+                "`upper_bound` (the grow-to sparsity) must be one value, or a list of "
+                "equal values: a varying upper bound changes the non-zero budget "
+                "(MEST's EM&S soft memory bound), which keras_sparse does not "
+                f"implement. Received: {upper_bound!r}."
+            )
+        upper = values[0]
+    else:
+        upper = mask_math.validate_sparsity(upper, "upper_bound")
+    below = [i for i, v in enumerate(lower) if v < upper]
+    if below:
+        raise ValueError(
+            f"`lower_bound` {list(lower)!r} has entries below `upper_bound`={upper!r} "
+            f"(stage(s) {below}): pruning to a sparsity below the grow-to sparsity is "
+            "MEST's EM&S soft memory bound, which keras_sparse does not implement "
+            f"(non-zeros are conserved). {accepted}."
+        )
+    if any(a < b for a, b in zip(lower, lower[1:])):
+        raise ValueError(
+            "`lower_bound` must not increase from stage to stage (the mutation "
+            f"ratio decays towards `upper_bound`). Received: {list(lower)!r}. {accepted}."
+        )
+    if stage_boundaries is None:  # one stage needs none
+        stage_boundaries = () if len(lower) == 1 else MEST.default_stage_boundaries
+    boundaries = schedules.validate_boundaries(stage_boundaries, "stage_boundaries")
+    if len(boundaries) != len(lower) - 1:
+        raise ValueError(
+            f"{len(lower)} stages (`lower_bound`={list(lower)!r}) need "
+            f"{len(lower) - 1} `stage_boundaries` (fractions of training where stages "
+            f"2, 3, ... start). Received: {list(boundaries)!r}."
+        )
+    return lower, upper, boundaries
 
 
 @register("neurrev")
