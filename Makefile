@@ -24,7 +24,7 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-cost test-notebooks notebooks
-.PHONY: quickstart export-on-device
+.PHONY: quickstart export-on-device tost-example
 .PHONY: bench-neurrev bench-dormant bench-tost bench-pai
 
 help:
@@ -40,6 +40,7 @@ help:
 	@echo "make bench-cost            cost table: step-time ratios (incl. TF-MOT peer), update latency, TFLite"
 	@echo "make quickstart            examples/quickstart.py: static ERK + RigL on Fashion-MNIST"
 	@echo "make export-on-device      examples/export_and_train_on_device.py: TFLite export + runner training"
+	@echo "make tost-example          examples/tost_on_fixed_mask.py: SNIP/LTH mask trained plainly vs with ToST"
 	@echo "make bench-neurrev         NeurRev p x update-interval sweep vs RigL (small CNN, resumable)"
 	@echo "make bench-dormant         dormant-neuron fraction and ITOP rate over training, RigL vs NeurRev"
 	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~30 min, resumable)"
@@ -126,6 +127,10 @@ quickstart: venv data
 
 export-on-device: venv data
 	$(VENV_PY) examples/export_and_train_on_device.py $(EXAMPLE_ARGS)
+
+# EXAMPLE_ARGS="--mask lth --sparsity 0.9", "--quick", ...
+tost-example: venv data
+	$(VENV_PY) examples/tost_on_fixed_mask.py $(EXAMPLE_ARGS)
 
 # NeurRev's relaxation p x update interval, RigL as the reference (resumable).
 bench-neurrev: venv data

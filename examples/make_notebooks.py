@@ -21,30 +21,81 @@ HERE = Path(__file__).resolve().parent
 
 INSTALL_MD = """## Install
 
-`keras_sparse` is **not on PyPI yet**, so `pip install keras-sparse` does not
-work today, and this environment cannot install from a git URL for you.
-What works:
+`keras_sparse` is **not on PyPI yet** (`pip install keras-sparse` does not
+work) and has no public repository URL to default to, so the cell below
+installs it from the first of these that it finds:
 
-* **From a checkout** (this notebook opened from `examples/` of the
-  repository, locally or after uploading/cloning the repository into Colab):
-  the cell below runs `pip install -e <repo>[tflite,examples]`.
-* **On Colab without the repository**: upload it (or `git clone` your copy)
-  first, then `%cd` into `examples/` and run the cell.
+1. **`REPO_URL`**: set it in the cell to the git URL of your fork or clone
+   (`https://github.com/<you>/keras_sparse.git`, or a `...@branch` URL):
+   `pip install "keras_sparse[tflite,examples] @ git+REPO_URL"`.
+2. **A checkout**: this notebook opened from `examples/` of the repository
+   (locally, or after `!git clone` / uploading and unzipping it into
+   Colab's `/content`): `pip install -e <checkout>[tflite,examples]`.
+3. **An upload**: a wheel (`keras_sparse-*.whl`, from `python -m build
+   --wheel` in a checkout) or the repository as a zip (`keras_sparse*.zip`)
+   uploaded to `/content` (Colab's Files panel).
 
-When `keras_sparse` is already importable (e.g. `PYTHONPATH` points at the
+Otherwise it stops with a message listing these options. When
+`keras_sparse` is already importable (e.g. `PYTHONPATH` points at the
 repository, as in CI), the cell installs nothing."""
 
-INSTALL_CODE = """import importlib.util, os, sys
+# The part of the install cell that is plain Python (no %pip), so
+# tests/test_bench_notebooks.py can exercise it without a network.
+INSTALL_HELPER = """import glob, importlib, importlib.util, os, shlex, sys
+from pathlib import Path
 IN_COLAB = "google.colab" in sys.modules
+REPO_URL = ""  # your fork's / clone's git URL, e.g. "https://github.com/<you>/keras_sparse.git"
+EXTRAS = "[tflite,examples]"
+
+# A keras_sparse checkout: `start` or a folder above it, else a keras_sparse*/ folder in it.
+def find_checkout(start="."):
+    def is_checkout(path):
+        return (os.path.isfile(os.path.join(path, "setup.py"))
+                and os.path.isfile(os.path.join(path, "keras_sparse", "__init__.py")))
+    path = os.path.abspath(start)
+    while True:
+        if is_checkout(path):
+            return path
+        if os.path.dirname(path) == path:
+            break
+        path = os.path.dirname(path)
+    below = [p for p in sorted(glob.glob(os.path.join(os.path.abspath(start), "keras_sparse*")))
+             if is_checkout(p)]
+    return below[0] if below else None
+
+# (pip arguments, checkout or None), from REPO_URL, else a checkout, else an upload.
+def install_source(repo_url=REPO_URL, start=".", upload_dir="/content"):
+    if repo_url:
+        url = repo_url if repo_url.startswith("git+") else "git+" + repo_url
+        return shlex.quote(f"keras_sparse{EXTRAS} @ {url}"), None
+    checkout = find_checkout(start)
+    if checkout:
+        return "-e " + shlex.quote(checkout + EXTRAS), checkout
+    uploads = (sorted(glob.glob(os.path.join(upload_dir, "keras_sparse*.whl")))
+               or sorted(glob.glob(os.path.join(upload_dir, "keras_sparse*.zip"))))
+    if uploads:  # a wheel first; the newest name when there are several
+        uri = Path(uploads[-1]).resolve().as_uri()
+        return shlex.quote(f"keras_sparse{EXTRAS} @ {uri}"), None
+    raise RuntimeError(
+        "keras_sparse is not installed, and it is not on PyPI yet. Do one of these, then rerun "
+        "this cell: (1) set REPO_URL in this cell to the git URL of your fork or clone of the "
+        "repository; (2) open this notebook from a checkout's examples/ folder, or clone / "
+        f"upload and unzip the repository into {upload_dir} (no setup.py was found from "
+        f"{os.path.abspath(start)} upwards, nor in a keras_sparse*/ folder there); (3) upload "
+        f"a keras_sparse*.whl (python -m build --wheel) or keras_sparse*.zip to {upload_dir}.")
+"""
+
+INSTALL_CODE = INSTALL_HELPER + """
 if importlib.util.find_spec("keras_sparse") is None:
-    repo = os.path.abspath("..")
-    if os.path.exists(os.path.join(repo, "setup.py")):
-        %pip install -q -e {repo}[tflite,examples]
-    else:
-        raise RuntimeError(
-            "keras_sparse is not installed and no repository checkout was found at "
-            f"{repo}. It is not on PyPI yet: upload or clone the repository, "
-            "%cd into its examples/ folder and rerun this cell.")
+    pip_args, checkout = install_source()
+    print("pip install", pip_args)
+    %pip install -q {pip_args}
+    importlib.invalidate_caches()
+    if checkout and importlib.util.find_spec("keras_sparse") is None:
+        sys.path.insert(0, checkout)  # an editable install is seen only after a restart
+if importlib.util.find_spec("keras_sparse") is None:
+    raise RuntimeError("pip did not make keras_sparse importable: see its output above "
+                       "(on Colab, Runtime > Restart session and rerun this cell).")
 print("keras_sparse found:", importlib.util.find_spec("keras_sparse").origin)"""
 
 SETTINGS_CODE = """import os
@@ -152,10 +203,14 @@ def pai_tost() -> nbformat.NotebookNode:
     return new_notebook(cells=[
         new_markdown_cell("""# Pruning at initialization + ToST
 
-Draw a mask before training with SNIP (or GraSP, SynFlow, random), train it
+Draw a mask before training with SNIP (or GraSP, SynFlow, random), or find a
+lottery ticket by iterative magnitude pruning (`METHOD = "lth"`), train it
 as is, and train the same mask with ToST's tweaks (ghost skips, ghost Swish,
 LRSI, label smoothing), which are all removed at the end so the final
 model is a plain sparse ReLU network of the original graph.
+
+The same story as a script: `python examples/tost_on_fixed_mask.py`
+(`--mask lth`, `--quick`).
 
 Model: the library's CIFAR-style ResNet-20 for 28x28x1 inputs (ghost skips
 need shape-preserving convolutions)."""),
@@ -165,18 +220,38 @@ need shape-preserving convolutions)."""),
 TRAIN_SIZE = 2000 if QUICK else (None if FULL_RECIPE else 20000)
 TEST_SIZE = 1000 if QUICK else None
 SPARSITY = 0.95
-METHOD = "snip"  # "snip", "grasp", "synflow" or "random"
-DEPTH = 8 if QUICK else 20"""),
+METHOD = "snip"  # "snip", "grasp", "synflow", "random" or "lth" (lottery ticket)
+# lth: largest fraction of the survivors pruned per IMP round (the paper: 0.2, i.e.
+# 14 rounds of EPOCHS each to reach 95%; quick mode: 2 rounds)
+LTH_MAX_PRUNE = 0.8 if QUICK else 0.2
+DEPTH = 8 if QUICK else 20
+METHODS = ("snip", "grasp", "synflow", "random", "lth")
+if METHOD not in METHODS:
+    raise ValueError(f"METHOD must be one of {METHODS}; received {METHOD!r}")"""),
         new_markdown_cell(DATA_MD),
         new_code_cell(DATA_CODE),
         new_code_cell(COMPILE_CODE),
         new_code_cell("""import keras_sparse as ks
-from keras_sparse import pruning, tost
+from keras_sparse import lottery, pruning, tost
 from keras_sparse.models import cifar_resnet
 
-def make_mask(seed=0):
+def new_model(seed=0):
     keras.utils.set_random_seed(seed)
-    model = cifar_resnet(DEPTH, input_shape=(28, 28, 1))
+    return cifar_resnet(DEPTH, input_shape=(28, 28, 1))
+
+ticket = None
+if METHOD == "lth":  # IMP: train, prune by global magnitude, rewind to init; repeat
+    rounds, fraction = lottery.imp_schedule(SPARSITY, LTH_MAX_PRUNE)
+    print(f"lottery ticket: {rounds} IMP rounds of {EPOCHS} epoch(s), "
+          f"{fraction:.1%} of the survivors pruned each")
+    ticket = lottery.find_ticket(compile_sgd(new_model(), EPOCHS),
+                                 dict(x=x_train, y=y_train, batch_size=128, epochs=EPOCHS),
+                                 rounds=rounds, prune_per_round=fraction, scope="global")
+
+def make_mask(seed=0):
+    model = new_model(seed)
+    if METHOD == "lth":  # the same ticket, rewound, every time
+        return ticket.apply(model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     idx = np.random.default_rng(seed).choice(len(x_train), 256, replace=False)
     data = (x_train[idx], y_train[idx]) if METHOD in ("snip", "grasp") else None
@@ -205,8 +280,8 @@ print(f"with ToST (plain ReLU model after removing every tweak): {acc_tost:.4f}"
 print("Swish -> ReLU swap changed accuracy by", report.get("swap_accuracy_change"))
 print(f"{METHOD} {SPARSITY:.0%}: without ToST {acc_plain:.4f}, with ToST {acc_tost:.4f}")"""),
         new_markdown_cell("""Short budgets are noisy: compare over several seeds and the
-protocol's epoch budget (`python -m benchmarks.accuracy --methods snip snip_tost`)
-before drawing conclusions."""),
+protocol's epoch budget (`python -m benchmarks.accuracy --methods snip snip_tost`,
+`lth lth_tost` for tickets) before drawing conclusions."""),
     ])
 
 

@@ -1,8 +1,10 @@
 """examples/*.ipynb: up to date with their generator, and they execute with
 small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through nbclient, offline."""
 
+import importlib
 import importlib.util
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,8 +50,15 @@ def test_notebooks_have_install_quick_flag_and_full_recipe_switch():
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    _execute_quick(name, monkeypatch)
+
+
+def _execute_quick(name, monkeypatch, replace=None):
+    """Runs the notebook through nbclient in quick mode; `replace`: {old: new} cell text."""
+    for module in ("nbclient", "ipykernel"):  # under CI a missing one fails, not skips
+        if importlib.util.find_spec(module) is None:
+            skip_or_fail_in_ci(f"{module} not installed (pip install -e '.[examples]')")
+    import nbclient
     import nbformat
 
     monkeypatch.setenv("KERAS_SPARSE_NOTEBOOK_QUICK", "1")
@@ -57,6 +66,10 @@ def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     nb = nbformat.read(EXAMPLES / name, as_version=4)
+    for old, new in (replace or {}).items():
+        cells = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+        assert len(cells) == 1, f"{old!r} is in {len(cells)} code cells of {name}"
+        cells[0].source = cells[0].source.replace(old, new)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3",
         resources={"metadata": {"path": str(EXAMPLES)}})
@@ -64,6 +77,99 @@ def test_notebook_executes_quick(name, monkeypatch, fashion_mnist):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    return nb
+
+
+# The pruning-at-init notebook's lottery-ticket branch (METHOD = "lth"), quick
+# mode: 2 IMP rounds of 1 epoch on 2k images before the two training runs.
+@pytest.mark.real_data
+def test_pai_tost_notebook_executes_quick_lth(monkeypatch, fashion_mnist):
+    nb = _execute_quick("pruning_at_init_tost.ipynb", monkeypatch,
+                        {'METHOD = "snip"': 'METHOD = "lth"'})
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+    assert "lottery ticket: 2 IMP rounds" in text and "lth mask sparsity: 0.9500" in text
+    assert "lth 95%: without ToST" in text
+
+
+# The install cell, without a network: which pip arguments each way in gives.
+@pytest.fixture
+def install_ns():
+    gen = _generator()
+    assert "%pip" not in gen.INSTALL_HELPER and gen.INSTALL_CODE.startswith(gen.INSTALL_HELPER)
+    assert "%pip install -q {pip_args}" in gen.INSTALL_CODE
+    assert 'REPO_URL = ""' in gen.INSTALL_HELPER  # no URL invented: the user fills it in
+    ns = {}
+    exec(gen.INSTALL_HELPER, ns)
+    return ns
+
+
+def _fake_checkout(path):
+    (path / "keras_sparse").mkdir(parents=True)
+    (path / "keras_sparse" / "__init__.py").write_text("")
+    (path / "setup.py").write_text("")
+    return path
+
+
+def test_install_cell_prefers_repo_url(install_ns, tmp_path):
+    url = "https://example.org/me/keras_sparse.git"
+    args, checkout = install_ns["install_source"](url, start=EXAMPLES, upload_dir=tmp_path)
+    assert shlex.split(args) == [f"keras_sparse[tflite,examples] @ git+{url}"]
+    assert checkout is None
+    args, _ = install_ns["install_source"]("git+ssh://git@example.org/me/ks.git@dev", start=tmp_path)
+    assert shlex.split(args) == ["keras_sparse[tflite,examples] @ git+ssh://git@example.org/me/ks.git@dev"]
+
+
+def test_install_cell_finds_a_checkout(install_ns, tmp_path):
+    args, checkout = install_ns["install_source"]("", start=EXAMPLES, upload_dir=tmp_path)
+    assert checkout == str(REPO) and shlex.split(args) == ["-e", f"{REPO}[tflite,examples]"]
+    clone = _fake_checkout(tmp_path / "content" / "keras_sparse-main")  # a clone or unzipped upload
+    args, checkout = install_ns["install_source"]("", start=tmp_path / "content", upload_dir=tmp_path)
+    assert checkout == str(clone) and shlex.split(args) == ["-e", f"{clone}[tflite,examples]"]
+
+
+def test_install_cell_uses_an_uploaded_wheel_or_zip(install_ns, tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    archive = content / "keras_sparse-main.zip"
+    archive.write_bytes(b"")
+    args, checkout = install_ns["install_source"]("", start=content, upload_dir=content)
+    assert checkout is None
+    assert shlex.split(args) == [f"keras_sparse[tflite,examples] @ {archive.as_uri()}"]
+    wheel = content / "keras_sparse-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    args, _ = install_ns["install_source"]("", start=content, upload_dir=content)
+    assert shlex.split(args) == [f"keras_sparse[tflite,examples] @ {wheel.as_uri()}"]  # wheel first
+
+
+def test_install_cell_says_what_to_do_when_nothing_is_found(install_ns, tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        install_ns["install_source"]("", start=tmp_path, upload_dir=tmp_path)
+    msg = str(e.value)
+    assert "not on PyPI" in msg and "REPO_URL" in msg
+    assert "setup.py" in msg and str(tmp_path) in msg
+    assert "keras_sparse*.whl" in msg and "keras_sparse*.zip" in msg
+
+
+# The NeurRev notebook's offline fallback: quick mode (CI) takes the `except`
+# branch by raising; without quick mode a failing CIFAR download takes the same
+# branch. Run the data cell as plain Python with load_cifar failing.
+@pytest.mark.real_data
+def test_neurrev_notebook_falls_back_to_fashion_mnist_offline(monkeypatch, fashion_mnist, capsys):
+    from keras_sparse import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_cifar", offline)
+    cells = [c.source for c in _generator().neurrev_cifar().cells
+             if c.cell_type == "code" and "datasets.load_cifar(DATASET)" in c.source]
+    assert len(cells) == 1 and 'raise RuntimeError("quick mode: offline data")' in cells[0]
+    ns = dict(QUICK=False, DATASET="cifar10", TRAIN_SIZE=500, TEST_SIZE=200)
+    exec(cells[0], ns)
+    assert ns["source"] == "fashion_mnist" and ns["NUM_CLASSES"] == 10
+    assert ns["x_train"].shape == (500, 28, 28, 1) and ns["x_test"].shape == (200, 28, 28, 1)
+    assert "CIFAR unavailable (ConnectionError" in capsys.readouterr().out
 
 
 def _cifar_recipe():

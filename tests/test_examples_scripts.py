@@ -1,12 +1,14 @@
-"""examples/quickstart.py and examples/export_and_train_on_device.py: argument
-handling and quick end-to-end runs on small synthetic data (one on a real
-Fashion-MNIST subset, marked real_data). No timing assertions."""
+"""examples/quickstart.py, examples/export_and_train_on_device.py and
+examples/tost_on_fixed_mask.py: argument handling and quick end-to-end runs on
+small synthetic data (and on real Fashion-MNIST subsets, marked real_data).
+No timing assertions."""
 
 import importlib.util
 import math
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -72,3 +74,86 @@ def test_export_and_train_on_device_quick_synthetic(tmp_path):
     assert len(dev["losses"]) == 1 and all(math.isfinite(v) for v in dev["losses"])
     assert dev["zeros_kept"]
     assert np.load(tmp_path / "pred.npy").shape == (32, 10)
+
+
+# examples/tost_on_fixed_mask.py: a fixed mask (prune-at-init or a lottery
+# ticket) trained plainly and with ToST, finalized back to plain ReLU.
+
+def _zero_pattern(model):
+    return [np.asarray(w.numpy()) == 0 for w in model.weights if w.path.endswith("kernel")]
+
+
+def test_tost_example_args(capsys):
+    ex = _load("tost_on_fixed_mask")
+    args = ex.parse_args(["--quick", "--mask", "lth"])
+    assert (args.epochs, args.depth, args.train_size, args.test_size) == (1, 8, 2000, 1000)
+    assert args.lth_max_prune == 0.8
+    full = ex.parse_args([])
+    assert (full.mask, full.epochs, full.depth, full.train_size, full.lth_max_prune) == (
+        "snip", 3, 20, 20000, 0.2)
+    assert ex.parse_args(["--method", "grasp"]).mask == "grasp"  # the old flag still works
+    assert ex.parse_args(["--quick", "--synthetic"]).train_size == ex.SYNTHETIC_TRAIN
+    for argv, received, accepted in [
+            (["--mask", "imp"], "'imp'", "snip, grasp, synflow, random, lth"),
+            (["--variants", "none", "swish"], "swish", "none, tost, gsk"),
+            (["--sparsity", "1.0"], "1.0", "(0, 1)"),
+            (["--lth-max-prune", "0"], "0", "(0, 1)"),
+            (["--depth", "10"], "10", "6n + 2"),
+            (["--epochs", "0"], "0", ">= 1")]:
+        with pytest.raises(SystemExit):
+            ex.parse_args(argv)
+        err = capsys.readouterr().err
+        assert received in err and accepted in err, (argv, err)
+
+
+def _check_tost_example(res, target):
+    from keras_sparse import tost
+
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert set(rows) == {"none", "tost"}
+    for variant, row in rows.items():
+        assert isinstance(row["accuracy"], float) and 0.0 <= row["accuracy"] <= 1.0
+        assert abs(row["sparsity"] - target) < 1e-3
+        assert abs(row["kernel_zero_fraction"] - target) < 1e-3
+        assert row["activations"] == ["ReLU"] and row["tost_layers_left"] == 0
+        final = res["final_models"][f"{variant}/seed0"]
+        # measured on the model itself: plain Keras layers, no ToST layer, only ReLU
+        layer_types = {type(layer) for layer in final.layers}
+        assert not layer_types & {tost.GhostGate, tost.GhostSwish, tost.LRSIScale}
+        assert any(issubclass(t, keras.layers.ReLU) for t in layer_types)
+        zeros = _zero_pattern(final)
+        assert abs(sum(z.sum() for z in zeros) / sum(z.size for z in zeros) - target) < 1e-3
+    tost_row = rows["tost"]
+    assert tost_row["beta"] > 1.0  # Swish annealed towards ReLU before the swap
+    assert 0.0 <= tost_row["accuracy_with_swish"] <= 1.0 and abs(tost_row["swap_accuracy_change"]) <= 1.0
+    # the same fixed mask in both variants
+    same = zip(_zero_pattern(res["final_models"]["none/seed0"]),
+               _zero_pattern(res["final_models"]["tost/seed0"]))
+    assert all(np.array_equal(a, b) for a, b in same)
+    assert "| none |" in res["table"] and "| tost |" in res["table"]
+
+
+def test_tost_example_quick_synthetic_snip(capsys):
+    res = _load("tost_on_fixed_mask").main(["--quick", "--synthetic", "--mask", "snip",
+                                            "--sparsity", "0.9", "--train-size", "128",
+                                            "--test-size", "64"])
+    _check_tost_example(res, 0.9)
+    out = capsys.readouterr().out
+    assert "snip 90%: trained plainly" in out and "with ToST" in out
+
+
+def test_tost_example_quick_synthetic_lth():
+    res = _load("tost_on_fixed_mask").main(["--quick", "--synthetic", "--mask", "lth",
+                                            "--sparsity", "0.9", "--train-size", "128",
+                                            "--test-size", "64"])
+    _check_tost_example(res, 0.9)
+    assert all(r["lth_rounds"] == 2 for r in res["rows"])  # 0.2 ** 1 > 0.1 >= 0.2 ** 2
+
+
+@pytest.mark.real_data
+def test_tost_example_quick_real_subset_lth(fashion_mnist):
+    res = _load("tost_on_fixed_mask").main(["--quick", "--mask", "lth", "--train-size", "1000",
+                                            "--test-size", "500"])
+    assert all((r["train_size"], r["test_size"], r["synthetic"]) == (1000, 500, False)
+               for r in res["rows"])
+    _check_tost_example(res, 0.95)
