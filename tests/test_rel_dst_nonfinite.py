@@ -33,6 +33,10 @@ def _algorithm(method, **extra):
     config = {"update_interval": INTERVAL, "stop_step": 1.0, "seed": 0, **extra}
     if method in ("gmp", "granet", "granet_st"):
         config["sparsity"] = 0.8
+    if method == "mest" and "drop_fraction" not in extra:
+        # MEST's default elastic stages stop mutating at 75% of training (step 6 of
+        # these 8): keep every update of this short run in a mutating stage.
+        config["stage_boundaries"] = (0.9, 0.95)
     return alg.get({"class_name": method, "config": config})
 
 
