@@ -548,12 +548,21 @@ def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
     import matplotlib.pyplot as plt
 
     registry = REGISTRY if registry is None else registry
+    order = list(registry)
+    palette = plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors  # a method and its "+ ToST" share a hue
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+    def style(m):
+        """One color and marker per method, the same in every plot (no repeats up to 40 methods)."""
+        i = order.index(m) if m in order else len(order) + sorted({r["method"] for r in rows}).index(m)
+        return {"color": palette[i % len(palette)], "marker": markers[i % len(markers)]}
+
     written = []
     ok = [r for r in rows if r["n"]]
     for model in sorted({r["model"] for r in ok}):
         dists = sorted({r["distribution"] for r in ok if r["model"] == model} - {"-"})
         for dist in dists:
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            fig, ax = plt.subplots(figsize=(8.4, 4.2))
             xs_all = sorted({r["sparsity"] for r in ok if r["model"] == model and r["distribution"] == dist})
             for r in ok:
                 if r["model"] == model and r["distribution"] == "-":
@@ -565,7 +574,7 @@ def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
                 pts = sorted((r for r in ok if r["model"] == model and r["distribution"] == dist
                               and r["method"] == m), key=lambda r: r["sparsity"])
                 ax.errorbar([100 * p["sparsity"] for p in pts], [100 * p["acc_mean"] for p in pts],
-                            yerr=[100 * (p["acc_std"] or 0) for p in pts], marker="o", capsize=3,
+                            yerr=[100 * (p["acc_std"] or 0) for p in pts], capsize=3, **style(m),
                             label=registry[m].label if m in registry else m)
             ax.set_xlabel("target sparsity (%)")
             ax.set_ylabel("test accuracy (%)")
@@ -573,11 +582,11 @@ def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
             if xs_all:
                 ax.set_xticks([100 * x for x in xs_all])
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
             fig.tight_layout()
             out = Path(path) / f"accuracy_vs_sparsity_{model}_{dist}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=120)
+            fig.savefig(out, dpi=120, bbox_inches="tight")  # keeps the legend beside the axes
             plt.close(fig)
             written.append(out)
     return written
