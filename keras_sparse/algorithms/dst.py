@@ -493,7 +493,12 @@ class DeepR(SET):
     With `temperature > 0` it adds the soft-Deep-R Langevin noise
     `sqrt(2 * lr * T * interval) * N(0, 1)` to active weights at updates (an
     approximation of per-step noise). Documented simplification of
-    soft-DEEP-R; `drop_fraction` is unused.
+    soft-DEEP-R; `drop_fraction` is unused. A flipped connection that the
+    random growth of the same update draws again stays active with its
+    (flipped) value, as for any connection dropped and re-drawn in one
+    update (RigL's convention, `Updater`); Deep-R would restart it at zero.
+    With `n` flips in a layer of `size` entries at sparsity `s`, that is
+    about `n / (s * size)` of the flips.
 
     Args:
         temperature: T (default 0: no noise).
