@@ -15,12 +15,18 @@ run: `benchmarks/results/accuracy_grasp_t1.jsonl`):
 - the dormant-channel fraction at init (`keras_sparse.diagnostics`);
 - the standard deviation of the initial logits on a fixed batch of 512
   training images (how far the untrained network's outputs already are
-  from uniform).
+  from uniform);
+- the share of each layer's output units (Dense units, conv output
+  channels, the last kernel axis) left with no kept incoming weight: a
+  logit unit in that state is a constant, its class can only be predicted
+  through the bias.
 
-    python -m benchmarks.pai_diagnostics                  # both models, seeds 0-2
+    python -m benchmarks.pai_diagnostics                  # both models, seeds 0-2, ERK
     python -m benchmarks.pai_diagnostics --models small_cnn --seeds 0
+    python -m benchmarks.pai_diagnostics --models resnet20 --distribution uniform
 
-Writes benchmarks/results/pai_diagnostics.{json,md}. Nothing is trained.
+Writes benchmarks/results/pai_diagnostics.{json,md} (ERK) or
+pai_diagnostics_uniform.{json,md}. Nothing is trained.
 """
 
 from __future__ import annotations
@@ -47,13 +53,13 @@ LABELS = {"random": "random", "snip": "SNIP", "grasp": "GraSP (T=200 on logits, 
           "grasp_t1": "GraSP (T=1)", "synflow": "SynFlow"}
 
 
-def make_mask(name: str, model, data, seed: int):
+def make_mask(name: str, model, data, seed: int, distribution: str = DISTRIBUTION):
     """The sparse model of mask `name` (the accuracy harness's, or GraSP at T=1)."""
     from keras_sparse import pruning
 
     if name != "grasp_t1":
-        return accuracy.make_pai_mask(name, model, SPARSITY, DISTRIBUTION, data, seed)
-    budgets = harness.layer_budgets(model, SPARSITY, DISTRIBUTION, seed)
+        return accuracy.make_pai_mask(name, model, SPARSITY, distribution, data, seed)
+    budgets = harness.layer_budgets(model, SPARSITY, distribution, seed)
     return pruning.prune_at_init(model, "grasp", SPARSITY, scope="layer", distribution=budgets,
                                  data=accuracy._grasp_batch(data, seed), loss=accuracy._loss(),
                                  temperature=1.0)
@@ -70,31 +76,47 @@ def negative_share(sparse) -> dict[str, float]:
     return out
 
 
-def measure(model_name: str, mask: str, seed: int, data, probe) -> dict[str, Any]:
+def unconnected_share(sparse) -> dict[str, float]:
+    """`{layer/weight: share of output units (last kernel axis) with no kept weight}`."""
+    from keras_sparse.pruning.core import get_masks
+
+    out = {}
+    for key, mask in get_masks(sparse).items():
+        per_unit = np.asarray(mask).reshape(-1, np.shape(mask)[-1]).sum(axis=0)
+        out[key] = float(np.mean(per_unit == 0))
+    return out
+
+
+def measure(model_name: str, mask: str, seed: int, data, probe,
+            distribution: str = DISTRIBUTION) -> dict[str, Any]:
     import keras
 
     from keras_sparse import diagnostics
 
     keras.utils.clear_session()
     keras.utils.set_random_seed(seed)
-    sparse = make_mask(mask, accuracy.build_model(model_name, seed), data, seed)
+    sparse = make_mask(mask, accuracy.build_model(model_name, seed), data, seed, distribution)
     logits = keras.ops.convert_to_numpy(sparse(probe, training=False))
-    return {"model": model_name, "mask": mask, "seed": seed,
+    return {"model": model_name, "mask": mask, "seed": seed, "distribution": distribution,
             "negative_share": negative_share(sparse),
+            "unconnected_share": unconnected_share(sparse),
             "dormant_at_init": diagnostics.dormant_fraction(sparse, probe)["all"],
             "logit_std_at_init": float(logits.std())}
 
 
 def render(records: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    distribution = records[0].get("distribution", DISTRIBUTION) if records else DISTRIBUTION
     parts = ["## Prune-at-init masks at initialization (nothing trained)",
              machine_markdown(machine),
-             f"- {SPARSITY:.0%} sparsity, {DISTRIBUTION.upper()} per-layer budgets, masks as in the "
+             f"- {SPARSITY:.0%} sparsity, {distribution.upper()} per-layer budgets, masks as in the "
              "accuracy harness (`accuracy.make_pai_mask`; GraSP: temperature 200 on the logits, "
              "the authors' code), and GraSP at temperature 1. Mean over seeds "
              f"{sorted({r['seed'] for r in records})}.",
              "- `neg %`: share of negative weights among the kept entries of each layer (a random "
              "mask keeps about 50%). `dormant`: ReLU channels zero on >= 99% of 512 fixed training "
-             "images. `logit std`: standard deviation of the initial logits on them."]
+             "images. `logit std`: standard deviation of the initial logits on them. "
+             "`unconnected`: share of output units with no kept incoming weight, for the logits "
+             "layer and the worst other layer."]
     for model in sorted({r["model"] for r in records}):
         rows = [r for r in records if r["model"] == model]
         layers = list(rows[0]["negative_share"])
@@ -106,11 +128,17 @@ def render(records: list[dict[str, Any]], machine: dict[str, Any]) -> str:
                 continue
             neg = [100 * np.mean([r["negative_share"][k] for r in sel]) for k in layers]
             cells = [f"{min(neg):.0f}-{max(neg):.0f}"] if summarize else [f"{v:.0f}" for v in neg]
+            cut = {k: 100 * np.mean([r["unconnected_share"][k] for r in sel if "unconnected_share" in r] or [np.nan])
+                   for k in layers}
+            worst = max((k for k in layers if k != layers[-1]), key=lambda k: cut[k])
             body.append([LABELS[mask]] + cells + [
                 f"{100 * np.mean([r['dormant_at_init'] for r in sel]):.1f}%",
-                f"{np.mean([r['logit_std_at_init'] for r in sel]):.3g}"])
+                f"{np.mean([r['logit_std_at_init'] for r in sel]):.3g}",
+                f"{cut[layers[-1]]:.0f}%", f"{cut[worst]:.0f}% ({worst.split('/')[0]})"])
         heads = (["mask", "neg % of kept (range over layers)"] if summarize else
-                 ["mask"] + [f"neg % {k.split('/')[0]}" for k in layers]) + ["dormant", "logit std"]
+                 ["mask"] + [f"neg % {k.split('/')[0]}" for k in layers]) + [
+                     "dormant", "logit std", f"unconnected {layers[-1].split('/')[0]}",
+                     "unconnected, worst other layer"]
         parts.append(f"#### {model}\n\n" + markdown_table(heads, body))
     return "\n\n".join(parts) + "\n"
 
@@ -120,6 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(accuracy.MODELS), choices=accuracy.MODELS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
+    p.add_argument("--distribution", default=DISTRIBUTION, choices=accuracy.DISTRIBUTIONS,
+                   help="per-layer budgets (default erk; uniform writes pai_diagnostics_uniform.*)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     from tqdm.auto import tqdm
@@ -129,13 +159,14 @@ def main(argv=None) -> int:
     records = []
     items = [(m, k, s) for m in args.models for k in args.masks for s in args.seeds]
     for model, mask, seed in tqdm(items, unit="mask"):
-        records.append(measure(model, mask, seed, data, probe))
+        records.append(measure(model, mask, seed, data, probe, args.distribution))
     machine = machine_info()
-    write_json(args.out_dir / "pai_diagnostics.json", {"machine": machine, "sparsity": SPARSITY,
-                                                      "distribution": DISTRIBUTION,
-                                                      "records": records})
+    stem = "pai_diagnostics" + ("" if args.distribution == DISTRIBUTION else f"_{args.distribution}")
+    write_json(args.out_dir / f"{stem}.json", {"machine": machine, "sparsity": SPARSITY,
+                                               "distribution": args.distribution,
+                                               "records": records})
     md = render(records, machine)
-    (args.out_dir / "pai_diagnostics.md").write_text(md, encoding="utf-8")
+    (args.out_dir / f"{stem}.md").write_text(md, encoding="utf-8")
     print(md)
     return 0
 

@@ -41,3 +41,23 @@ def test_measure_and_render_on_tiny_data():
                                           "tensorflow": "t", "keras": "k",
                                           "keras_backend": "tensorflow", "numpy": "n"})
     assert "#### small_cnn" in md and "| GraSP (T=1) |" in md and "neg % conv2" in md
+
+
+def test_unconnected_share_counts_output_units_without_kept_weights():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, use_bias=False, name="d")])
+    sparse = ks.sparsify(model, 0.5, "uniform", keep_dense=None, seed=0)
+    # columns = output units: unit 1 and unit 3 keep nothing
+    pruning.apply_masks(sparse, {"d/kernel": np.array([[1, 0, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0]], "float32")})
+    assert pai_diagnostics.unconnected_share(sparse) == {"d/kernel": 0.5}
+
+
+def test_uniform_distribution_is_measured_and_labelled(tmp_path):
+    data = _tiny_data()
+    rec = pai_diagnostics.measure("small_cnn", "random", 0, data, data.x_train[:32], "uniform")
+    assert rec["distribution"] == "uniform" and set(rec["unconnected_share"]) == set(rec["negative_share"])
+    # uniform keeps the first conv dense (RigL's convention): every output channel connected
+    assert rec["unconnected_share"]["conv1/kernel"] == 0.0
+    md = pai_diagnostics.render([rec], {"date": "d", "platform": "p", "processor": "x", "cpu_count": 2,
+                                        "gpus": [], "python": "3.11", "tensorflow": "t", "keras": "k",
+                                        "keras_backend": "tensorflow", "numpy": "n"})
+    assert "UNIFORM per-layer budgets" in md and "unconnected logits" in md
