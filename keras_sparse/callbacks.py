@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_sparse.report import model_parameter_count
 from keras_sparse.sparsify import sparse_wrappers
 
 __all__ = ["SparsityLogger"]
@@ -22,11 +23,16 @@ __all__ = ["SparsityLogger"]
 class SparsityLogger(keras.callbacks.Callback):
     """Logs the sparsity of a sparse model during `model.fit`.
 
-    Adds `sparsity` (zeros over all masked weights, from the masks) to the
-    logs of every batch and epoch. With `per_layer=True` it also adds
-    `sparsity/<layer>/<weight>` for every masked weight; put this callback
-    before `keras.callbacks.TensorBoard` in the list and those scalars appear
-    in TensorBoard.
+    Adds two figures, from the masks, to the logs of every batch and epoch:
+    `model_sparsity`, the pruned entries over *all* parameters of the model
+    (what the model's size and compute actually shrink by; layers left dense
+    and biases count as dense), and `masked_sparsity`, the pruned entries over
+    the masked weights only (what `sparsify`'s `sparsity` targets). The two
+    differ when large layers stay dense (`keep_dense`, unsupported layer
+    types). With `per_layer=True` it also adds `sparsity/<layer>/<weight>`
+    for every masked weight; put this callback before
+    `keras.callbacks.TensorBoard` in the list and those scalars appear in
+    TensorBoard.
 
     Args:
         per_layer: also log one scalar per masked weight.
@@ -48,6 +54,7 @@ class SparsityLogger(keras.callbacks.Callback):
             raise TypeError(f"`per_layer` must be a bool. Received: {per_layer!r}.")
         self.per_layer = per_layer
         self._wrappers = []
+        self._model_params = 0
         self._sparsity_logs: dict[str, float] = {}
 
     @property
@@ -63,6 +70,7 @@ class SparsityLogger(keras.callbacks.Callback):
                 f"{self.model.name!r} has no SparseWrapper layer. Use "
                 "`keras_sparse.sparsify(model, sparsity)` first."
             )
+        self._model_params = model_parameter_count(self.model)
         self.refresh_sparsity()
 
     def refresh_sparsity(self) -> None:
@@ -76,7 +84,11 @@ class SparsityLogger(keras.callbacks.Callback):
                 total += size
                 active += ones
                 values[f"sparsity/{wrapper.name}/{name}"] = 1.0 - ones / size
-        logs = {"sparsity": 1.0 - active / total if total else 0.0}
+        pruned = total - active
+        logs = {
+            "model_sparsity": pruned / self._model_params if self._model_params else 0.0,
+            "masked_sparsity": pruned / total if total else 0.0,
+        }
         if self.per_layer:
             logs.update(values)
         self._sparsity_logs = logs

@@ -10,7 +10,13 @@ import numpy as np
 
 from keras_sparse.sparsify import sparse_wrappers
 
-__all__ = ["SparsityReport", "WeightReport", "sparsity_report", "summary"]
+__all__ = [
+    "SparsityReport",
+    "WeightReport",
+    "model_parameter_count",
+    "sparsity_report",
+    "summary",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +145,8 @@ class SparsityReport:
         return "\n".join(out)
 
 
+_SEQUENCE_LAYERS = (keras.layers.MultiHeadAttention, keras.layers.RNN)
+
 _TRANSPOSE_CONVS = (
     keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose,
@@ -152,7 +160,8 @@ def _positions(wrapper) -> int:
     Dense and EinsumDense: once per position of the input's middle axes (for
     EinsumDense this is an approximation for equations that contract more
     than the last axis). Convolutions: once per output position (per input
-    position for transposed convolutions). Embedding: 0 (a lookup).
+    position for transposed convolutions). MultiHeadAttention and recurrent
+    layers: once per time step. Embedding: 0 (a lookup).
     """
     layer = wrapper.layer
     if isinstance(layer, keras.layers.Embedding):
@@ -161,6 +170,10 @@ def _positions(wrapper) -> int:
     if input_shape is None:
         return 1
     input_shape = tuple(input_shape)
+    if isinstance(layer, _SEQUENCE_LAYERS):
+        # Once per time step (per query position for attention: an
+        # approximation when keys and values are longer than the query).
+        return int(input_shape[1] or 1) if len(input_shape) > 2 else 1
     if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
         return int(np.prod([d or 1 for d in input_shape[1:-1]], dtype=np.int64))
     if isinstance(layer, _TRANSPOSE_CONVS):
@@ -219,10 +232,21 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
                     flops_sparse=per_entry * nonzeros,
                 )
             )
-    mask_entries = sum(r.params for r in rows)  # masks are weights too
-    return SparsityReport(
-        rows=tuple(rows), model_params=int(model.count_params()) - mask_entries
+    return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))
+
+
+def model_parameter_count(model: keras.Model) -> int:
+    """Entries of all the model's weights except the masks themselves.
+
+    This is `keras_sparse.strip(model).count_params()`: the parameters of
+    the plain model, biases, normalization and layers left dense included.
+    """
+    masks = sum(
+        int(np.prod(mask.shape, dtype=np.int64))
+        for wrapper in sparse_wrappers(model)
+        for _, _, mask in wrapper.masked_weights
     )
+    return int(model.count_params()) - masks
 
 
 def summary(model: keras.Model, print_fn=print) -> SparsityReport:

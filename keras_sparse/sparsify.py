@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import warnings
+
 import keras
 import numpy as np
 
 from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
-from keras_sparse.layers.sparse_wrapper import SparseWrapper
+from keras_sparse.layers.sparse_wrapper import SparseWrapper, masked
 from keras_sparse.model_utils import check_graph_model, clone_with, iter_leaf_layers
 
 __all__ = ["sparse_wrappers", "sparsify", "strip"]
@@ -34,6 +36,49 @@ def sparse_wrappers(model: keras.Model) -> list[SparseWrapper]:
 
     walk(model)
     return found
+
+
+# keep_dense="auto" leaves the first layer dense under "uniform" only while it
+# holds at most this share of the prunable parameters (RigL's reason for the
+# convention is a tiny first conv: 0.04% of ResNet-50's weights).
+AUTO_DENSE_MAX_SHARE = 0.05
+# A layer left dense that holds more than this share of all parameters gets a
+# warning with the model-wide sparsity that results.
+LARGE_DENSE_SHARE = 0.2
+
+
+def _params(layer: keras.layers.Layer) -> int:
+    return sum(int(np.prod(w.shape, dtype=np.int64)) for _, w in get_prunable_weights(layer))
+
+
+def _warn_large_dense_layers(model: keras.Model, plan: dict[int, dict[str, float]]) -> None:
+    """Warns when layers left dense hold much of the model's parameters."""
+    total = int(model.count_params())
+    if not total:
+        return
+    pruned = 0.0
+    dense: list[tuple[str, str, int]] = []
+    for layer in iter_leaf_layers(model):
+        size = int(layer.count_params()) if layer.built else 0
+        if id(layer) in plan:
+            sizes = {n: int(np.prod(w.shape, dtype=np.int64)) for n, w in get_prunable_weights(layer)}
+            pruned += sum(sizes[n] * s for n, s in plan[id(layer)].items())
+            continue
+        if size > LARGE_DENSE_SHARE * total:
+            why = "kept dense" if is_prunable(layer) else (
+                f"its type {type(layer).__name__} is not prunable")
+            dense.append((layer.name, why, size))
+    for name, why, size in dense:
+        warnings.warn(
+            f"Layer {name!r} stays dense ({why}) and holds {size / total:.1%} of "
+            f"the model's {total:,} parameters: the model will be about "
+            f"{pruned / total:.1%} sparse overall, not the requested sparsity of "
+            "the masked weights. Name it in `distribution`, take it out of "
+            "`keep_dense`, or register its weights with "
+            "`keras_sparse.layers.register_prunable_weights`.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -93,7 +138,12 @@ def _plan(
         return plan
 
     if keep_dense == "auto":
-        dense_names = [layers[0].name] if distribution == "uniform" and len(layers) > 1 else []
+        dense_names = []
+        if distribution == "uniform" and len(layers) > 1:
+            first = layers[0]
+            share = _params(first) / sum(_params(layer) for layer in layers)
+            if share <= AUTO_DENSE_MAX_SHARE:
+                dense_names = [first.name]
     elif keep_dense is None:
         dense_names = []
     elif isinstance(keep_dense, str) or not all(isinstance(n, str) for n in keep_dense):
@@ -158,9 +208,14 @@ def sparsify(
         erk_power_scale: exponent of the ERK score (RigL's `erk_power_scale`).
         keep_dense: layer names to leave dense and unwrapped. `"auto"`
             follows RigL's conventions: with `"uniform"` the first prunable
-            layer stays dense; with `"er"`/`"erk"` every prunable layer is
-            sparsified (ER/ERK gives small layers high density by itself).
-            `None` keeps nothing dense.
+            layer stays dense while it is small (at most
+            `AUTO_DENSE_MAX_SHARE` = 5% of the prunable parameters, e.g. a
+            first conv; an MLP's large first layer is sparsified); with
+            `"er"`/`"erk"` every prunable layer is sparsified (ER/ERK gives
+            small layers high density by itself). `None` keeps nothing
+            dense. Any layer left dense that holds over 20% of the model's
+            parameters gets a `UserWarning` with the resulting model-wide
+            sparsity.
         seed: seed of the random masks (`None`: random). The same seed gives
             the same masks.
         structure: pattern of the initial masks, `"unstructured"`,
@@ -201,6 +256,7 @@ def sparsify(
             "`keras_sparse.layers.register_prunable_weights`."
         )
     plan = _plan(layers, sparsity, distribution, erk_power_scale, keep_dense)
+    _warn_large_dense_layers(model, plan)
     mask_math.validate_structure(structure)
     if structure != "unstructured":
         for layer in layers:
@@ -219,6 +275,9 @@ def sparsify(
             return None
         weight_sparsity = plan[id(layer)]
         clone = layer.__class__.from_config(layer.get_config())
+        build_config = layer.get_build_config()
+        if build_config is not None:  # e.g. MultiHeadAttention: several input shapes
+            clone.build_from_config(build_config)
         layer_seed = int(mask_math.seed_for(seed, order[id(layer)]).integers(2**31))
         return SparseWrapper(
             clone, sparsity=weight_sparsity, seed=layer_seed, structure=structure
@@ -261,10 +320,10 @@ def strip(model: keras.Model) -> keras.Model:
         return None
 
     def copy_weights(wrapper, plain):
-        masked = {id(w): m for _, w, m in wrapper.masked_weights}
+        masks = {id(w): m for _, w, m in wrapper.masked_weights}
         plain.set_weights(
             [
-                v.numpy() * masked[id(v)].numpy() if id(v) in masked else v.numpy()
+                keras.ops.convert_to_numpy(masked(v, masks[id(v)])) if id(v) in masks else v.numpy()
                 for v in wrapper.layer.weights
             ]
         )

@@ -67,9 +67,13 @@ def test_sparsity_logger_writes_history_and_per_layer_logs():
         verbose=0,
         callbacks=[keras_sparse.callbacks.SparsityLogger(per_layer=True), Spy()],
     )
-    assert history.history["sparsity"] == pytest.approx([0.75, 0.75])
+    assert history.history["masked_sparsity"] == pytest.approx([0.75, 0.75])
+    # 36 of the kernel's 48 entries are pruned; the model has 48 + 8 (bias)
+    # + 9 (second Dense) parameters.
+    assert history.history["model_sparsity"] == pytest.approx([36 / 65, 36 / 65])
     assert history.history["sparsity/a/kernel"] == pytest.approx([0.75, 0.75])
-    assert batch_logs[0]["sparsity"] == pytest.approx(0.75)
+    assert batch_logs[0]["masked_sparsity"] == pytest.approx(0.75)
+    assert "sparsity" not in batch_logs[0]  # the ambiguous name is gone
 
 
 def test_sparsity_logger_rejects_dense_model():

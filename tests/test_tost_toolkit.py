@@ -274,7 +274,7 @@ def test_callback_anneals_from_optimizer_iterations():
         assert float(gate.alpha.numpy()) == 0.0
     for s in tost.ghost_layers(model, tost.GhostSwish):
         assert float(s.beta.numpy()) == pytest.approx(100.0)
-    assert history.history["sparsity"][-1] == pytest.approx(0.8, abs=0.02)
+    assert history.history["masked_sparsity"][-1] == pytest.approx(0.8, abs=0.02)
 
 
 def test_tost_end_to_end_returns_original_plain_graph():

@@ -5,6 +5,11 @@ layers work unchanged, plus two opt-in routes for custom layers:
 
 1. `register_prunable_weights(MyLayer, ["w"])` adds the class to the table, or
 2. the layer defines `get_prunable_weights()` returning its variables.
+
+A table entry is a weight name, or a `(name, path)` pair when the variable
+sits in a sub-layer reached through public attributes: a
+`MultiHeadAttention` masks `query_dense.kernel` as `query_kernel`, an `LSTM`
+masks `cell.recurrent_kernel` as `recurrent_kernel`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ __all__ = [
     "register_prunable_weights",
 ]
 
-_TABLE: dict[type, tuple[str, ...]] = {
+_RECURRENT = (("kernel", "cell.kernel"), ("recurrent_kernel", "cell.recurrent_kernel"))
+
+_TABLE: dict[type, tuple[str | tuple[str, str], ...]] = {
     keras.layers.Dense: ("kernel",),
     keras.layers.EinsumDense: ("kernel",),
     keras.layers.Conv1D: ("kernel",),
@@ -33,7 +40,19 @@ _TABLE: dict[type, tuple[str, ...]] = {
     keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
     keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
     keras.layers.Embedding: ("embeddings",),
+    keras.layers.MultiHeadAttention: tuple(
+        (f"{part}_kernel", f"{part}_dense.kernel") for part in ("query", "key", "value", "output")
+    ),
+    keras.layers.LSTM: _RECURRENT,
+    keras.layers.GRU: _RECURRENT,
+    keras.layers.SimpleRNN: _RECURRENT,
 }
+
+ACCEPTED_TYPES = (
+    "Dense, EinsumDense, Conv1D/2D/3D (and Transpose), DepthwiseConv1D/2D, "
+    "SeparableConv1D/2D, Embedding, MultiHeadAttention, LSTM, GRU, SimpleRNN, "
+    "their subclasses"
+)
 
 _HOOK = "get_prunable_weights"
 
@@ -68,16 +87,24 @@ def register_prunable_weights(layer_class: type, weight_names: Sequence[str]) ->
     _TABLE[layer_class] = names
 
 
-def _table_names(layer: keras.layers.Layer) -> tuple[str, ...] | None:
+def _table_entries(layer: keras.layers.Layer) -> list[tuple[str, str]] | None:
+    """`(name, attribute path)` pairs of `layer`'s class, or None if not listed."""
     for cls in type(layer).__mro__:
         if cls in _TABLE:
-            return _TABLE[cls]
+            return [(e, e) if isinstance(e, str) else e for e in _TABLE[cls]]
     return None
+
+
+def _resolve(layer: keras.layers.Layer, path: str):
+    value = layer
+    for attr in path.split("."):
+        value = getattr(value, attr)
+    return value
 
 
 def is_prunable(layer: keras.layers.Layer) -> bool:
     """Whether keras_sparse knows how to mask `layer` (table or hook)."""
-    return callable(getattr(layer, _HOOK, None)) or _table_names(layer) is not None
+    return callable(getattr(layer, _HOOK, None)) or _table_entries(layer) is not None
 
 
 def get_prunable_weights(layer: keras.layers.Layer) -> list[tuple[str, keras.Variable]]:
@@ -99,17 +126,16 @@ def get_prunable_weights(layer: keras.layers.Layer) -> list[tuple[str, keras.Var
         variables = list(hook())
         pairs = [(getattr(v, "name", f"weight_{i}"), v) for i, v in enumerate(variables)]
     else:
-        names = _table_names(layer)
-        if names is None:
+        entries = _table_entries(layer)
+        if entries is None:
             raise TypeError(
                 f"Layer {layer.name!r} of type {type(layer).__name__} has no "
-                "prunable weights. Accepted: Dense, EinsumDense, Conv1D/2D/3D "
-                "(and Transpose), DepthwiseConv1D/2D, SeparableConv1D/2D, "
-                "Embedding, their subclasses, or a custom layer registered "
-                "with `keras_sparse.layers.register_prunable_weights` or "
+                f"prunable weights. Accepted: {ACCEPTED_TYPES}, or a custom "
+                "layer registered with "
+                "`keras_sparse.layers.register_prunable_weights` or "
                 f"defining `{_HOOK}()`."
             )
-        pairs = [(name, getattr(layer, name)) for name in names]
+        pairs = [(name, _resolve(layer, path)) for name, path in entries]
     if not pairs:
         raise TypeError(f"Layer {layer.name!r} returned no prunable weights.")
     for name, variable in pairs:

@@ -50,12 +50,41 @@ def _value(x):
     return x.value if isinstance(x, keras.Variable) else x
 
 
+def masked_forward(weight, mask):
+    """`masked(weight, mask)` whose gradient passes to `weight` unmasked.
+
+    The forward value has exact zeros at pruned entries whatever the weight
+    holds there (`set_weights`, `assign`, a loaded file), so the model always
+    computes what its masks say. The gradient is the identity (a
+    straight-through mask): the gradient w.r.t. a pruned entry is the dense
+    gradient `dL/dW_ij` that RigL-style grow criteria rank, as when pruned
+    entries are exact zeros in the weight itself. The optimizer step then
+    writes into pruned entries and `MaskConstraint` re-zeroes them.
+
+    Reference:
+        Evci et al., "Rigging the Lottery", ICML 2020 (grow by the dense
+        gradient of the zero-valued connections).
+    """
+    import tensorflow as tf
+
+    mask = _value(mask)
+
+    @tf.custom_gradient
+    def forward(w):
+        return masked(w, mask), lambda upstream: upstream
+
+    return forward(_value(weight))
+
+
 class MaskConstraint(keras.constraints.Constraint):
     """Multiplies a weight by its mask after the user's own constraint.
 
     Keras 3 optimizers call `variable.constraint` after every update
     (`BaseOptimizer.apply`), so attaching this to a masked variable keeps its
-    pruned entries exactly 0.0 with no extra op in the forward pass.
+    pruned entries exactly 0.0 in the variable itself (what `get_weights`,
+    checkpoints and gradient-based grow criteria see). The forward pass
+    masks as well (`masked_forward`), so values written by other paths
+    (`set_weights`, `assign`, a loaded file) never reach the outputs.
 
     Args:
         mask: the mask variable (same shape as the weight).
@@ -120,7 +149,11 @@ class SparseWrapper(keras.layers.Wrapper):
     zeroes the pruned entries and attaches a `MaskConstraint` to the weight.
     The optimizer applies that constraint after every step, so pruned weights
     stay exactly 0.0 during `model.fit` without any callback: training with a
-    fixed mask is static sparse training. Any constraint the user gave the
+    fixed mask is static sparse training. The forward pass reads each masked
+    weight as `weight * mask` too (with an identity gradient, see
+    `masked_forward`), so whatever writes the weights (`set_weights`,
+    `assign`, loading a file) the model computes exactly what
+    `keras_sparse.strip` returns. Any constraint the user gave the
     layer (e.g. `kernel_constraint`) is still applied, before the mask.
 
     Loading a saved model restores masks from the file; they are never drawn
@@ -323,12 +356,40 @@ class SparseWrapper(keras.layers.Wrapper):
                     "this model."
                 )
             state.setdefault(name, {})[slot] = np.array(store[key])
-        super().load_own_variables(variables)  # checks the variable count
+        # Keras assigns this layer's variables one by one; on a bad file
+        # (wrong shapes, non-binary masks) put them all back before raising.
+        before = [(v, v.numpy()) for v in self.weights]
+        try:
+            super().load_own_variables(variables)  # checks count and shapes
+            self._check_loaded_masks()
+        except ValueError as error:
+            for variable, value in before:
+                variable.assign(value)
+            if "values other than 0 and 1" in str(error):
+                raise
+            raise ValueError(
+                f"The file's variables for layer {self.name!r} do not match this "
+                f"model (masks: {[f'{n}_mask {tuple(m.shape)}' for n, _, m in self._masked_weights]}): "
+                f"{error}"
+            ) from error
         # In place: callbacks hold these dicts (`training_state` is live).
         for name in names:
             slots = self._training_state.setdefault(name, {})
             slots.clear()
             slots.update(state.get(name, {}))
+
+    def _check_loaded_masks(self) -> None:
+        """Raises if a mask just loaded holds values other than 0 and 1."""
+        for name, _, mask in self._masked_weights:
+            value = mask.numpy()
+            bad = ~np.isin(value, (0.0, 1.0))
+            if bad.any():
+                examples = sorted(set(value[bad].ravel().tolist()))[:5]
+                raise ValueError(
+                    f"The file's mask {name}_mask of layer {self.name!r} holds "
+                    f"{int(bad.sum())} values other than 0 and 1 (e.g. {examples}). "
+                    "Masks must be binary; the file is corrupt or was edited."
+                )
 
     def apply_masks(self) -> None:
         """Sets every pruned weight entry to exactly 0.0."""
@@ -336,10 +397,31 @@ class SparseWrapper(keras.layers.Wrapper):
             weight.assign(masked(weight, mask))
 
     def call(self, inputs, *args, **kwargs):
-        return self.layer(inputs, *args, **kwargs)
+        # The wrapped layer reads its masked weights through a stateless
+        # scope that maps each to `weight * mask`, so pruned entries are zero
+        # in every forward pass whatever wrote the weight. Losses the wrapped
+        # layer adds (activity regularizers) are collected and re-added here.
+        mapping = [(weight, masked_forward(weight, mask)) for _, weight, mask in self._masked_weights]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        if scope.losses:
+            self.add_loss(scope.losses)
+        return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def get_build_config(self):
+        config = super().get_build_config() or {}
+        inner = self.layer.get_build_config()
+        if inner is not None:
+            config["layer_build_config"] = inner
+        return config or None
+
+    def build_from_config(self, config):
+        # Layers built from several shapes (MultiHeadAttention) cannot be
+        # built from the wrapper's single input shape: build them first.
+        inner = (config or {}).get("layer_build_config")
+        if inner is not None and not self.layer.built:
+            self.layer.build_from_config(inner)
+        super().build_from_config(config)
 
     def get_config(self):
         config = super().get_config()
