@@ -74,7 +74,7 @@ def iter_leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
 
 
 def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-    if source.weights:
+    if getattr(source, "weights", None):  # ops in the graph (x + y) have none
         target.set_weights(source.get_weights())
 
 

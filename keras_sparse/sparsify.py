@@ -59,11 +59,13 @@ def _warn_large_dense_layers(model: keras.Model, plan: dict[int, dict[str, float
     pruned = 0.0
     dense: list[tuple[str, str, int]] = []
     for layer in iter_leaf_layers(model):
-        size = int(layer.count_params()) if layer.built else 0
+        if not isinstance(layer, keras.layers.Layer) or not layer.built:
+            continue  # ops in the graph (x + y) hold no weights
         if id(layer) in plan:
             sizes = {n: int(np.prod(w.shape, dtype=np.int64)) for n, w in get_prunable_weights(layer)}
             pruned += sum(sizes[n] * s for n, s in plan[id(layer)].items())
             continue
+        size = int(layer.count_params())
         if size > LARGE_DENSE_SHARE * total:
             why = "kept dense" if is_prunable(layer) else (
                 f"its type {type(layer).__name__} is not prunable")

@@ -182,7 +182,7 @@ def test_per_layer_figures_in_history_and_tensorboard(method, tmp_path):
                   callbacks=[cb, keras.callbacks.TensorBoard(log_dir=str(tmp_path))])
     keys = [f"{w.name}/{name}" for w in ks.sparse_wrappers(model) for name, _, _ in w.masked_weights]
     assert len(keys) == 3  # conv2d, dense, dense_1 kernels
-    figures = ["sparsity", "drop_fraction", "regrown", "itop_rate"] + (["awakened"] if method == "neurrev" else [])
+    figures = ["model_sparsity", "masked_sparsity", "drop_fraction", "regrown", "itop_rate"] + (["awakened"] if method == "neurrev" else [])
     for key, (_, mask) in zip(keys, masked(model)):
         for figure in figures:
             assert f"{figure}/{key}" in h.history, f"{figure}/{key}"

@@ -145,7 +145,7 @@ def test_logs_have_dst_figures():
     x, y = data()
     cb = ks.callbacks.NeurRev(update_interval=2, per_layer=True, drop_fraction_decay="constant")
     h = model.fit(x, y, batch_size=16, epochs=1, callbacks=[cb], verbose=0)
-    for key in ("sparsity", "drop_fraction", "regrown", "itop_rate", "awakened"):
+    for key in ("model_sparsity", "masked_sparsity", "drop_fraction", "regrown", "itop_rate", "awakened"):
         assert key in h.history, key
     for prefix in ("regrown/dense", "itop_rate/conv2d", "awakened/dense", "drop_fraction/conv2d"):
         assert any(k.startswith(prefix) for k in h.history), prefix

@@ -65,13 +65,14 @@ def masked_forward(weight, mask):
         Evci et al., "Rigging the Lottery", ICML 2020 (grow by the dense
         gradient of the zero-valued connections).
     """
-    import tensorflow as tf
-
     mask = _value(mask)
 
-    @tf.custom_gradient
+    @ops.custom_gradient
     def forward(w):
-        return masked(w, mask), lambda upstream: upstream
+        def grad(*args, upstream=None):
+            return args[0] if upstream is None else upstream
+
+        return masked(w, mask), grad
 
     return forward(_value(weight))
 
