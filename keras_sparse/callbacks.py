@@ -206,6 +206,8 @@ class DynamicSparseTraining(SparsityLogger):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # raises if the model is not sparsified
+        if callable(getattr(self.algorithm, "bind_model", None)):
+            self.algorithm.bind_model(self.model)  # algorithms that read the graph (Chase)
         total = self._resolve_total()
         if total is None and any(isinstance(v, float) for v in (self.algorithm.start_step, self.algorithm.stop_step)):
             raise ValueError(
@@ -348,6 +350,7 @@ class Chase(DynamicSparseTraining):
         stop_step: last update step (int) or fraction of training.
         drop_fraction: RigL's initial drop fraction, in (0, 1).
         drop_fraction_decay: `"cosine"`, `"constant"` or `"stagewise"`.
+        structure: only `"unstructured"` (Chase removes whole channels).
         seed: non-negative int.
         on_nonfinite: `"skip"` or `"raise"`.
         total_steps: see `DynamicSparseTraining`.
@@ -367,24 +370,19 @@ class Chase(DynamicSparseTraining):
     def __init__(self, channel_sparsity: float = 0.5, min_channel_ratio: float = 0.5,
                  update_interval: int = 100, start_step: int | float = 0,
                  stop_step: int | float = 0.75, drop_fraction: float = 0.3,
-                 drop_fraction_decay: str = "cosine", seed: int = 0, on_nonfinite: str = "skip",
+                 drop_fraction_decay: str = "cosine", structure: str = "unstructured",
+                 seed: int = 0, on_nonfinite: str = "skip",
                  total_steps: int | None = None, per_layer: bool = False):
         algorithm = _algorithms.Chase(
             channel_sparsity=channel_sparsity, min_channel_ratio=min_channel_ratio,
             update_interval=update_interval, start_step=start_step, stop_step=stop_step,
-            drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, seed=seed,
-            on_nonfinite=on_nonfinite)
+            drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay,
+            structure=structure, seed=seed, on_nonfinite=on_nonfinite)
         super().__init__(algorithm, total_steps=total_steps, per_layer=per_layer)
-
-    def on_train_begin(self, logs=None):
-        self.algorithm.bind_model(self.model)
-        super().on_train_begin(logs)
 
     def extra_logs(self):
         return {**super().extra_logs(), **{k: v for k, v in self.algorithm.channel_stats.items()
                                              if k != "reallocated"}}
 
     def get_config(self):
-        config = self.algorithm.get_config()
-        config.pop("structure", None)
-        return {**config, "total_steps": self.total_steps, "per_layer": self.per_layer}
+        return {**self.algorithm.get_config(), "total_steps": self.total_steps, "per_layer": self.per_layer}

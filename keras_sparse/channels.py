@@ -631,4 +631,5 @@ def remove_channels(model: keras.Model) -> keras.Model:
         if new_weights:
             new.set_weights(new_weights)
     outputs = [tensors[k] for k in graph.output_keys]
-    return keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    return keras.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
+                       outputs[0] if len(outputs) == 1 else outputs, name=model.name)

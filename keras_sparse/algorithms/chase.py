@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import keras
@@ -65,9 +66,10 @@ class Chase(RigL):
     feeding the `Add`) and never the classifier, other layers keep all
     their channels.
 
-    Chase needs the model's graph: `keras_sparse.callbacks.Chase` binds it
-    at `on_train_begin`; with `DynamicSparseTraining` or a custom loop, call
-    `bind_model(model)` before training.
+    Chase needs the model's graph: `keras_sparse.callbacks.Chase` and
+    `DynamicSparseTraining` bind it at `on_train_begin`; in a custom loop
+    call `bind_model(model)` before `setup`. Without a graph, or with no
+    eligible layer, it warns and runs as RigL.
 
     Reference code (luuyin/chase, `Cifar/sparselearning/core_dst_chase.py`):
     `del_layer`/`prune_score` rank channels by `torch.abs(filter).mean()`
@@ -100,9 +102,8 @@ class Chase(RigL):
             `on_nonfinite`); `structure` must be `"unstructured"`.
 
     Raises:
-        TypeError, ValueError: invalid arguments (at construction); no bound
-            model, or no eligible layer while `channel_sparsity > 0` (in
-            `setup`, before any mask changes).
+        TypeError, ValueError: invalid arguments (at construction), or what
+            `RigL.setup` rejects (before any mask changes).
 
     Example:
 
@@ -169,22 +170,25 @@ class Chase(RigL):
 
     # -------------------------------------------------------- lifecycle
     def setup(self, targets, total_steps):
-        if self._graph is None:
-            raise ValueError(
-                "Chase needs the model's graph to find channels: use "
-                "`keras_sparse.callbacks.Chase(...)`, or call "
-                "`algorithm.bind_model(model)` before training."
-            )
         super().setup(targets, total_steps)
-        self._units = self._eligible_units(targets)
-        if self.channel_sparsity > 0 and not self._units:
-            raise ValueError(
-                "Chase found no layer whose output channels can be removed (a Dense or "
-                "Conv layer feeding only masked Dense/Conv/DepthwiseConv layers through "
-                "BN, activations, pooling or Flatten, with no residual Add and not a "
-                "model output). Use channel_sparsity=0 (plain RigL) or sparsify the "
-                "consumers of the hidden layers."
-            )
+        if self._graph is None:
+            self._units = []
+            if self.channel_sparsity > 0:
+                warnings.warn(
+                    "Chase has no model graph, so it cannot find channels and runs as "
+                    "RigL: train with `keras_sparse.callbacks.Chase` or "
+                    "`DynamicSparseTraining` (they bind the model), or call "
+                    "`algorithm.bind_model(model)` before `setup`.", UserWarning, stacklevel=2)
+        else:
+            self._units = self._eligible_units(targets)
+            if self.channel_sparsity > 0 and not self._units:
+                warnings.warn(
+                    "Chase found no layer whose output channels can be removed (a Dense "
+                    "or Conv layer feeding only masked Dense/Conv/DepthwiseConv layers "
+                    "through BN, activations, pooling or Flatten, with no residual Add "
+                    "and not a model output), so it runs as RigL. Sparsify the consumers "
+                    "of the hidden layers, or use channel_sparsity=0.", UserWarning,
+                    stacklevel=2)
         fresh = [np.zeros(tuple(t.mask.shape), np.uint8) for t in targets]
         self._forbidden = [f.astype(np.uint8) for f in self.restore(targets, "forbidden", fresh)]
         self.channel_stats = self._channel_stats()
@@ -254,7 +258,7 @@ class Chase(RigL):
     # ----------------------------------------------------------- update
     def update(self, step, targets, grads=None, optimizer=None):
         stats = super().update(step, targets, grads, optimizer)
-        if not stats or self.channel_sparsity == 0:
+        if not stats or self.channel_sparsity == 0 or not self._units:
             return stats
         weights = [keras.ops.convert_to_numpy(t.weight) for t in targets]
         masks = [np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32) for t in targets]
