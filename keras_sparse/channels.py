@@ -18,8 +18,11 @@ layers that consume them:
   (kernel axis -2).
 
 Any other layer reading a group's channels (`Concatenate`, `Reshape`,
-`SeparableConv`, attention, RNNs, nested models, ...), a model output and a
-channels-first layer *lock* the group: none of its channels is removed.
+`SeparableConv`, attention, RNNs, nested models, a softmax activation
+(layer or `activation=` argument), stateless ops such as
+`x + y` or `keras.ops.relu(x)` in a Functional graph, ...), a model output
+and a channels-first layer *lock* the group: none of its channels is
+removed.
 
 A channel of an unlocked group is removable when every producer's output
 slice of the kernel is all zero (masked out) and every consumer can absorb
@@ -81,10 +84,24 @@ def _channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
 
 
+_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def _mixes_channels(inner) -> bool:
+    """True when the layer's own activation mixes channels (softmax)."""
+    activation = getattr(inner, "activation", None)
+    name = getattr(activation, "__name__", activation)
+    return name in _MIXING_ACTIVATIONS
+
+
 def _kind(layer, n_inputs: int) -> str:
     """How a layer treats channels: producer, depthwise, pointwise, spatial, padding, flatten, add, opaque."""
+    if not isinstance(layer, keras.layers.Layer):
+        return "opaque"
     inner = _inner(layer)
     if n_inputs != 1 and not isinstance(inner, L.Add):
+        return "opaque"
+    if _mixes_channels(inner) and not isinstance(inner, _PRODUCERS + _DEPTHWISE):
         return "opaque"
     if isinstance(inner, _PRODUCERS) and not isinstance(inner, _DEPTHWISE):
         if isinstance(inner, L.Dense):
@@ -223,8 +240,14 @@ class ChannelGraph:
                 sizes[root] = size
                 producers[root] = [call.layer]
                 space[call.outputs[0]] = (root, np.arange(size))
+                if _mixes_channels(_inner(call.layer)):
+                    locks.append((root, f"the softmax activation of {name!r}"))
             elif call.kind == "depthwise":
                 if ins[0] is None:
+                    space[call.outputs[0]] = None
+                    continue
+                if _mixes_channels(_inner(call.layer)):
+                    lock(call.inputs[0], f"the softmax activation of {name!r}")
                     space[call.outputs[0]] = None
                     continue
                 uses.append((ins[0][0], Use(i, call.layer, ins[0][1], "depthwise")))
@@ -335,7 +358,7 @@ class ChannelGraph:
             if call.kind == "producer":
                 k = _kernel(call.layer)
                 const = ~np.any(k.reshape(-1, k.shape[-1]) != 0, axis=0)
-                value = _bias(inner, k.shape[-1])
+                value = _activate(inner, _bias(inner, k.shape[-1]))
                 out[call.outputs[0]] = (const, value)
             elif call.kind == "depthwise":
                 k = _kernel(call.layer)  # (*spatial, in, mult)
@@ -347,7 +370,7 @@ class ChannelGraph:
                 uniform = cin[:, None] & (_exact_fold(inner) | (vin == 0)[:, None])
                 const = zero | uniform
                 value = np.where(zero, 0.0, vin[:, None] * total) + _bias(inner, c_in * mult).reshape(c_in, mult)
-                out[call.outputs[0]] = (const.reshape(-1), value.reshape(-1))
+                out[call.outputs[0]] = (const.reshape(-1), _activate(inner, value.reshape(-1)))
             elif call.kind == "pointwise":
                 const, value = ins[0]
                 rank = len(self.shapes[call.inputs[0]])
@@ -384,6 +407,15 @@ def _bias(inner, n: int) -> np.ndarray:
     if getattr(inner, "use_bias", False) and getattr(inner, "bias", None) is not None:
         return keras.ops.convert_to_numpy(inner.bias).astype(np.float64).reshape(-1)
     return np.zeros(n)
+
+
+def _activate(inner, value: np.ndarray) -> np.ndarray:
+    """The layer's own (element-wise) activation applied to per-channel constants."""
+    activation = getattr(inner, "activation", None)
+    if activation is None:
+        return value
+    y = activation(keras.ops.convert_to_tensor(value.astype(np.float32)[None]))
+    return keras.ops.convert_to_numpy(y).reshape(-1).astype(np.float64)
 
 
 def _exact_fold(inner) -> bool:
@@ -461,13 +493,15 @@ def analyze(model: keras.Model) -> ChannelGraph:
         originals: dict[int, Any] = {}
 
         def clone_function(layer):
+            if not isinstance(layer, keras.layers.Layer):  # a stateless op (`x + y`)
+                return layer
             new = _fresh(layer)
             originals[id(new)] = layer
             return new
 
         def call_function(layer, *args, **kwargs):
             outputs = layer(*args, **kwargs)
-            record(originals[id(layer)], args, kwargs, outputs)
+            record(originals.get(id(layer), layer), args, kwargs, outputs)
             return outputs
 
         clone = keras.models.clone_model(model, clone_function=clone_function,
@@ -588,6 +622,11 @@ def remove_channels(model: keras.Model) -> keras.Model:
     assignments = []
     for call in graph.calls:
         layer = call.layer
+        if not isinstance(layer, keras.layers.Layer):  # a stateless op: call it again
+            outputs = layer(*_substitute(call.args, tensors), **_substitute(call.kwargs, tensors))
+            for (_, key), t in zip(_tensor_refs(call.out_struct), keras.tree.flatten(outputs)):
+                tensors[key] = t
+            continue
         config = layer.get_config()
         weights = [keras.ops.convert_to_numpy(w) for w in layer.weights]
         if call.kind == "producer":

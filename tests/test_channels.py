@@ -73,8 +73,7 @@ def _chain():
     x = L.MaxPooling2D(name="pool")(x)
     x = L.Conv2D(4, 1, name="c3")(x)  # 1x1: folds any constant
     x = L.Flatten(name="flat")(x)  # channels spread over p * 4 + c
-    x = L.Dense(7, name="d1")(x)
-    x = L.ReLU(name="r3")(x)
+    x = L.Dense(7, activation="tanh", name="d1")(x)  # its own activation: tanh(bias)
     return keras.Model(inputs, L.Dense(3, name="logits")(x))
 
 
@@ -216,6 +215,34 @@ def test_model_output_and_concatenate_lock_channels():
     graph = channels.analyze(sparse)
     assert "cat" in graph.groups[graph.group_of(_wrapper(sparse, "a"))].locked
     assert graph.groups[graph.group_of(_wrapper(sparse, "out"))].locked == "a model output"
+
+
+def test_stateless_ops_lock_channels_and_are_rebuilt():
+    inputs = keras.Input((6,))
+    a = L.Dense(5, name="a")(inputs)
+    h = L.Dense(4, name="h")(keras.ops.relu(a) + 1.0)
+    out = L.Dense(2, name="out")(L.ReLU(name="r")(h))
+    plain = _randomize(keras.Model(inputs, out))
+    for name, channel in (("a", 0), ("h", 1)):
+        kernel = plain.get_layer(name).kernel
+        k = keras.ops.convert_to_numpy(kernel).copy()
+        k[:, channel] = 0.0
+        kernel.assign(k)
+    assert channels.channel_counts(plain) == {"a": (5, 5), "h": (4, 3), "out": (2, 2)}
+    small = channels.remove_channels(plain)
+    assert small.get_layer("h").kernel.shape == (5, 3)
+    _assert_same_outputs(plain, small, np.random.default_rng(7).normal(size=(3, 6)).astype("float32"))
+
+
+def test_softmax_locks_channels():
+    inputs = keras.Input((6,))
+    a = L.Dense(5, activation="softmax", name="a")(inputs)
+    b = L.Dense(4, name="b")(a)
+    out = L.Dense(2, name="out")(L.Activation("softmax", name="sm")(b))
+    sparse = _sparse(keras.Model(inputs, out))
+    _zero(sparse, "a", -1, [0])
+    _zero(sparse, "b", -1, [0])
+    assert channels.channel_counts(sparse) == {"a": (5, 5), "b": (4, 4), "out": (2, 2)}
 
 
 def test_a_fully_masked_layer_keeps_one_channel():
