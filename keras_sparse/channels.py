@@ -369,7 +369,8 @@ class ChannelGraph:
                 cin, vin = ins[0]
                 uniform = cin[:, None] & (_exact_fold(inner) | (vin == 0)[:, None])
                 const = zero | uniform
-                value = np.where(zero, 0.0, vin[:, None] * total) + _bias(inner, c_in * mult).reshape(c_in, mult)
+                bias = _bias(inner, c_in * mult).reshape(c_in, mult)
+                value = np.where(zero, 0.0, vin[:, None] * total) + bias
                 out[call.outputs[0]] = (const.reshape(-1), _activate(inner, value.reshape(-1)))
             elif call.kind == "pointwise":
                 const, value = ins[0]

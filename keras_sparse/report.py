@@ -237,6 +237,7 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             params = int(np.prod(weight.shape, dtype=np.int64))
             nonzeros = int(np.count_nonzero(weight.numpy() * mask.numpy()))
             per_entry = 2 * _positions(wrapper)
+            channels = counts.get(wrapper.name, (None, None)) if name == "kernel" else (None, None)
             rows.append(
                 WeightReport(
                     layer=wrapper.name,
@@ -246,8 +247,8 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
                     nonzeros=nonzeros,
                     flops_dense=per_entry * params,
                     flops_sparse=per_entry * nonzeros,
-                    channels_before=counts[wrapper.name][0] if name == "kernel" and wrapper.name in counts else None,
-                    channels_after=counts[wrapper.name][1] if name == "kernel" and wrapper.name in counts else None,
+                    channels_before=channels[0],
+                    channels_after=channels[1],
                 )
             )
     return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))

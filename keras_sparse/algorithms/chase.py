@@ -90,7 +90,15 @@ class Chase(RigL):
     keeps RigL's per-weight prune-and-grow and schedule (see `RigL`) so
     Chase differs from RigL only by channel removal. The reference's
     channel schedule ends at `--stop_gmp_epochs` (130 of 160 epochs); here
-    it ends at the last update before `stop_step`.
+    it ends at the last update before `stop_step`. In depthwise-separable
+    blocks the reference also ranks depthwise filters as channels of their
+    own (`Cifar/models/mobile_net.py` lists them in `layer2split`); here a
+    depthwise channel goes with the channel that feeds it, ranked by that
+    producer's UMM, so the producer, the depthwise slice and the next
+    layer's input slices leave together and the model shrinks physically.
+    Residual groups (several producers joined by an `Add`) are not ranked,
+    as in the reference; `keras_sparse.strip(remove_channels=True)` still
+    removes such a channel if it ends up masked in every branch.
 
     Args:
         channel_sparsity: final fraction of the eligible channels removed,
