@@ -3,7 +3,9 @@
 Public API:
     - `sparsify(model, sparsity, distribution="erk")`: wrap prunable layers
       with masks (uniform / ER / ERK allocation).
-    - `strip(model)`: back to a plain Keras model with exact zeros.
+    - `strip(model)`: back to a plain Keras model with exact zeros;
+      `strip(model, remove_channels=True)` also takes masked-out channels
+      out physically (`keras_sparse.channels`).
     - `summary(model)`, `sparsity_report(model)`: per-layer sparsity and FLOPs.
     - `keras_sparse.layers.SparseWrapper`: the mask-holding layer wrapper.
     - `keras_sparse.callbacks`: `model.fit` callbacks.
@@ -14,6 +16,7 @@ from keras_sparse import (
     algorithms,
     allocation,
     callbacks,
+    channels,
     datasets,
     diagnostics,
     layers,
@@ -34,6 +37,7 @@ __all__ = [
     "algorithms",
     "allocation",
     "callbacks",
+    "channels",
     "datasets",
     "diagnostics",
     "layers",

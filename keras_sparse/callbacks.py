@@ -206,6 +206,8 @@ class DynamicSparseTraining(SparsityLogger):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # raises if the model is not sparsified
+        if callable(getattr(self.algorithm, "bind_model", None)):
+            self.algorithm.bind_model(self.model)  # algorithms that read the graph (Chase)
         total = self._resolve_total()
         if total is None and any(isinstance(v, float) for v in (self.algorithm.start_step, self.algorithm.stop_step)):
             raise ValueError(
@@ -324,3 +326,63 @@ DeepR = _named(_algorithms.DeepR, "DeepR")
 GMP = _named(_algorithms.GMP, "GMP")
 GraNet = _named(_algorithms.GraNet, "GraNet")
 GraNetST = _named(_algorithms.GraNetST, "GraNetST")
+
+
+__all__ += ["Chase"]
+
+
+@keras.saving.register_keras_serializable(package="keras_sparse", name="Chase")
+class Chase(DynamicSparseTraining):
+    """`model.fit` callback running `keras_sparse.algorithms.Chase`.
+
+    RigL plus gradual removal of the channels with the lowest unmasked mean
+    magnitude, with the freed non-zeros reallocated across the model (see
+    `keras_sparse.algorithms.Chase`). Binds the model's graph to the
+    algorithm at `on_train_begin`, then runs as `DynamicSparseTraining`;
+    also logs `channel_sparsity` (removed over eligible channels) and
+    `channels_removed`.
+
+    Args:
+        channel_sparsity: final fraction of eligible channels removed, in [0, 1).
+        min_channel_ratio: per-layer floor factor, in [0, 1].
+        update_interval: steps between updates.
+        start_step: first update step (int) or fraction of training.
+        stop_step: last update step (int) or fraction of training.
+        drop_fraction: RigL's initial drop fraction, in (0, 1).
+        drop_fraction_decay: `"cosine"`, `"constant"` or `"stagewise"`.
+        structure: only `"unstructured"` (Chase removes whole channels).
+        seed: non-negative int.
+        on_nonfinite: `"skip"` or `"raise"`.
+        total_steps: see `DynamicSparseTraining`.
+        per_layer: also log per-layer figures.
+
+    Example:
+
+    >>> sparse.fit(x, y, epochs=10, callbacks=[
+    ...     keras_sparse.callbacks.Chase(channel_sparsity=0.5, seed=0)])
+    >>> small = keras_sparse.strip(sparse, remove_channels=True)
+
+    Reference:
+        Yin et al., "Dynamic Sparsity Is Channel-Level Sparsity Learner",
+        NeurIPS 2023.
+    """
+
+    def __init__(self, channel_sparsity: float = 0.5, min_channel_ratio: float = 0.5,
+                 update_interval: int = 100, start_step: int | float = 0,
+                 stop_step: int | float = 0.75, drop_fraction: float = 0.3,
+                 drop_fraction_decay: str = "cosine", structure: str = "unstructured",
+                 seed: int = 0, on_nonfinite: str = "skip",
+                 total_steps: int | None = None, per_layer: bool = False):
+        algorithm = _algorithms.Chase(
+            channel_sparsity=channel_sparsity, min_channel_ratio=min_channel_ratio,
+            update_interval=update_interval, start_step=start_step, stop_step=stop_step,
+            drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay,
+            structure=structure, seed=seed, on_nonfinite=on_nonfinite)
+        super().__init__(algorithm, total_steps=total_steps, per_layer=per_layer)
+
+    def extra_logs(self):
+        return {**super().extra_logs(), **{k: v for k, v in self.algorithm.channel_stats.items()
+                                             if k != "reallocated"}}
+
+    def get_config(self):
+        return {**self.algorithm.get_config(), "total_steps": self.total_steps, "per_layer": self.per_layer}

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparse.channels import channel_counts
 from keras_sparse.sparsify import sparse_wrappers
 
 __all__ = [
@@ -32,6 +33,10 @@ class WeightReport:
         flops_dense: multiply-add FLOPs (2 per MAC) of this weight for one
             example with every entry active; 0 for lookups (Embedding).
         flops_sparse: the same counting only non-zero entries.
+        channels_before: output channels of the layer (for the kernel of a
+            Dense, Conv or DepthwiseConv layer; None otherwise).
+        channels_after: those left by
+            `keras_sparse.strip(model, remove_channels=True)` (None as above).
     """
 
     layer: str
@@ -41,6 +46,8 @@ class WeightReport:
     nonzeros: int
     flops_dense: int
     flops_sparse: int
+    channels_before: int | None = None
+    channels_after: int | None = None
 
     @property
     def sparsity(self) -> float:
@@ -104,7 +111,8 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
-        header = ("layer/weight", "shape", "params", "non-zeros", "sparsity", "FLOPs dense", "FLOPs sparse")
+        header = ("layer/weight", "shape", "params", "non-zeros", "sparsity", "FLOPs dense",
+                  "FLOPs sparse", "channels")
         lines = [
             (
                 f"{r.layer}/{r.weight}",
@@ -114,6 +122,7 @@ class SparsityReport:
                 f"{r.sparsity:.2%}",
                 f"{r.flops_dense:,}",
                 f"{r.flops_sparse:,}",
+                "" if r.channels_before is None else f"{r.channels_before}->{r.channels_after}",
             )
             for r in self.rows
         ]
@@ -127,6 +136,7 @@ class SparsityReport:
                 f"{self.total_sparsity:.2%}",
                 f"{self.flops_dense:,}",
                 f"{self.flops_sparse:,}",
+                "",
             )
         )
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
@@ -194,7 +204,9 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
     """Measures the sparsity of every masked weight of `model`.
 
     Non-zeros count entries that are active in the mask *and* non-zero in the
-    weight. FLOPs count 2 per multiply-add of masked weights for one example
+    weight. For Sequential/Functional models each layer's kernel row also
+    gives its output channels before and after
+    `keras_sparse.strip(model, remove_channels=True)`. FLOPs count 2 per multiply-add of masked weights for one example
     (biases, normalization and activations excluded).
 
     Args:
@@ -215,12 +227,17 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             f"Model {model.name!r} has no SparseWrapper layer: sparsify it with "
             "`keras_sparse.sparsify(model, sparsity)` first."
         )
+    try:
+        counts = channel_counts(model)
+    except Exception:  # noqa: BLE001 - the column is optional: subclassed, shared or uncloneable layers
+        counts = {}
     rows = []
     for wrapper in wrappers:
         for name, weight, mask in wrapper.masked_weights:
             params = int(np.prod(weight.shape, dtype=np.int64))
             nonzeros = int(np.count_nonzero(weight.numpy() * mask.numpy()))
             per_entry = 2 * _positions(wrapper)
+            channels = counts.get(wrapper.name, (None, None)) if name == "kernel" else (None, None)
             rows.append(
                 WeightReport(
                     layer=wrapper.name,
@@ -230,6 +247,8 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
                     nonzeros=nonzeros,
                     flops_dense=per_entry * params,
                     flops_sparse=per_entry * nonzeros,
+                    channels_before=channels[0],
+                    channels_after=channels[1],
                 )
             )
     return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))

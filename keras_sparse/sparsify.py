@@ -9,7 +9,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_sparse import allocation
+from keras_sparse import allocation, channels
 from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper, masked
@@ -292,21 +292,31 @@ def sparsify(
     return clone_with(model, replace, copy_weights)
 
 
-def strip(model: keras.Model) -> keras.Model:
+def strip(model: keras.Model, remove_channels: bool = False) -> keras.Model:
     """Returns a plain Keras model with every `SparseWrapper` removed.
 
     The stripped model has the same graph, layer names and outputs; masked
     entries are exact 0.0 in its weights. It needs nothing from keras_sparse
     to load, run or convert (e.g. to TFLite).
 
+    With `remove_channels=True` the channels whose whole output slice of the
+    kernel is masked out are also taken out physically (fewer filters and
+    units, the next layers' input slices dropped, their constant output
+    folded into the next layers' biases; see `keras_sparse.channels`), so
+    the model is smaller and faster with dense kernels and its outputs
+    equal the sparse model's up to float rounding.
+
     Args:
         model: a Sequential or Functional model, usually from `sparsify`.
+        remove_channels: also remove masked-out channels (returns a
+            Functional model; default False).
 
     Returns:
         A new `keras.Model`; the input is untouched.
 
     Raises:
-        TypeError: not a model, or a subclassed model.
+        TypeError: not a model, a subclassed model, `remove_channels` not a bool.
+        ValueError: with `remove_channels`, a shared layer.
 
     Example:
 
@@ -314,6 +324,8 @@ def strip(model: keras.Model) -> keras.Model:
     >>> plain.save("model.keras")
     """
     check_graph_model(model, "strip")
+    if not isinstance(remove_channels, bool):
+        raise TypeError(f"`remove_channels` must be a bool. Received: {remove_channels!r}.")
 
     def replace(layer):
         if isinstance(layer, SparseWrapper):
@@ -330,4 +342,5 @@ def strip(model: keras.Model) -> keras.Model:
             ]
         )
 
-    return clone_with(model, replace, copy_weights)
+    plain = clone_with(model, replace, copy_weights)
+    return channels.remove_channels(plain) if remove_channels else plain
