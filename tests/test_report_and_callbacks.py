@@ -100,4 +100,4 @@ def test_tensorboard_gets_per_layer_scalars(tmp_path):
     for event_file in tmp_path.rglob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update(v.tag for v in event.summary.value)
-    assert "epoch_sparsity/a/kernel" in tags and "epoch_sparsity" in tags
+    assert "epoch_sparsity/a/kernel" in tags and "epoch_model_sparsity" in tags and "epoch_masked_sparsity" in tags
