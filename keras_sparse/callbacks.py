@@ -108,7 +108,7 @@ class SparsityLogger(keras.callbacks.Callback):
 # ---------------------------------------------------------------------------
 
 from keras_sparse import algorithms as _algorithms  # noqa: E402
-from keras_sparse.gradients import GradientCapture, installed_capture  # noqa: E402
+from keras_sparse.gradients import GradientCapture  # noqa: E402
 
 __all__ += [
     "DSR", "DeepR", "DynamicSparseTraining", "GMP", "GraNet", "GraNetST",
