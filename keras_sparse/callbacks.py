@@ -10,6 +10,9 @@ when to act from `optimizer.iterations`, change masks, call
 
 from __future__ import annotations
 
+import warnings
+import weakref
+
 import keras
 import numpy as np
 
@@ -125,6 +128,33 @@ __all__ += [
 ]
 
 
+class _FitRecord:
+    """What keras_sparse remembers about the last DST `fit` of one model.
+
+    `params` is the `params` dict Keras hands to every callback of one `fit`
+    (one object per `fit`), `owner` a weak reference to the DST callback that
+    claimed that `fit`, `horizon` the training length it planned.
+    """
+
+    def __init__(self):
+        self.params = None
+        self.owner = None
+        self.horizon = None
+        self.warned_extension = False
+
+
+# Keyed weakly by model; the values hold no reference to the model.
+_FITS: "weakref.WeakKeyDictionary[keras.Model, _FitRecord]" = weakref.WeakKeyDictionary()
+
+# Fewer planned mask updates than this draw a warning at the start of `fit`.
+MIN_UPDATES = 3
+
+
+def _describe(callback) -> str:
+    name, algorithm = type(callback).__name__, type(callback.algorithm).__name__
+    return name if name == algorithm else f"{name}({algorithm})"
+
+
 @keras.saving.register_keras_serializable(package="keras_sparse")
 class DynamicSparseTraining(SparsityLogger):
     """Runs a sparse-training algorithm (mask updater) during `model.fit`.
@@ -139,7 +169,31 @@ class DynamicSparseTraining(SparsityLogger):
 
     Dense gradients for grow criteria are the ones of the user's own training
     step at the update step, captured inside `optimizer.apply` (see
-    `keras_sparse.gradients`): no extra data and no extra pass.
+    `keras_sparse.gradients`): no extra data and no extra pass. The capture
+    is removed at `on_train_end` and when an update raises; a capture left
+    by a `fit` that ended without `on_train_end` (Ctrl-C, an exception in
+    another callback) is replaced by the next DST `fit`, keeping the
+    optimizer's state.
+
+    Training length. The schedule counts `optimizer.iterations`, across
+    `fit` calls. The planned end of training (which resolves fractional
+    `start_step`/`stop_step` and the drop-fraction decay) is `total_steps`
+    when given; otherwise it is fixed before the first batch from what `fit`
+    says: `epochs * steps_per_epoch`, which keeps `initial_epoch` and
+    `BackupAndRestore` resumes exact; but when the optimizer has already run
+    past the epochs before `initial_epoch` (a repeated `fit`, e.g.
+    `for _ in range(4): model.fit(x, y, epochs=1, callbacks=[cb])`), the
+    current step plus the steps of this `fit`. Where that moves the end of
+    training (a repeated `fit`, or a longer plan than the model's previous
+    DST `fit`), a `UserWarning` (once per model) suggests `total_steps=`:
+    fractional steps then move with the horizon. Before the first batch a
+    `UserWarning` with the numbers also says when no mask update can happen
+    in this `fit`, when the planned training holds fewer than 3, and when
+    `steps_per_execution` exceeds `update_interval` (several update steps
+    in one execution: only the last of them runs).
+
+    One mask-updating callback per `fit`: a second `DynamicSparseTraining`
+    in the same `fit` raises at `on_train_begin`, before any mask changes.
 
     Saving and resuming: the algorithm's state that is not derivable from
     the weights and `optimizer.iterations` (NeurRev's reference weights, the
@@ -161,14 +215,21 @@ class DynamicSparseTraining(SparsityLogger):
 
     Args:
         algorithm: an `keras_sparse.algorithms.Updater`, name or config dict.
-        total_steps: total training steps, to resolve fractional start/stop
-            steps; default `epochs * steps_per_epoch` from `fit`.
+        total_steps: total training steps over all `fit` calls (optimizer
+            steps), to resolve fractional start/stop steps; default: see
+            "Training length" above. Set it once for loops of
+            `fit(epochs=1)`.
         per_layer: also log per-layer figures.
 
     Raises:
-        ValueError: at `on_train_begin`, before any mask changes: model not
-            sparsified, stop step beyond training, unknown training length,
-            structure incompatible with a weight, method-specific problems.
+        TypeError, ValueError: invalid arguments, at construction.
+        ValueError: at `on_train_begin` (or, for what depends on
+            `initial_epoch` and a `BackupAndRestore` restore, before the
+            first batch), before any mask changes: model not sparsified, a
+            second DST callback in the same `fit`, stop step beyond training
+            or not after the start step, unknown training length, structure
+            incompatible with a weight, a foreign wrapper on
+            `optimizer.apply`, method-specific problems.
 
     Example:
 
@@ -179,33 +240,104 @@ class DynamicSparseTraining(SparsityLogger):
     """
 
     def __init__(self, algorithm="rigl", total_steps: int | None = None, per_layer: bool = False):
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer))
+        ):
+            raise TypeError(
+                "`total_steps` must be an int >= 1 (optimizer steps of the whole "
+                f"training) or None. Received: {total_steps!r} of type {type(total_steps).__name__}."
+            )
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(
+                "`total_steps` must be an int >= 1 (optimizer steps of the whole "
+                f"training) or None. Received: {total_steps!r}."
+            )
         super().__init__(per_layer=per_layer)
         self.algorithm = _algorithms.get(algorithm)
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
-        ):
-            raise ValueError(f"`total_steps` must be an int >= 1 or None. Received: {total_steps!r}.")
-        self.total_steps = total_steps
+        self.total_steps = None if total_steps is None else int(total_steps)
         self._capture = None
         self._targets = []
         self._synced = False
         self._last_seen = 0
+        self._first_epoch = None
+        self._total = None
         self._dst_logs: dict[str, float] = {}
 
     def _iterations(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def _resolve_total(self) -> int | None:
-        if self.total_steps is not None:
-            return self.total_steps
+    def _fit_length(self) -> tuple[int, int] | None:
+        """`(epochs, steps_per_epoch)` of this `fit`, or None when unknown."""
         params = self.params or {}
         epochs, steps = params.get("epochs"), params.get("steps")
         if epochs and steps:
-            return int(epochs) * int(steps)
+            return int(epochs), int(steps)
         return None
+
+    def _plan(self) -> tuple[int | None, bool]:
+        """`(total_steps, repeated)`: the planned end of training, and whether
+        this `fit` continues past what its own epochs account for.
+
+        Before the first epoch begins `initial_epoch` is unknown; the steps
+        already run stand in for it (a resume's iterations match its epoch).
+        """
+        if self.total_steps is not None:
+            return self.total_steps, False
+        length = self._fit_length()
+        if length is None:
+            return None, False
+        epochs, steps = length
+        it = self._iterations()
+        first = self._first_epoch
+        if first is None:
+            first = it // steps if it < epochs * steps else 0
+        if it >= (first + 1) * steps:
+            return it + max(epochs - first, 0) * steps, True
+        return epochs * steps, False
+
+    def _resolve_total(self) -> int | None:
+        return self._plan()[0]
+
+    # ------------------------------------------------------------ one fit
+    def _claim_fit(self) -> None:
+        """Marks this callback as the model's mask updater for this `fit`.
+
+        Raises:
+            ValueError: another DST callback claimed this same `fit` (all
+                callbacks of one `fit` share one `params` object; a claim
+                left by an interrupted earlier `fit` has another one).
+        """
+        record = _FITS.get(self.model)
+        if record is None:
+            record = _FITS[self.model] = _FitRecord()
+        other = record.owner() if record.owner is not None else None
+        if (self.params is not None and record.params is self.params
+                and other is not None and other is not self):
+            raise ValueError(
+                "Two mask-updating callbacks in one `fit`: "
+                f"{_describe(other)} and {_describe(self)}. Each would rewrite the "
+                "masks and the saved training state of the same SparseWrapper "
+                "layers. Accepted: one keras_sparse dynamic sparse training "
+                "callback per `fit` (SparsityLogger may be added alongside)."
+            )
+        record.params, record.owner = self.params, weakref.ref(self)
+
+    def _release(self) -> None:
+        """Removes this callback's gradient capture and its claim on the `fit`."""
+        if self._capture is not None:
+            self._capture.uninstall()
+            self._capture = None
+        record = _FITS.get(self.model) if self.model is not None else None
+        if record is not None and record.owner is not None and record.owner() is self:
+            record.params = record.owner = None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # raises if the model is not sparsified
+        self._claim_fit()
+        if self._capture is not None:  # left by an interrupted fit of this callback
+            self._capture.uninstall()
+            self._capture = None
+        self._first_epoch = None
         if callable(getattr(self.algorithm, "bind_model", None)):
             self.algorithm.bind_model(self.model)  # algorithms that read the graph (Chase)
         total = self._resolve_total()
@@ -234,32 +366,111 @@ class DynamicSparseTraining(SparsityLogger):
             )
             self._capture.install()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = int(epoch)  # fit's initial_epoch (after any restore)
+
     def on_train_batch_begin(self, batch, logs=None):
         if not self._synced:
-            self.algorithm.setup(self._targets, self._total)
-            self.algorithm.save_state(self._targets)
-            self.refresh_sparsity()
-            self._last_seen = self._iterations()
-            self._synced = True
+            try:
+                total, repeated = self._plan()
+                self.algorithm.setup(self._targets, total)
+                self._total = total
+                self.algorithm.save_state(self._targets)
+                self.refresh_sparsity()
+                self._last_seen = self._iterations()
+                self._synced = True
+                self._warn_about_plan(repeated)
+            except BaseException:
+                self._release()
+                raise
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._iterations()
-        t = self.algorithm.schedule.last_update_in(self._last_seen, step, self._total)
-        self._last_seen = step
-        if t is not None:
-            grads = self._capture.gradients(t) if self._capture is not None else None
-            stats = self.algorithm.update(t, self._targets, grads, self.model.optimizer)
-            if stats:
-                self.refresh_sparsity()
-                self._dst_logs = self._summarize(stats)
-            if self.algorithm.skipped_updates:
-                self._dst_logs["skipped_updates"] = float(self.algorithm.skipped_updates)
+        try:
+            t = self.algorithm.schedule.last_update_in(self._last_seen, step, self._total)
+            self._last_seen = step
+            if t is not None:
+                grads = self._capture.gradients(t) if self._capture is not None else None
+                stats = self.algorithm.update(t, self._targets, grads, self.model.optimizer)
+                if stats:
+                    self.refresh_sparsity()
+                    self._dst_logs = self._summarize(stats)
+                if self.algorithm.skipped_updates:
+                    self._dst_logs["skipped_updates"] = float(self.algorithm.skipped_updates)
+        except BaseException:
+            # fit ends without on_train_end: leave the optimizer as it was.
+            self._release()
+            raise
         super().on_train_batch_end(batch, logs)
 
     def on_train_end(self, logs=None):
-        if self._capture is not None:
-            self._capture.uninstall()
-            self._capture = None
+        self._release()
+
+    # ------------------------------------------------------------ warnings
+    def _warn_about_plan(self, repeated: bool) -> None:
+        """Warns (before the first batch) about a plan that silently does little."""
+        name, total = _describe(self), self._total
+        record = _FITS.get(self.model)
+        previous = record.horizon if record is not None else None
+        if record is not None:
+            record.horizon = total
+        extended = self.total_steps is None and total is not None and (
+            repeated or (previous is not None and total > previous))
+        if extended and not record.warned_extension:
+            record.warned_extension = True
+            was = f"{previous} steps planned by the previous DST fit of this model" \
+                if previous is not None else f"{self._fit_length()[0]} epoch(s) of this fit"
+            warnings.warn(
+                f"{name}: this fit starts at optimizer step {self._iterations()} and "
+                f"extends the planned end of training to step {total} (was: {was}); "
+                "fractional start/stop steps and the drop-fraction decay follow the "
+                "moving end. For training spread over several fit calls, pass the "
+                "whole length once: "
+                f"`{type(self).__name__}(total_steps=...)`. Warned once per model.",
+                UserWarning, stacklevel=2)
+        length = self._fit_length()
+        schedule = self.algorithm.schedule
+        interval = self.algorithm.update_interval
+        it = self._iterations()
+        first = self._first_epoch or 0
+        end = it + max(length[0] - first, 0) * length[1] if length else total
+        if end is None:
+            return  # unknown length and int steps: nothing to plan against
+        start, stop = schedule.bounds(total)
+        in_fit = schedule.count_updates(it, end, total)
+        where = (f"updates happen every update_interval={interval} steps at steps t with "
+                 f"start_step={start} < t <= stop_step={stop}")
+        planned_total = f"planned training: {total} steps" if total is not None else "training length unknown"
+        if in_fit == 0:
+            reason = ("training is already past stop_step" if it >= stop
+                      else "update_interval is longer than the run" if interval > end - it
+                      else "no multiple of update_interval falls in the window")
+            warnings.warn(
+                f"{name}: no mask update can happen in this fit ({reason}): it runs "
+                f"optimizer steps {it + 1} to {end} ({end - it} steps), and {where} "
+                f"({planned_total}). The masks stay as they are. Use a smaller "
+                "update_interval, a later stop_step, or pass total_steps=.",
+                UserWarning, stacklevel=2)
+            return
+        if total is not None:
+            planned = schedule.count_updates(0, total, total)
+            if planned < MIN_UPDATES:
+                warnings.warn(
+                    f"{name}: only {planned} mask update(s) in the planned training of "
+                    f"{total} steps ({where}); fewer than {MIN_UPDATES} updates leaves "
+                    "the masks nearly static. Use a smaller update_interval or a later "
+                    "stop_step.", UserWarning, stacklevel=2)
+        spe = getattr(self.model, "steps_per_execution", 1)
+        if isinstance(spe, (int, np.integer)) and spe > interval and length:
+            done = _updates_run(schedule, total, it, first, length, int(spe))
+            warnings.warn(
+                f"{name}: steps_per_execution={spe} > update_interval={interval}: "
+                "several update steps fall in one execution and only the last of "
+                f"them runs, so this fit makes {done} mask update(s) instead of "
+                f"{in_fit} ({where}). Use steps_per_execution <= update_interval "
+                "(ideally a divisor of it), or a larger update_interval.",
+                UserWarning, stacklevel=2)
 
     def _summarize(self, stats):
         out = {}
@@ -294,6 +505,26 @@ class DynamicSparseTraining(SparsityLogger):
         return cls(**config)
 
 
+def _updates_run(schedule, total, it, first_epoch, length, spe, limit=2_000_000) -> int:
+    """Mask updates a `fit` makes when the callback sees `iterations` once per execution.
+
+    Executions of `spe` steps restart at each epoch (the last one shorter);
+    an execution holding several update steps runs one update.
+    """
+    epochs, steps = length
+    n_epochs = max(epochs - first_epoch, 0)
+    per_epoch = -(-steps // spe)
+    if n_epochs * per_epoch > limit:  # estimate: at most one update per execution
+        return min(schedule.count_updates(it, it + n_epochs * steps, total), n_epochs * per_epoch)
+    start, stop = schedule.bounds(total)
+    ends_in_epoch = np.minimum(np.arange(1, per_epoch + 1) * spe, steps)
+    ends = (it + np.arange(n_epochs)[:, None] * steps + ends_in_epoch[None, :]).ravel()
+    previous = np.concatenate([[it], ends[:-1]])
+    lo, hi = np.maximum(previous, max(start, 0)), np.minimum(ends, stop)
+    k = schedule.interval
+    return int(np.count_nonzero((hi > lo) & (hi // k > lo // k)))
+
+
 def _named(algorithm_cls, doc_name):
     class Named(DynamicSparseTraining):
         __doc__ = (
@@ -306,7 +537,7 @@ def _named(algorithm_cls, doc_name):
             f"    >>> model.fit(x, y, callbacks=[keras_sparse.callbacks.{doc_name}(seed=0)])\n"
         )
 
-        def __init__(self, total_steps=None, per_layer=False, **kwargs):
+        def __init__(self, *, total_steps=None, per_layer=False, **kwargs):
             super().__init__(algorithm_cls(**kwargs), total_steps=total_steps, per_layer=per_layer)
 
         def get_config(self):

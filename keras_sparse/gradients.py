@@ -16,6 +16,16 @@ forward/backward pass and no second copy of the data are needed: the
 gradient is that of the user's own training batch at the update step, as in
 RigL. `uninstall()` restores the optimizer and retraces.
 
+Clean-up. Keras calls `on_train_end` only when `fit` returns normally; a
+`KeyboardInterrupt`, an exception in any callback or an `on_nonfinite="raise"`
+update ends `fit` without it, leaving the wrapper on `optimizer.apply`. The
+wrapper therefore carries the capture that installed it
+(`installed_capture(optimizer)`), and `install()` replaces a capture left
+behind by keras_sparse (no recompile: the optimizer, its iterations and its
+slots are untouched; only the training function is retraced). A wrapper of
+`optimizer.apply` that keras_sparse did not install is left alone and
+refused with an error, since wrapping it again could not be undone safely.
+
 Caveat: with `steps_per_execution = k > interval`, several update steps fall in
 one execution; the callback performs one update, with the gradient of the
 last of them.
@@ -30,7 +40,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradientCapture"]
+__all__ = ["GradientCapture", "installed_capture"]
+
+# Attribute on the wrapper function `GradientCapture.install` puts on
+# `optimizer.apply`: the capture that installed it.
+_OWNER = "_keras_sparse_capture"
+
+
+def installed_capture(optimizer) -> "GradientCapture | None":
+    """The keras_sparse `GradientCapture` wrapping `optimizer.apply`, or None.
+
+    Args:
+        optimizer: a Keras optimizer.
+
+    Returns:
+        The capture whose wrapper is installed on `optimizer` (it may be
+        left over from an interrupted `fit`), or None when `optimizer.apply`
+        is not wrapped by keras_sparse.
+    """
+    return getattr(vars(optimizer).get("apply"), _OWNER, None)
 
 
 def _strategy_scope(model):
@@ -72,18 +100,37 @@ class GradientCapture:
                 -1, dtype="int64", trainable=False, name="grad_step",
                 synchronization="on_read", aggregation="only_first_replica")
         self._installed = False
+        self._wrapper = None
 
     def install(self) -> None:
-        """Wraps `optimizer.apply` and forces the training function to retrace."""
+        """Wraps `optimizer.apply` and forces the training function to retrace.
+
+        A capture left installed by keras_sparse (an interrupted `fit` that
+        never reached `on_train_end`) is replaced; the optimizer's state is
+        kept.
+
+        Raises:
+            ValueError: the model has no optimizer, or `optimizer.apply` is
+                already wrapped by something other than keras_sparse.
+        """
         optimizer = self.model.optimizer
         if optimizer is None:
             raise ValueError("The model must be compiled with an optimizer before training.")
-        if "apply" in vars(optimizer):
-            # Another capture is installed (e.g. a second DST callback).
-            raise ValueError(
-                "The model's optimizer already has a gradient capture installed: "
-                "use one keras_sparse dynamic sparse training callback per fit."
-            )
+        current = vars(optimizer).get("apply")
+        if current is not None:
+            stale = getattr(current, _OWNER, None)
+            if stale is None:
+                raise ValueError(
+                    "The model's optimizer has its `apply` method replaced by "
+                    f"{current!r}, which keras_sparse did not install. keras_sparse "
+                    "captures dense gradients by wrapping `optimizer.apply` and "
+                    "cannot wrap a foreign wrapper safely. Accepted: an optimizer "
+                    "whose `apply` is the class's own method (remove the instance "
+                    "attribute with `del optimizer.apply`)."
+                )
+            if stale is not self:
+                stale._detach()
+            vars(optimizer).pop("apply", None)
         original = optimizer.apply
         capture = self
 
@@ -92,17 +139,34 @@ class GradientCapture:
                 capture._record(optimizer, grads, trainable_variables)
             return original(grads, trainable_variables)
 
+        setattr(apply, _OWNER, self)
         optimizer.apply = apply
+        self._wrapper = apply
         self._installed = True
         self.model.make_train_function(force=True)
 
+    @property
+    def installed(self) -> bool:
+        """Whether this capture's wrapper is the one on `optimizer.apply` now."""
+        optimizer = self.model.optimizer
+        return (self._installed and optimizer is not None
+                and vars(optimizer).get("apply") is self._wrapper)
+
+    def _detach(self) -> None:
+        """Forgets the installation (another capture replaced this one's wrapper)."""
+        self._installed = False
+        self._wrapper = None
+
     def uninstall(self) -> None:
-        """Restores the optimizer's own `apply` and retraces."""
-        if self._installed:
-            optimizer = self.model.optimizer
-            vars(optimizer).pop("apply", None)
-            self._installed = False
+        """Restores the optimizer's own `apply` and retraces.
+
+        Does nothing if this capture is not installed, or if another capture
+        has replaced its wrapper (that one stays installed).
+        """
+        if self.installed:
+            vars(self.model.optimizer).pop("apply", None)
             self.model.make_train_function(force=True)
+        self._detach()
 
     def _record(self, optimizer, grads, trainable_variables) -> None:
         pairs = []

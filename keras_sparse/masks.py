@@ -96,6 +96,33 @@ def seed_for(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
 
 
+def validate_seed(seed, what: str = "seed", allow_none: bool = False) -> int | None:
+    """Checks that `seed` is a non-negative int (or None where allowed) and returns it.
+
+    Args:
+        seed: the seed given.
+        what: name used in the error message.
+        allow_none: accept None (a random seed).
+
+    Returns:
+        `seed` as a Python int, or None.
+
+    Raises:
+        TypeError: not an int (floats, bools and strings included).
+        ValueError: a negative int.
+    """
+    if seed is None and allow_none:
+        return None
+    accepted = "a non-negative int" + (" or None (random)" if allow_none else "")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"`{what}` must be {accepted}. Received: {seed!r} of type {type(seed).__name__}."
+        )
+    if seed < 0:
+        raise ValueError(f"`{what}` must be {accepted}. Received: {seed!r}.")
+    return int(seed)
+
+
 def random_mask(
     shape: Sequence[int], sparsity: float, rng: np.random.Generator
 ) -> np.ndarray:

@@ -111,7 +111,9 @@ def resolve_step(value: int | float, total_steps: int | None, what: str = "step"
     if total_steps is not None and value > total_steps:
         raise ValueError(
             f"`{what}`={value} is beyond the end of training ({total_steps} "
-            "steps). Accepted: an int <= total steps, or a float fraction in (0, 1]."
+            "steps). Accepted: an int <= total steps, or a float fraction in (0, 1]. "
+            "For training spread over several `fit` calls, pass the whole "
+            "length as `total_steps=` to the callback."
         )
     return int(value)
 
@@ -141,9 +143,13 @@ class UpdateSchedule(_Schedule):
         interval: steps between updates (int >= 1). RigL default 100.
         start: first step (int) or fraction of training (float).
         stop: last step (int) or fraction of training (float, default 0.75).
+            Must be after `start`: checked here when both are ints or both
+            fractions, in `bounds` (once the length of training is known)
+            when one is an int and the other a fraction.
 
     Raises:
-        TypeError, ValueError: invalid interval, start or stop.
+        TypeError, ValueError: invalid interval, start or stop, or a `stop`
+            not after `start`.
 
     Example:
 
@@ -161,14 +167,42 @@ class UpdateSchedule(_Schedule):
         self.interval = int(interval)
         self.start = _validate_step(start, "start_step")
         self.stop = _validate_step(stop, "stop_step")
+        if isinstance(self.start, float) == isinstance(self.stop, float) and self.stop <= self.start:
+            kind = "fractions of training" if isinstance(self.start, float) else "steps"
+            raise ValueError(
+                f"`stop_step` must be after `start_step` (updates happen at steps t "
+                f"with start_step < t <= stop_step). Received: start_step={start!r}, "
+                f"stop_step={stop!r} (both {kind}). Accepted: start_step < stop_step."
+            )
 
     def bounds(self, total_steps: int | None) -> tuple[int, int]:
-        """`(start, stop)` as absolute steps; validates them against training length."""
+        """`(start, stop)` as absolute steps; validates them against training length.
+
+        Raises:
+            ValueError: a fraction with unknown `total_steps`, a step past
+                `total_steps`, or `stop <= start` once resolved (no update
+                could ever happen).
+        """
         start = resolve_step(self.start, total_steps, "start_step") if self.start else 0
         stop = resolve_step(self.stop, total_steps, "stop_step")
-        if stop < start:
-            raise ValueError(f"`stop_step` ({stop}) must be >= `start_step` ({start}).")
+        if stop <= start:
+            raise ValueError(
+                f"`stop_step` must be after `start_step`, but with {total_steps} "
+                f"training steps they resolve to stop_step={stop} (from {self.stop!r}) "
+                f"<= start_step={start} (from {self.start!r}), so no update could "
+                "happen. Accepted: start_step < stop_step."
+            )
         return start, stop
+
+    def count_updates(self, previous: int, step: int, total_steps: int | None = None) -> int:
+        """Number of update steps `t` in `(previous, step]` (each a multiple of `interval`).
+
+        Raises:
+            ValueError: as `bounds`.
+        """
+        start, stop = self.bounds(total_steps)
+        lo, hi = max(previous, start, 0), min(step, stop)
+        return max(0, hi // self.interval - lo // self.interval) if hi > lo else 0
 
     def is_update_step(self, step: int, total_steps: int | None = None) -> bool:
         start, stop = self.bounds(total_steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import warnings
@@ -180,6 +181,28 @@ def _plan(
     return plan
 
 
+def _warn_nearly_empty(layers, plan, structure: str) -> None:
+    """Warns about weights the plan leaves with at most one entry (or block) active."""
+    unit = mask_math.group_size(structure)
+    nearly_empty = []
+    for layer in layers:
+        for name, weight in get_prunable_weights(layer):
+            value = plan.get(id(layer), {}).get(name)
+            size = int(np.prod(weight.shape, dtype=np.int64))
+            if value is None or size // unit <= 1:
+                continue
+            kept = mask_math.num_active(size // unit, value) * unit
+            if kept <= unit:
+                nearly_empty.append(f"{layer.name}/{name} keeps {kept} of {size} (sparsity {value:.7g})")
+    if nearly_empty:
+        shown = "; ".join(nearly_empty[:10]) + ("; ..." if len(nearly_empty) > 10 else "")
+        warnings.warn(
+            f"sparsify: {len(nearly_empty)} weight(s) keep at most one "
+            f"{'1x4 block' if unit > 1 else 'entry'}: {shown}. Such a layer is all "
+            "but disconnected; use a lower sparsity or keep the layer dense "
+            "(`keep_dense=`).", UserWarning, stacklevel=3)
+
+
 def sparsify(
     model: keras.Model,
     sparsity: float,
@@ -218,8 +241,8 @@ def sparsify(
             dense. Any layer left dense that holds over 20% of the model's
             parameters gets a `UserWarning` with the resulting model-wide
             sparsity.
-        seed: seed of the random masks (`None`: random). The same seed gives
-            the same masks.
+        seed: seed of the random masks, a non-negative int (`None`:
+            random). The same seed gives the same masks.
         structure: pattern of the initial masks, `"unstructured"`,
             `"block"` (1x4 along the input dimension) or `"n:m"` (2:4); see
             `keras_sparse.masks.STRUCTURES`. Every sparsified weight must fit
@@ -230,10 +253,19 @@ def sparsify(
         `sparsity` (within rounding of one weight per layer).
 
     Raises:
-        TypeError: not a model, a subclassed model, bad `keep_dense`.
-        ValueError: sparsity outside [0, 1), unknown distribution, a dict or
-            `keep_dense` naming layers the model lacks, a model with no
-            prunable layer, an unbuilt or already sparsified model.
+        TypeError: not a model, a subclassed model, bad `keep_dense`, a
+            `seed` that is not an int.
+        ValueError: sparsity outside [0, 1), unknown distribution, an empty
+            dict, a dict or `keep_dense` naming layers the model lacks, a
+            model with no prunable layer, an unbuilt or already sparsified
+            model, a negative `seed`.
+
+    Warns:
+        UserWarning: a weight keeps at most one entry (or one 1x4 block):
+            `sparsity` so close to 1 that the layer is all but disconnected
+            (`num_active` never keeps fewer than one unit). A warning, not
+            an error: the request is well-formed, and a one-entry layer is
+            what it asks for.
 
     Example:
 
@@ -247,8 +279,15 @@ def sparsify(
         ICML 2020 (ERK and the dense-first-layer convention).
     """
     check_graph_model(model, "sparsify")
+    seed = mask_math.validate_seed(seed, allow_none=True)
     if not isinstance(distribution, Mapping):
         sparsity = mask_math.validate_sparsity(sparsity)
+    elif not distribution:
+        raise ValueError(
+            "`distribution` is an empty dict, which would sparsify no layer. "
+            "Accepted: 'uniform', 'er', 'erk', or a non-empty dict "
+            "{layer_name or 'layer/weight': sparsity}."
+        )
     layers = _prunable_layers(model)
     if not layers:
         raise ValueError(
@@ -268,6 +307,7 @@ def sparsify(
                     mask_math.validate_structure(
                         structure, weight.shape, value, f"weight {layer.name}/{name}"
                     )
+    _warn_nearly_empty(layers, plan, structure)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     order = {id(layer): i for i, layer in enumerate(layers)}

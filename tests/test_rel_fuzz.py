@@ -262,9 +262,9 @@ def _fit_fuzz(case):
     x = np.random.default_rng(1).normal(size=(24, 8)).astype("float32")
     y = np.random.default_rng(2).normal(size=(24, 4)).astype("float32")
     before = _state(model)
-    callback = keras_sparse.callbacks.DynamicSparseTraining(
-        {"class_name": name, "config": config}, total_steps=total)
-    try:
+    try:  # e.g. stop_step=0 with the default start_step=0 is refused at construction
+        callback = keras_sparse.callbacks.DynamicSparseTraining(
+            {"class_name": name, "config": config}, total_steps=total)
         model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
     except (ValueError, TypeError) as err:
         _check_clear(err, "dst_fit")

@@ -66,3 +66,25 @@ def test_stop_beyond_training():
 def test_config_round_trip():
     for s in [sc.UpdateSchedule(7, 3, 0.5), sc.CosineDecay(0.2, 0.1), sc.StagewiseDecay(), sc.CubicSparsity(0.1, 0.8), sc.ConstantFraction(0.3)]:
         assert type(s).from_config(s.get_config()).get_config() == s.get_config()
+
+
+@pytest.mark.parametrize("start, stop", [(0.9, 0.5), (0.5, 0.5), (50, 20), (0, 0), (30, 30)])
+def test_start_not_before_stop_of_the_same_kind_is_refused_at_construction(start, stop):
+    with pytest.raises(ValueError, match="`stop_step` must be after `start_step`") as e:
+        sc.UpdateSchedule(10, start, stop)
+    assert f"start_step={start!r}, stop_step={stop!r}" in str(e.value)
+
+
+def test_start_not_before_stop_of_mixed_kinds_is_refused_once_total_is_known():
+    s = sc.UpdateSchedule(10, start=60, stop=0.5)  # fine for 200 steps, not for 100
+    assert s.bounds(200) == (60, 100)
+    with pytest.raises(ValueError, match=r"stop_step=50 \(from 0.5\) <= start_step=60"):
+        s.bounds(100)
+
+
+def test_count_updates_matches_is_update_step():
+    s = sc.UpdateSchedule(3, start=4, stop=0.75)
+    total = 40
+    for previous, step in [(0, 40), (0, 6), (6, 7), (5, 30), (29, 30), (31, 40), (12, 12)]:
+        expected = sum(s.is_update_step(t, total) for t in range(previous + 1, step + 1))
+        assert s.count_updates(previous, step, total) == expected, (previous, step)

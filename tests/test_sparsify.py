@@ -196,3 +196,51 @@ def test_duplicate_layer_names_in_nested_submodels_raise_before_wrapping():
         keras_sparse.sparsify(model, 0.5, distribution="uniform", keep_dense=None, seed=0)
     for a, b in zip(before, model.weights):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+# ------------------------------------------------------- argument checks
+@pytest.mark.parametrize("seed, error", [
+    (1.5, TypeError), (True, TypeError), ("a", TypeError), ([0], TypeError), (-1, ValueError),
+])
+def test_bad_seed_is_refused_naming_seed_before_anything_changes(seed, error):
+    model = small_cnn_functional()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(error, match=r"`seed` must be a non-negative int or None") as e:
+        keras_sparse.sparsify(model, 0.9, seed=seed)
+    assert repr(seed) in str(e.value)
+    assert e.traceback[-1].path.name == "masks.py"  # keras_sparse's check, not NumPy's
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_numpy_int_seed_is_accepted_and_equals_the_python_int():
+    model = small_cnn_functional()
+    a = _masks(keras_sparse.sparsify(model, 0.9, seed=np.int64(3)))
+    b = _masks(keras_sparse.sparsify(model, 0.9, seed=3))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_empty_distribution_dict_is_refused():
+    with pytest.raises(ValueError, match=r"empty dict.*Accepted: 'uniform', 'er', 'erk'"):
+        keras_sparse.sparsify(small_cnn_functional(), 0.9, distribution={})
+
+
+def test_sparsity_leaving_one_weight_per_layer_warns_with_layer_and_count():
+    model = small_cnn_functional()
+    with pytest.warns(UserWarning, match=r"keep at most one entry") as record:
+        sparse = keras_sparse.sparsify(model, 0.9999999, distribution="uniform", keep_dense=None,
+                                       seed=0)
+    message = str([w for w in record if "at most one" in str(w.message)][0].message)
+    for wrapper in keras_sparse.sparse_wrappers(sparse):
+        for name, _, mask in wrapper.masked_weights:
+            m = mask.numpy()
+            assert m.sum() == 1  # what the warning is about
+            assert f"{wrapper.name}/{name} keeps 1 of {m.size}" in message, message
+
+
+def test_ordinary_sparsity_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        keras_sparse.sparsify(small_cnn_functional(), 0.95, seed=0)
+    assert not [w for w in record if "at most one" in str(w.message)]

@@ -115,6 +115,28 @@ def _read_weight_and_mask(target: Target) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(keras.ops.convert_to_numpy(target.mask), np.float32))
 
 
+def validate_real(value, what: str, minimum: float = 0.0, inclusive: bool = True) -> float:
+    """Checks that `value` is a finite real number `>= minimum` (`> minimum` if not inclusive).
+
+    Returns:
+        `value` as a Python float.
+
+    Raises:
+        TypeError: not a real number (bools and strings included).
+        ValueError: NaN, infinite, or below the bound.
+    """
+    sign = ">=" if inclusive else ">"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"`{what}` must be a finite float {sign} {minimum:g}. Received: {value!r} "
+            f"of type {type(value).__name__}."
+        )
+    v = float(value)
+    if not np.isfinite(v) or (v < minimum if inclusive else v <= minimum):
+        raise ValueError(f"`{what}` must be a finite float {sign} {minimum:g}. Received: {value!r}.")
+    return v
+
+
 _DECAYS = ("cosine", "constant", "stagewise")
 _ON_NONFINITE = ("skip", "raise")
 
@@ -184,9 +206,7 @@ class Updater:
         self.drop_fraction = drop_fraction
         self.drop_fraction_decay = drop_fraction_decay
         self.structure = mask_math.validate_structure(structure)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise TypeError(f"`seed` must be a non-negative int. Received: {seed!r}.")
-        self.seed = int(seed)
+        self.seed = mask_math.validate_seed(seed)
         self.schedule = schedules.UpdateSchedule(update_interval, start_step, stop_step)
         if drop_fraction_decay not in _DECAYS:
             raise ValueError(

@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_sparse import masks as mask_math
 from keras_sparse import schedules
-from keras_sparse.algorithms.base import Updater, register
+from keras_sparse.algorithms.base import Updater, register, validate_real
 from keras_sparse.schedules import validate_fraction
 
 __all__ = ["DSR", "DeepR", "MEST", "NeurRev", "RigL", "SET"]
@@ -147,8 +147,7 @@ class MEST(Updater):
                  stage_boundaries: Sequence[float] | None = None,
                  drop_fraction: float | None = None, drop_fraction_decay: str | None = None,
                  **kwargs):
-        if isinstance(gradient_weight, bool) or not isinstance(gradient_weight, (int, float)) or gradient_weight < 0:
-            raise ValueError(f"`gradient_weight` must be a float >= 0. Received: {gradient_weight!r}.")
+        gradient_weight = validate_real(gradient_weight, "gradient_weight")
         self.elastic = drop_fraction is None and drop_fraction_decay is None
         if not self.elastic:
             given = {k: v for k, v in (("lower_bound", lower_bound), ("upper_bound", upper_bound),
@@ -416,8 +415,7 @@ class DSR(Updater):
 
     def __init__(self, initial_threshold: float = 1e-3, tolerance: float = 0.1,
                  drop_fraction: float = 0.3, drop_fraction_decay: str = "constant", **kwargs):
-        if not isinstance(initial_threshold, (int, float)) or initial_threshold <= 0:
-            raise ValueError(f"`initial_threshold` must be a float > 0. Received: {initial_threshold!r}.")
+        initial_threshold = validate_real(initial_threshold, "initial_threshold", inclusive=False)
         super().__init__(drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, **kwargs)
         self.initial_threshold = float(initial_threshold)
         self.tolerance = validate_fraction(tolerance, "tolerance")
@@ -510,8 +508,7 @@ class DeepR(SET):
     """
 
     def __init__(self, temperature: float = 0.0, **kwargs):
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ValueError(f"`temperature` must be a float >= 0. Received: {temperature!r}.")
+        temperature = validate_real(temperature, "temperature")
         super().__init__(**kwargs)
         self.temperature = float(temperature)
         self._signs: list[np.ndarray] = []

@@ -9,7 +9,7 @@ from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse._parallel import map_weights
 from keras_sparse.algorithms.base import Updater, register
-from keras_sparse.schedules import CosineDecay, CubicSparsity
+from keras_sparse.schedules import CosineDecay, CubicSparsity, validate_fraction
 
 __all__ = ["GMP", "GraNet", "GraNetST"]
 
@@ -31,6 +31,8 @@ class GMP(Updater):
             (`"uniform"`, `"er"`, `"erk"`): each layer follows its own cubic
             schedule to its allocated sparsity.
         update_interval, start_step, stop_step, structure, seed: as `Updater`.
+        **kwargs: other `Updater` arguments (`on_nonfinite`); not
+            `drop_fraction`/`drop_fraction_decay` (TypeError).
 
     Reference:
         Zhu and Gupta, "To prune, or not to prune: exploring the efficacy of
@@ -40,6 +42,13 @@ class GMP(Updater):
     def __init__(self, sparsity: float = 0.9, distribution: str = "global",
                  update_interval: int = 100, start_step=0, stop_step=0.75,
                  structure: str = "unstructured", seed: int = 0, **kwargs):
+        unused = sorted(k for k in ("drop_fraction", "drop_fraction_decay") if k in kwargs)
+        if unused:
+            raise TypeError(
+                f"{type(self).__name__} does not take {unused}: how much it prunes "
+                "follows the cubic sparsity schedule to `sparsity`. Received: "
+                f"{ {k: kwargs[k] for k in unused}!r}."
+            )
         super().__init__(update_interval=update_interval, start_step=start_step,
                          stop_step=stop_step, structure=structure, seed=seed, **kwargs)
         self.sparsity = mask_math.validate_sparsity(sparsity)
@@ -128,7 +137,8 @@ class GraNet(GMP):
 
     Args:
         sparsity: final sparsity.
-        regeneration_rate: initial r (default 0.5, GraNet's death rate).
+        regeneration_rate: initial r, in (0, 1) (default 0.5, GraNet's
+            death rate).
         distribution: `"global"` (GraNet) or a per-layer allocation.
         **kwargs: `GMP` arguments.
 
@@ -140,9 +150,10 @@ class GraNet(GMP):
     needs_gradients = True
 
     def __init__(self, sparsity: float = 0.9, regeneration_rate: float = 0.5, **kwargs):
+        rate = validate_fraction(regeneration_rate, "regeneration_rate")
         super().__init__(sparsity=sparsity, **kwargs)
         self.regeneration_rate = regeneration_rate
-        self._regen = CosineDecay(regeneration_rate)
+        self._regen = CosineDecay(rate)
 
     def get_config(self):
         return {**super().get_config(), "regeneration_rate": self.regeneration_rate}

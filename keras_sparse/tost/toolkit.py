@@ -34,7 +34,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparse.algorithms.base import validate_real
 from keras_sparse.callbacks import SparsityLogger
+from keras_sparse.schedules import validate_fraction
 from keras_sparse.sparsify import sparse_wrappers
 from keras_sparse.tost.label_smoothing import LabelSmoothingCrossentropy
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
@@ -89,11 +91,15 @@ class ToSTCallback(SparsityLogger):
                  alpha_start: float = 1.0, beta_start: float = 1.0, beta_end: float = 100.0,
                  per_layer: bool = False):
         super().__init__(per_layer=per_layer)
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+        if total_steps is not None and (isinstance(total_steps, bool)
+                                        or not isinstance(total_steps, (int, np.integer))
+                                        or total_steps < 1):
             raise ValueError(f"`total_steps` must be a positive int or None. Received: {total_steps!r}.")
-        if not 0.0 < float(ghost_fraction) <= 1.0:
-            raise ValueError(f"`ghost_fraction` must be in (0, 1]. Received: {ghost_fraction!r}.")
-        if not 0 < float(beta_start) <= float(beta_end):
+        ghost_fraction = validate_fraction(ghost_fraction, "ghost_fraction", high_open=False)
+        alpha_start = validate_real(alpha_start, "alpha_start")
+        beta_start = validate_real(beta_start, "beta_start", inclusive=False)
+        beta_end = validate_real(beta_end, "beta_end", inclusive=False)
+        if not beta_start <= beta_end:
             raise ValueError(
                 f"Need 0 < beta_start <= beta_end. Received: {beta_start!r}, {beta_end!r}.")
         self.total_steps = total_steps
