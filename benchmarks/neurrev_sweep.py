@@ -329,8 +329,8 @@ def render(rows, choice, budget, n_train, machine, plots=()) -> str:
                "dormant % (end)", "ITOP %"]
     notes = [
         f"Model A (small CNN), {SPARSITY:.0%} ERK, {budget.epochs} epochs on {n_train} Fashion-MNIST "
-        f"training images, batch {budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, "
-        f"weight decay {budget.weight_decay}, cosine to 0; test on the 10k test images.",
+        f"training images, batch {budget.batch_size}, {harness.recipe_text(budget)}; test on the "
+        "10k test images.",
         "RigL schedule for both methods: drop fraction 0.3 cosine, updates stop at 75% of training; "
         "NeurRev = RigL + relaxation to s - p and Search & Awake back to s.",
         "r: relaxation as a fraction of each layer's non-zero budget, p = min(r (1 - s_l), s_l) per "
