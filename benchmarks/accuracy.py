@@ -28,10 +28,13 @@ The full table (the default, no flags) runs `full_plan`:
   `FULL_EPOCHS["resnet20"]` epochs: dense, static, SET, RigL, RigL-ITOP,
   NeurRev, GMP, GraNet, GraNet-ST and the TF-MOT peer.
 Runs go seed-major (every row at seed 0 first), so a partial table already
-has every row. Start it (resumable: rerun the same command after any
-interruption; finished runs are skipped):
+has every row; `accuracy.md`/`accuracy.json` are re-rendered after every
+run, titled PARTIAL until every planned run is in. Start it (resumable:
+rerun the same command after any interruption; finished runs are skipped;
+the TF-MOT rows need `make tfmot-venv` first, else they show as pending):
 
-    nohup python -m benchmarks.accuracy > benchmarks/results/accuracy.log 2>&1 &
+    # from the repository root, with the project's venv:
+    nohup .venv/bin/python -m benchmarks.accuracy >> benchmarks/results/accuracy.log 2>&1 &
 
 Other modes:
 
@@ -734,9 +737,11 @@ def main(argv=None) -> int:
         for model, budget in model_budgets.items():
             mine = [k for k in keys if k.model == model]
             if mine:
+                # The table and plots are re-rendered after every run: a
+                # partial table (marked PARTIAL) is always on disk to commit.
                 harness.run_all(mine, build_model, data_of[model], budget, args.results,
-                                progress=not args.no_progress, machine=machine)
-                report(args, model_budgets, machine, n_train)  # a partial table as it fills
+                                progress=not args.no_progress, machine=machine,
+                                after_each=lambda rec: report(args, model_budgets, machine, n_train))
     print(report(args, model_budgets, machine, n_train))
     return 0
 

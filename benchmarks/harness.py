@@ -414,10 +414,12 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
             budget: Budget, results_path: Path, registry: Mapping[str, MethodSpec] | None = None,
             progress: bool = True, machine: Mapping[str, Any] | None = None,
             retry_failed: bool = True, log: Callable[[str], None] = print,
-            fresh_session: bool = True) -> list[dict]:
+            fresh_session: bool = True,
+            after_each: Callable[[dict], None] | None = None) -> list[dict]:
     """Runs every key not already finished in `results_path` (same budget).
 
-    Each finished run (or failure, with its traceback) is appended at once.
+    Each finished run (or failure, with its traceback) is appended at once,
+    then `after_each(record)` runs (e.g. re-rendering the partial table).
     Unavailable methods are skipped without a record. Returns the records of
     the runs executed in this call.
     """
@@ -447,19 +449,22 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
                             fresh_session=fresh_session),
         results_path,
         describe=lambda key: f"{key.method} {key.model} {key.sparsity:g} {key.distribution} s{key.seed}",
-        progress=progress, log=log)
+        progress=progress, log=log, after_each=after_each)
 
 
 def run_pending(pending: Sequence[Any], run_one: Callable[[Any], dict], results_path: Path,
                 describe: Callable[[Any], str], progress: bool = True,
-                log: Callable[[str], None] = print) -> list[dict]:
+                log: Callable[[str], None] = print,
+                after_each: Callable[[dict], None] | None = None) -> list[dict]:
     """Runs `run_one` on each pending item, appending each record at once.
 
     The one loop every resumable benchmark uses: a tqdm bar over runs (the
     item's `describe` as its label, the last accuracy as its postfix), each
     record appended to `results_path` as soon as it exists (so a killed
     benchmark loses at most the run in progress), and a one-line `[fail]`
-    message for records whose status is not "ok". Returns the new records.
+    message for records whose status is not "ok", then `after_each(record)`
+    if given (its exceptions are logged, never stop the runs). Returns the
+    new records.
     """
     bar = None
     if progress:
@@ -485,6 +490,11 @@ def run_pending(pending: Sequence[Any], run_one: Callable[[Any], dict], results_
             if not ok:
                 last = (str(rec.get("error") or "").splitlines() or ["(no error message)"])[-1]
                 log(f"[fail] {describe(item)}: {last}")
+            if after_each is not None:
+                try:
+                    after_each(rec)
+                except Exception as e:  # a report problem must not stop the benchmark
+                    log(f"[after_each] {type(e).__name__}: {e}")
     finally:
         if bar is not None:
             bar.close()

@@ -223,3 +223,20 @@ def test_cells_show_itop_and_churn_of_mask_updating_rows(tmp_path):
     rows = harness.aggregate(harness.read_runs(tmp_path / "r.jsonl"))
     assert rows[0]["itop_mean"] == pytest.approx(0.55) and rows[0]["churn_mean"] == pytest.approx(0.2)
     assert "ITOP 0.55, churn 0.20" in harness.render_table(rows, registry=reg)
+
+
+def test_after_each_runs_after_every_record_and_never_stops_the_runs(tmp_path):
+    seen = []
+
+    def after(rec):
+        seen.append(rec["seed"])
+        raise RuntimeError("report broke")
+
+    logs = []
+    reg = _fake_registry([])
+    keys = harness.plan_runs(["fake"], ["tiny"], [0.9], ["erk"], [0, 1], registry=reg)
+    new = harness.run_all(keys, lambda name, seed: None, _data(), Budget(epochs=1),
+                          tmp_path / "r.jsonl", registry=reg, progress=False, log=logs.append,
+                          fresh_session=False, after_each=after)
+    assert len(new) == 2 and seen == [0, 1]
+    assert sum("report broke" in m for m in logs) == 2
