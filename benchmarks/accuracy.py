@@ -1,32 +1,68 @@
-"""Accuracy table: every sparse-training method on Fashion-MNIST, one budget.
+"""Accuracy table: every sparse-training method on Fashion-MNIST, one recipe.
 
-Protocol (../shared/BENCHMARK.md): Model A = `keras_sparse.models.small_cnn`,
-Model B = `keras_sparse.models.cifar_resnet(20, input_shape=(28, 28, 1))`;
-SGD momentum 0.9 (lr 0.1, decoupled weight decay 5e-4), cosine decay to 0,
-batch 128, a fixed epoch budget, seeds 0/1/2, sparsities 90/95/98%,
-uniform and ERK per-layer budgets. Test accuracy is mean ± std over seeds;
-the *measured* final sparsity (exact zeros over every kernel of the stripped
-model, first and last layers included) stands next to every accuracy.
+Protocol: Model A = `keras_sparse.models.small_cnn`, Model B =
+`keras_sparse.models.cifar_resnet(20, input_shape=(28, 28, 1))`; seeds
+0/1/2; test accuracy is mean ± std over seeds, and the *measured* final
+sparsity (exact zeros over every kernel of the stripped model, first and
+last layers included) stands next to every accuracy.
 
-    python -m benchmarks.accuracy --quick         # smoke run, < 10 min, 2 cores
-    python -m benchmarks.accuracy                 # the full table (hours): 3 epochs on 10k images
-    python -m benchmarks.accuracy --methods dense static snip --models small_cnn \
-        --sparsities 0.9 0.95 --seeds 0 1 2 --epochs 10
+The recipe (tuned on the dense small CNN only, then used unchanged for
+every method): SGD momentum 0.9, batch 128, learning rate `RECIPE_LR` with
+a linear warm-up over the first `RECIPE_WARMUP_FRACTION` of training, then
+cosine decay to 0 (`keras.optimizers.schedules.CosineDecay` with
+`warmup_target`), and *coupled* L2 5e-4 (PyTorch's `SGD(weight_decay=5e-4)`
+of the reference codebases: `harness.CoupledSGD` adds `5e-4 * w` to every
+trainable weight's gradient before momentum; Keras's decoupled
+`weight_decay` is not used). Every DST and gradual method updates masks
+every 100 steps (RigL-ITOP: its own long interval, `ITOP_INTERVAL_FRACTION`
+of training, see `update_interval`); the TF-MOT peer prunes every 100 steps.
+
+The full table (the default, no flags) runs `full_plan`:
+- small CNN, all 60k training images, 10 epochs, ERK 90/95/98%: dense,
+  static, SET, RigL, RigL-ITOP, MEST+EM, DSR, Deep-R, NeurRev, GMP,
+  GraNet, GraNet-ST (per-layer ERK budgets) and the TF-MOT peer; GraNet and
+  GraNet-ST with the paper's global magnitude pruning in a "global" column;
+- small CNN, prune-at-init rows at ERK 95/98%: SNIP, GraSP, SynFlow,
+  random, each with and without ToST; LTH and LTH + ToST (global column);
+- ResNet-20 at ERK 95%, `FULL_TRAIN_SIZE["resnet20"]` images x
+  `FULL_EPOCHS["resnet20"]` epochs: dense, static, SET, RigL, RigL-ITOP,
+  NeurRev, GMP, GraNet, GraNet-ST and the TF-MOT peer.
+Runs go seed-major (every row at seed 0 first), so a partial table already
+has every row; `accuracy.md`/`accuracy.json` are re-rendered after every
+run, titled PARTIAL until every planned run is in. Start it (resumable:
+rerun the same command after any interruption; finished runs are skipped;
+the TF-MOT rows need `make tfmot-venv` first, else they show as pending):
+
+    # from the repository root, with the project's venv:
+    nohup .venv/bin/python -m benchmarks.accuracy >> benchmarks/results/accuracy.log 2>&1 &
+
+Other modes:
+
+    python -m benchmarks.accuracy --quick         # smoke run (1 epoch on 10k images), minutes
+    python -m benchmarks.accuracy --methods dense static --models small_cnn \
+        --sparsities 0.9 0.95 --seeds 0 1 2 --epochs 10   # a custom grid
     python -m benchmarks.accuracy --report-only   # re-render table/plots from the JSONL
 
 Resumable: every finished run is appended to
 benchmarks/results/accuracy.jsonl (accuracy_quick.jsonl with --quick); a
 killed run continues where it stopped, skipping finished
 (method, model, sparsity, distribution, seed) keys with the same budget.
-Writes accuracy[_quick].json (aggregates, machine, versions, date, budget),
-accuracy[_quick].md and PNG plots into benchmarks/results/.
+Writes accuracy[_quick].json (aggregates, machine, versions, date, the
+budget of every model), accuracy[_quick].md and PNG plots into
+benchmarks/results/. The earlier 3-epoch, 10k-image table (decoupled weight
+decay, no warm-up) is kept as smoke-level output in
+`accuracy_quick_3epoch.*`; it cannot rank methods.
+
+Beside every mask-updating row the table shows the final ITOP rate (share
+of weights ever active) and the churn: over all updates of a run, the share
+of the connections grown at one update that the next update dropped
+(`keras_sparse.callbacks.DynamicSparseTraining` logs it as `churn_mean`).
 
 Per-layer budgets: every masked method (static random, random-at-init,
 SNIP, GraSP, SynFlow, TF-MOT) gets the per-layer sparsities that
-`keras_sparse.sparsify(model, s, distribution)` draws (so with "uniform" the
-first conv stays dense, RigL's convention); methods differ only in which
-weights each layer keeps. LTH prunes by global magnitude (its own
-allocation), shown in a "global" column.
+`keras_sparse.sparsify(model, s, distribution)` draws; methods differ only
+in which weights each layer keeps. LTH and the global GraNet rows prune by
+global magnitude (their own allocation), shown in a "global" column.
 """
 
 from __future__ import annotations
@@ -39,7 +75,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -54,13 +90,42 @@ DISTRIBUTIONS = ("uniform", "erk")
 QUICK_METHODS = ("dense", "static", "snip", "snip_tost", "synflow", "rigl", "neurrev",
                  "tfmot")
 QUICK_TRAIN_SIZE = 10_000
-TABLE_EPOCHS = 3
+QUICK_EPOCHS = 1
 TABLE_TRAIN_SIZE = 10_000
-"""The default budget: the one the committed table (benchmarks/results/accuracy.md)
-was run with on the project's 2-core CPU machines. The protocol asks for a fixed,
-stated budget; `--epochs 10 --train-size 60000` gives a longer one (4,690 steps per
-ResNet-20 run: about 25 minutes at the 0.32 s/step of step_time.md, so days for
-the whole table)."""
+"""Training subset of the earlier 3-epoch table (`accuracy_quick_3epoch.*`) and
+of the benchmarks that reuse its data (`pai_diagnostics.py`)."""
+
+RECIPE_LR = 0.05
+RECIPE_WARMUP_FRACTION = 0.1
+"""The recipe's peak learning rate and warm-up (as a fraction of the epochs),
+tuned on the dense small CNN only (see `recipe_budget`)."""
+
+FULL_EPOCHS = {"small_cnn": 10, "resnet20": 15}
+FULL_TRAIN_SIZE = {"small_cnn": 60_000, "resnet20": 20_000}
+DST_INTERVAL = 100
+"""Every DST/gradual method (and the TF-MOT peer) updates masks every 100
+steps in the full table (RigL's default); RigL-ITOP uses its own interval."""
+ITOP_INTERVAL_FRACTION = 4000 / (250 * 391)
+"""RigL-ITOP's reference interval, 4000 steps of its 250-epoch CIFAR run (391
+steps per epoch at batch 128), as a fraction of training: about 4%."""
+
+FULL_SPARSITIES = (0.9, 0.95, 0.98)
+PAI_SPARSITIES = (0.95, 0.98)
+SMALL_CNN_ROWS = ("dense", "static", "set", "rigl", "rigl_itop", "mest", "dsr", "deep_r",
+                  "neurrev", "gmp", "granet", "granet_st", "tfmot")
+GLOBAL_ROWS = ("granet_global", "granet_st_global")
+PAI_ROWS = ("snip", "snip_tost", "grasp", "grasp_tost", "synflow", "synflow_tost",
+            "random_pai", "random_tost", "lth", "lth_tost")
+RESNET_ROWS = ("dense", "static", "set", "rigl", "rigl_itop", "neurrev", "gmp", "granet",
+               "granet_st", "tfmot")
+RESNET_SPARSITIES = (0.95,)
+
+
+def recipe_budget(epochs: int, train_size: int | None) -> Budget:
+    """The recipe at a given length: SGD 0.9, batch 128, warm-up + cosine, coupled L2 5e-4."""
+    return Budget(epochs=epochs, batch_size=128, lr=RECIPE_LR, momentum=0.9, weight_decay=0.0,
+                  l2=5e-4, warmup_epochs=round(RECIPE_WARMUP_FRACTION * epochs, 6),
+                  train_size=train_size)
 
 
 def build_model(name: str, seed: int):
@@ -252,35 +317,57 @@ def _dst_available() -> str | None:
 _INTERVAL_OVERRIDE: int | None = None
 """Set by `--update-interval` (an ablation written to its own results file)."""
 
+_FIXED_INTERVAL: int | None = None
+"""Set by `main` outside `--quick`: `DST_INTERVAL` for every DST/gradual method."""
 
-def update_interval(budget: Budget, n_train: int) -> int:
-    """RigL's 100 steps, shrunk so short (quick) budgets still get ~20 updates,
-    unless `--update-interval` overrides it (then the peer uses it too)."""
+
+def update_interval(budget: Budget, n_train: int, method: str | None = None) -> int:
+    """The mask-update interval of `method` in this run.
+
+    `--update-interval` overrides everything; RigL-ITOP uses
+    `ITOP_INTERVAL_FRACTION` of the training steps (its reference's long
+    interval, scaled to this budget), and never less than the others'; in
+    the full table every other method
+    uses `DST_INTERVAL` (100); a quick (smoke) run uses RigL's 100 steps
+    shrunk so short budgets still get ~20 updates.
+    """
     if _INTERVAL_OVERRIDE is not None:
         return _INTERVAL_OVERRIDE
-    return int(min(100, max(1, budget.steps(n_train) // 20)))
+    steps = budget.steps(n_train)
+    if method == "rigl_itop":  # never shorter than the other methods' interval
+        return max(_FIXED_INTERVAL or 1, int(round(ITOP_INTERVAL_FRACTION * steps)))
+    if _FIXED_INTERVAL is not None:
+        return _FIXED_INTERVAL
+    return int(min(100, max(1, steps // 20)))
+
+
+_DYNAMICS = ("itop_rate", "awakened", "regrown", "drop_fraction", "churn", "churn_mean")
 
 
 def _history_extras(model) -> dict[str, Any]:
     hist = getattr(getattr(model, "history", None), "history", {}) or {}
-    return {f"final_{k}": float(v[-1]) for k, v in hist.items()
-            if k in ("itop_rate", "awakened", "regrown", "drop_fraction") and v}
+    return {f"final_{k}": float(v[-1]) for k, v in hist.items() if k in _DYNAMICS and v}
 
 
 def train_dst(name: str, model, sparsity, distribution, data, budget, seed):
-    """Sparse-to-sparse DST (SET, RigL, MEST, DSR, Deep-R, NeurRev) or
-    gradual pruning (GMP, GraNet from dense; GraNet-ST from 50% sparse)."""
+    """Sparse-to-sparse DST (SET, RigL, RigL-ITOP, MEST, DSR, Deep-R, NeurRev) or
+    gradual pruning (GMP, GraNet from dense; GraNet-ST from 50% sparse).
+
+    For the gradual methods `distribution` is the pruning allocation: a
+    per-layer one (`"erk"`, ...) or `"global"` (one magnitude ranking over
+    all layers, the GraNet paper's); GraNet-ST's 50% start is ERK then.
+    """
     import keras_sparse as ks
     from keras_sparse import algorithms, callbacks
 
     cls = type(algorithms.get(name))
-    ui = update_interval(budget, len(data.x_train))
+    ui = update_interval(budget, len(data.x_train), name)
     kwargs: dict[str, Any] = dict(update_interval=ui, seed=seed)
     if name in ("gmp", "granet", "granet_st"):
-        # Per-layer allocation so the columns compare like with like.
         kwargs.update(sparsity=sparsity, distribution=distribution)
         start = 0.5 if name == "granet_st" else 0.0
-        sparse = ks.sparsify(model, start, distribution=distribution, seed=seed)
+        start_distribution = "erk" if distribution == "global" else distribution
+        sparse = ks.sparsify(model, start, distribution=start_distribution, seed=seed)
     else:
         sparse = ks.sparsify(model, sparsity, distribution=distribution, seed=seed)
     callback = callbacks.DynamicSparseTraining(cls(**kwargs))
@@ -288,18 +375,29 @@ def train_dst(name: str, model, sparsity, distribution, data, budget, seed):
     return trained, {"update_interval": ui, **_history_extras(trained)}
 
 
-def _register_dst(name: str, label: str, kind: str = "dst"):
+def _register_dst(name: str, label: str, kind: str = "dst", algorithm: str | None = None,
+                  distribution: str | None = None):
     @register(name, label=label, kind=kind, available=_dst_available)
-    def _dst(model, sparsity, distribution, data, budget, seed):
-        return train_dst(name, model, sparsity, distribution, data, budget, seed)
+    def _dst(model, sparsity, distribution_=None, data=None, budget=None, seed=0):
+        return train_dst(algorithm or name, model, sparsity, distribution or distribution_, data,
+                         budget, seed)
 
 
-for _name, _label in (("set", "SET"), ("rigl", "RigL"), ("mest", "MEST"), ("dsr", "DSR"),
+for _name, _label in (("set", "SET"), ("rigl", "RigL"),
+                      ("rigl_itop", "RigL-ITOP (long interval, drop 0.5 cosine to the end)"),
+                      ("mest", "MEST"), ("dsr", "DSR"),
                       ("deep_r", "Deep-R"), ("neurrev", "NeurRev")):
     _register_dst(_name, _label)
 for _name, _label in (("gmp", "GMP (from dense)"), ("granet", "GraNet (from dense)"),
                       ("granet_st", "GraNet-ST (from 50%)")):
     _register_dst(_name, _label, kind="gradual")
+for _name, _label in (("granet_global", "GraNet (from dense, global pruning)"),
+                      ("granet_st_global", "GraNet-ST (from 50% ERK, global pruning)")):
+    _register_dst(_name, _label, kind="gradual", algorithm=_name[: -len("_global")],
+                  distribution="global")
+
+GLOBAL_METHODS = ("lth", "lth_tost") + GLOBAL_ROWS
+"""Methods with no per-layer budget to honour: they run in a "global" column."""
 
 
 # -- the peer: TF-MOT prune_low_magnitude in its own process (tf_keras).
@@ -340,8 +438,9 @@ def _tfmot(model, sparsity, distribution, data, budget, seed):
         cfg.write_text(json.dumps({
             "model": _model_name_of(model), "layer_sparsity": layer_sparsity,
             "budget": budget.to_dict(), "seed": seed,
-            # The peer's own frequency (steps // 50) unless --update-interval is given.
-            "frequency": _INTERVAL_OVERRIDE}))
+            # The full table's 100 steps, --update-interval, or in a quick run the
+            # peer's own frequency (steps // 50).
+            "frequency": _INTERVAL_OVERRIDE or _FIXED_INTERVAL}))
         out = Path(tmp) / "result.json"
         proc = subprocess.run(
             [str(tfmot_python()), str(REPO / "benchmarks" / "peer_tfmot.py"),
@@ -373,44 +472,48 @@ def load_data(train_size: int | None, seed: int = 0) -> BenchData:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: small_cnn, 1 epoch on {QUICK_TRAIN_SIZE} examples, seed 0, "
-                        f"90%%, methods {', '.join(QUICK_METHODS)}")
+                   help=f"smoke run: small_cnn, {QUICK_EPOCHS} epoch on {QUICK_TRAIN_SIZE} examples, "
+                        f"seed 0, 90%%, methods {', '.join(QUICK_METHODS)}")
     p.add_argument("--methods", nargs="+", default=None, help=f"any of: {', '.join(harness.REGISTRY)}")
     p.add_argument("--models", nargs="+", default=None, choices=MODELS)
     p.add_argument("--sparsities", nargs="+", type=float, default=None)
     p.add_argument("--distributions", nargs="+", default=None, choices=DISTRIBUTIONS)
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"epoch budget (default {TABLE_EPOCHS}; quick 1)")
+                   help=f"epoch budget (default {FULL_EPOCHS}; quick {QUICK_EPOCHS})")
     p.add_argument("--train-size", type=int, default=None,
-                   help=f"training subset (default {TABLE_TRAIN_SIZE}; 60000 = all)")
+                   help=f"training subset (default {FULL_TRAIN_SIZE}; quick {QUICK_TRAIN_SIZE}; "
+                        "60000 = all)")
     p.add_argument("--results", type=Path, default=None, help="JSONL file (default benchmarks/results/accuracy[_quick].jsonl)")
     p.add_argument("--report-only", action="store_true", help="only re-render table and plots")
     p.add_argument("--readme", action="store_true",
                    help="print the README's compact tables from the results and exit")
     p.add_argument("--update-interval", type=int, default=None,
                    help="ablation: every DST/gradual method and the peer update masks every N "
-                        "steps (default: min(100, steps // 20) for ours, the peer's steps // 50); "
+                        f"steps (default: {DST_INTERVAL}, RigL-ITOP its own; in --quick "
+                        "min(100, steps // 20) for ours, the peer's steps // 50); "
                         "needs --results of its own")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     q = a.quick
+    # No grid flag outside --quick: the issue's table (`full_plan`).
+    a.full_plan = not q and all(v is None for v in (a.methods, a.sparsities, a.distributions))
     a.methods = a.methods or list(QUICK_METHODS if q else harness.REGISTRY)
     unknown = [m for m in a.methods if m not in harness.REGISTRY]
     if unknown:
         p.error(f"unknown method(s) {unknown}; accepted: {list(harness.REGISTRY)}")
     a.models = a.models or (["small_cnn"] if q else list(MODELS))
-    a.sparsities = a.sparsities or ([0.9] if q else [0.9, 0.95, 0.98])
-    a.distributions = a.distributions or list(DISTRIBUTIONS)
+    a.sparsities = a.sparsities or ([0.9] if q else list(FULL_SPARSITIES))
+    a.distributions = a.distributions or (list(DISTRIBUTIONS) if q else ["erk"])
     a.seeds = a.seeds if a.seeds is not None else ([0] if q else [0, 1, 2])
-    a.epochs = a.epochs or (1 if q else TABLE_EPOCHS)
-    a.train_size = a.train_size or (QUICK_TRAIN_SIZE if q else TABLE_TRAIN_SIZE)
     a.results = a.results or harness.default_results_path(q)
     for s in a.sparsities:
         if not 0.0 < s < 1.0:
             p.error(f"--sparsities must be in (0, 1); received {s}")
-    if a.epochs < 1:
+    if a.epochs is not None and a.epochs < 1:
         p.error(f"--epochs must be >= 1; received {a.epochs}")
+    if a.train_size is not None and a.train_size < 1:
+        p.error(f"--train-size must be >= 1; received {a.train_size}")
     if a.update_interval is not None:
         if a.update_interval < 1:
             p.error(f"--update-interval must be an int >= 1; received {a.update_interval}")
@@ -420,11 +523,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
+def budgets(args) -> dict[str, Budget]:
+    """The budget of every model of this run: the recipe at each model's length."""
+    out = {}
+    for model in args.models:
+        epochs = args.epochs or (QUICK_EPOCHS if args.quick else FULL_EPOCHS[model])
+        size = args.train_size or (QUICK_TRAIN_SIZE if args.quick else FULL_TRAIN_SIZE[model])
+        out[model] = recipe_budget(epochs, min(int(size), 60_000))
+    return out
+
+
+def full_plan(models: Sequence[str], seeds: Sequence[int]) -> list[harness.RunKey]:
+    """The issue's table, seed-major so every row fills at seed 0 first."""
+    def keys_of(model, methods, sparsities, seed):
+        out = []
+        for m in methods:
+            dists = ("global",) if m in GLOBAL_METHODS else ("erk",)
+            out += harness.plan_runs([m], [model], sparsities, dists, [seed])
+        return out
+
+    keys: list[harness.RunKey] = []
+    for model in models:
+        for seed in seeds:
+            if model == "small_cnn":
+                keys += keys_of(model, SMALL_CNN_ROWS, FULL_SPARSITIES, seed)
+                keys += keys_of(model, GLOBAL_ROWS, FULL_SPARSITIES, seed)
+                keys += keys_of(model, PAI_ROWS, PAI_SPARSITIES, seed)
+            else:
+                keys += keys_of(model, RESNET_ROWS, RESNET_SPARSITIES, seed)
+    return keys
+
+
 def plan(args) -> list[harness.RunKey]:
+    if getattr(args, "full_plan", False):
+        return full_plan(args.models, args.seeds)
     keys = []
     for model in args.models:
         for m in args.methods:
-            dists = LTH_DISTRIBUTIONS if harness.REGISTRY[m].kind == "lth" else args.distributions
+            dists = LTH_DISTRIBUTIONS if m in GLOBAL_METHODS else args.distributions
             keys += harness.plan_runs([m], [model], args.sparsities, dists, args.seeds)
     return keys
 
@@ -443,11 +579,32 @@ def erk_density_plot(out_dir: Path, models, sparsity: float) -> list[Path]:
     return written
 
 
-def report(args, budget: Budget, machine: dict[str, Any]) -> str:
+def budget_note(model: str, budget: Budget, n_train: int) -> str:
+    """One line stating a model's budget and recipe."""
+    warm = (f"linear warm-up over {budget.warmup_epochs:g} epoch(s), then " if budget.warmup_epochs
+            else "")
+    decay = (f", decoupled weight decay {budget.weight_decay}" if budget.weight_decay else "")
+    return (f"{model}: {budget.epochs} epoch(s) on {n_train} Fashion-MNIST training images "
+            f"({'subset' if n_train < 60000 else 'all'}), batch {budget.batch_size}, SGD lr "
+            f"{budget.lr} momentum {budget.momentum}, {warm}cosine decay to 0, coupled L2 "
+            f"{budget.l2} (PyTorch-style weight_decay on every trainable weight){decay}; test on "
+            f"the 10k test images.")
+
+
+def collect_rows(results: Path, model_budgets: Mapping[str, Budget]) -> list[dict[str, Any]]:
+    """Aggregated rows of every model, each with its own budget's runs only."""
+    records = harness.read_runs(results)
+    rows = []
+    for model, budget in model_budgets.items():
+        rows += harness.aggregate([r for r in records if r.get("model") == model], budget.fingerprint)
+    return rows
+
+
+def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
+           n_train: Mapping[str, int]) -> str:
     from benchmarks._common import machine_markdown, write_json
 
-    records = harness.read_runs(args.results)
-    rows = harness.aggregate(records, budget.fingerprint)
+    rows = collect_rows(args.results, model_budgets)
     pending = {m: harness.REGISTRY[m].unavailable_reason() for m in args.methods
                if harness.REGISTRY[m].unavailable_reason()}
     stem = Path(args.results).with_suffix("")
@@ -460,22 +617,25 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
     seeds = sorted({s for r in rows for s in r["seeds"]}) or args.seeds
     models = sorted({r["model"] for r in rows}) or args.models
     top = max([r["sparsity"] for r in rows if r["n"]] or args.sparsities)
+    planned = plan(args)
+    done = {(r["method"], r["model"], r["sparsity"], r["distribution"]): r["n"] for r in rows}
+    partial = any(done.get((k.method, k.model, float(k.sparsity), k.distribution), 0) < len(args.seeds)
+                  for k in planned if not harness.REGISTRY[k.method].unavailable_reason())
     plots = harness.plot_accuracy_vs_sparsity(rows, out_dir / f"plots{tag}")
     plots += erk_density_plot(out_dir / f"plots{tag}", models, top)
     title = "Accuracy table" + (" (QUICK smoke run: not the protocol's budget)" if args.quick else "")
-    notes = [
-        f"Budget: {budget.epochs} epoch(s) on {args.n_train} Fashion-MNIST training images "
-        f"({'subset' if args.n_train < 60000 else 'all'}), batch {budget.batch_size}, SGD lr "
-        f"{budget.lr} momentum {budget.momentum}, weight decay {budget.weight_decay} (decoupled), "
-        f"cosine decay to 0; test on the 10k test images. Seeds in the results: {seeds}.",
+    if partial:
+        title += " (PARTIAL: runs still missing)"
+    notes = [f"Budget, {budget_note(m, b, n_train[m])}" for m, b in model_budgets.items()]
+    notes += [
+        f"Seeds in the results: {seeds}.",
         "Cells: test accuracy % (mean ± std over seeds), `sp` = measured final sparsity "
         "(exact zeros over all conv/dense kernels of the stripped model, first/last layers "
-        "included), n = seeds.",
+        "included), n = seeds; for mask-updating methods `ITOP` = final ITOP rate (share of "
+        "the masked weights ever active) and `churn` = over all updates, the share of the "
+        "connections grown at one update that the next update dropped (means over seeds).",
         "Uniform keeps the first conv dense (RigL's convention), so its measured sparsity "
         "sits slightly under the target; ERK budgets cover every layer.",
-        "10.00 = the network did not train (training loss stayed at ln 10: at 98% uniform the "
-        "2%-dense layers pass almost no signal from a dense-scaled init; ToST rows also died this "
-        "way at lr 0.1 on some masks).",
         "Models with BatchNorm (ResNet-20): moving statistics re-estimated on 1000 training "
         "images before testing (`harness.recalibrate_bn`), identically for every row.",
     ]
@@ -483,19 +643,30 @@ def report(args, budget: Budget, machine: dict[str, Any]) -> str:
         notes.append(f"ABLATION: every DST/gradual method and the TF-MOT peer update masks every "
                      f"{args.update_interval} steps (`--update-interval`).")
     elif any(harness.REGISTRY[m].kind in ("dst", "gradual") for m in methods):
-        notes.append(f"DST/gradual mask-update interval: min(100, steps // 20) = "
-                     f"{update_interval(budget, args.n_train)} steps here (RigL: 100); the "
-                     f"TF-MOT peer's: min(100, steps // 50).")
+        for m, b in model_budgets.items():
+            notes.append(
+                f"{m}: mask-update interval {update_interval(b, n_train[m])} steps for every "
+                f"DST/gradual method"
+                + (" and the TF-MOT peer" if _FIXED_INTERVAL is not None
+                   else " (the TF-MOT peer: min(100, steps // 50))")
+                + f"; RigL-ITOP {update_interval(b, n_train[m], 'rigl_itop')} steps "
+                f"({ITOP_INTERVAL_FRACTION:.1%} of training, its reference's 4000 of ~98k).")
     notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in methods
               if harness.REGISTRY[m].note]
     md = "\n\n".join([f"## {title}", machine_markdown(machine), "\n".join(f"- {n}" for n in notes),
                       harness.render_table(rows, pending=pending),
                       "Plots: " + ", ".join(f"`{p.relative_to(out_dir)}`" for p in plots)])
     Path(f"{stem}.md").write_text(md + "\n", encoding="utf-8")
-    write_json(Path(f"{stem}.json"), {"machine": machine, "budget": budget.to_dict(),
-                                      "budget_id": budget.fingerprint, "quick": args.quick,
-                                      "train_size": args.n_train, "rows": rows,
-                                      "pending": pending})
+    first = next(iter(model_budgets))
+    write_json(Path(f"{stem}.json"), {
+        "machine": machine, "quick": args.quick, "partial": partial,
+        "budgets": {m: {**b.to_dict(), "budget_id": b.fingerprint, "train_size": n_train[m]}
+                    for m, b in model_budgets.items()},
+        # The first model's budget (small_cnn in the full table), for older readers.
+        "budget": model_budgets[first].to_dict(), "budget_id": model_budgets[first].fingerprint,
+        "train_size": n_train[first],
+        "update_interval": {m: update_interval(b, n_train[m]) for m, b in model_budgets.items()},
+        "rows": rows, "pending": pending})
     return md
 
 
@@ -546,21 +717,32 @@ def readme_tables(rows: list[dict[str, Any]]) -> str:
 def main(argv=None) -> int:
     from benchmarks._common import machine_info
 
-    global _INTERVAL_OVERRIDE
+    global _INTERVAL_OVERRIDE, _FIXED_INTERVAL
     args = parse_args(argv)
     _INTERVAL_OVERRIDE = args.update_interval
-    budget = Budget(epochs=args.epochs, train_size=args.train_size)
+    _FIXED_INTERVAL = None if args.quick else DST_INTERVAL
+    model_budgets = budgets(args)
     machine = machine_info()
-    data = load_data(args.train_size)
-    args.n_train = len(data.x_train)
+    datasets: dict[int, BenchData] = {}
+    for b in model_budgets.values():
+        if b.train_size not in datasets:
+            datasets[b.train_size] = load_data(b.train_size)
+    data_of = {m: datasets[b.train_size] for m, b in model_budgets.items()}
+    n_train = {m: len(d.x_train) for m, d in data_of.items()}
     if args.readme:
-        print(readme_tables(harness.aggregate(harness.read_runs(args.results), budget.fingerprint)))
+        print(readme_tables(collect_rows(args.results, model_budgets)))
         return 0
     if not args.report_only:
         keys = plan(args)
-        harness.run_all(keys, build_model, data, budget, args.results,
-                        progress=not args.no_progress, machine=machine)
-    print(report(args, budget, machine))
+        for model, budget in model_budgets.items():
+            mine = [k for k in keys if k.model == model]
+            if mine:
+                # The table and plots are re-rendered after every run: a
+                # partial table (marked PARTIAL) is always on disk to commit.
+                harness.run_all(mine, build_model, data_of[model], budget, args.results,
+                                progress=not args.no_progress, machine=machine,
+                                after_each=lambda rec: report(args, model_budgets, machine, n_train))
+    print(report(args, model_budgets, machine, n_train))
     return 0
 
 

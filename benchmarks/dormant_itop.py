@@ -171,11 +171,10 @@ def render(rows, args, budget, n_train, machine) -> str:
                "final per ReLU layer %", "final ITOP %"]
     notes = [
         f"{SPARSITY:.0%} ERK, {budget.epochs} epoch(s) on {n_train} Fashion-MNIST training images, "
-        f"batch {budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, weight decay "
-        f"{budget.weight_decay}, cosine to 0. Library defaults for RigL and NeurRev except the "
+        f"batch {budget.batch_size}, {harness.recipe_text(budget)}. Library defaults for RigL and NeurRev except the "
         "update interval (column `interval`: the accuracy harness's min(100, steps // 20) unless "
-        "`--interval` was given); NeurRev's default p follows the interval "
-        "(r = 0.1 * min(1, interval / 50) of each layer's non-zero budget).",
+        "`--interval` was given); NeurRev's default p is r = 0.1 of each layer's non-zero "
+        "budget at every interval.",
         f"Dormant: ReLU channels whose output is exactly 0 on >= 99% of the positions of a fixed "
         f"batch of {PROBE_SIZE} training images (`keras_sparse.diagnostics.dormant_fraction`), "
         f"measured every {args.every} steps; 'mean' is over the measurements after step 0.",

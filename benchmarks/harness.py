@@ -44,15 +44,36 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """The training budget every method gets (the table states it)."""
+    """The training budget and recipe every method gets (the table states it).
+
+    Attributes:
+        epochs, batch_size: the epoch budget and batch size.
+        lr: peak learning rate of SGD (momentum `momentum`).
+        l2: *coupled* L2 regularization, as PyTorch's `SGD(weight_decay=l2)`
+            used by every reference codebase (RigL, ITOP, GraNet, ToST): the
+            gradient of every trainable weight gets `+ l2 * w` before the
+            momentum update (`CoupledSGD`), i.e. a loss term
+            `l2 / 2 * ||w||^2` over all trainable weights.
+        weight_decay: Keras's *decoupled* weight decay (`SGD(weight_decay=)`,
+            applied as `w -= lr * wd * w` outside the momentum); 0 in the
+            recipe. With momentum 0.9 decoupled decay at the same value is
+            about 10x weaker than the coupled L2 above.
+        warmup_epochs: linear learning-rate warm-up from 0 to `lr` over
+            this many epochs, then cosine decay to 0 over the rest
+            (`keras.optimizers.schedules.CosineDecay` with `warmup_target`).
+        train_size: training subset size (None: all 60k images).
+        schedule: only `"cosine"`.
+    """
 
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 0.0
     train_size: int | None = None  # None: the full 60k training set
     schedule: str = "cosine"
+    l2: float = 5e-4
+    warmup_epochs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,6 +86,9 @@ class Budget:
 
     def steps(self, num_examples: int) -> int:
         return self.epochs * math.ceil(num_examples / self.batch_size)
+
+    def warmup_steps(self, num_examples: int) -> int:
+        return int(round(self.warmup_epochs * math.ceil(num_examples / self.batch_size)))
 
 
 @dataclasses.dataclass
@@ -139,17 +163,84 @@ def register(name: str, label: str | None = None, kind: str = "static", dense: b
 # ---------------------------------------------------------- shared training
 
 
-def compile_model(model, data: BenchData, budget: Budget, loss=None) -> None:
-    """SGD (momentum, decoupled weight decay) with cosine decay to 0 over the budget."""
+def coupled_sgd():
+    """`CoupledSGD`: Keras SGD with PyTorch-style coupled L2 (`weight_decay` of torch.optim.SGD).
+
+    Built lazily (importing Keras at module import would slow the CLI).
+    """
+    global _COUPLED_SGD
+    if _COUPLED_SGD is not None:
+        return _COUPLED_SGD
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="keras_sparse_benchmarks")
+    class CoupledSGD(keras.optimizers.SGD):
+        """SGD whose gradients get `+ l2 * w` before the momentum update.
+
+        This is PyTorch's `SGD(weight_decay=l2)` (coupled L2, the gradient
+        of `l2 / 2 * ||w||^2`), applied to every trainable variable, as the
+        reference codebases do. Keras's own `weight_decay` is decoupled.
+        Pruned entries are zero, so their decay term is zero too. The dense
+        gradients captured for RigL-style growth are the loss gradients
+        (captured in `optimizer.apply`, before this term), as PyTorch's
+        `weight.grad` in the references.
+        """
+
+        def __init__(self, l2: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.l2 = float(l2)
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self.l2:
+                gradient = ops.add(gradient, ops.multiply(ops.cast(self.l2, variable.dtype), variable))
+            return super().update_step(gradient, variable, learning_rate)
+
+        def get_config(self):
+            return {**super().get_config(), "l2": self.l2}
+
+    _COUPLED_SGD = CoupledSGD
+    return CoupledSGD
+
+
+_COUPLED_SGD = None
+
+
+def recipe_text(budget: Budget) -> str:
+    """The optimizer part of a budget in words, for tables' notes."""
+    warm = f"linear warm-up over {budget.warmup_epochs:g} epoch(s), then " if budget.warmup_epochs else ""
+    decay = f", decoupled weight decay {budget.weight_decay}" if budget.weight_decay else ""
+    return (f"SGD lr {budget.lr} momentum {budget.momentum}, {warm}cosine to 0, coupled L2 "
+            f"{budget.l2}{decay}")
+
+
+def learning_rate(budget: Budget, num_examples: int):
+    """The budget's schedule: linear warm-up to `lr` (if any), then cosine decay to 0."""
     import keras
 
-    steps = budget.steps(len(data.x_train))
     if budget.schedule != "cosine":
         raise ValueError(f"Only the cosine schedule is implemented; received {budget.schedule!r}.")
-    lr = keras.optimizers.schedules.CosineDecay(budget.lr, decay_steps=steps)
+    steps = budget.steps(num_examples)
+    warmup = min(budget.warmup_steps(num_examples), steps - 1)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(budget.lr, decay_steps=steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=steps - warmup, warmup_target=budget.lr, warmup_steps=warmup)
+
+
+def compile_model(model, data: BenchData, budget: Budget, loss=None) -> None:
+    """SGD (momentum, coupled L2 `budget.l2`, optional decoupled decay) on the budget's schedule.
+
+    Coupled L2 as in the reference codebases (see `Budget` and
+    `coupled_sgd`); Keras's decoupled `weight_decay` only if the budget
+    asks for it (0 in the recipe).
+    """
+    import keras
+
+    lr = learning_rate(budget, len(data.x_train))
     model.compile(
-        optimizer=keras.optimizers.SGD(lr, momentum=budget.momentum,
-                                       weight_decay=budget.weight_decay or None),
+        optimizer=coupled_sgd()(l2=budget.l2, learning_rate=lr, momentum=budget.momentum,
+                                weight_decay=budget.weight_decay or None),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -323,10 +414,12 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
             budget: Budget, results_path: Path, registry: Mapping[str, MethodSpec] | None = None,
             progress: bool = True, machine: Mapping[str, Any] | None = None,
             retry_failed: bool = True, log: Callable[[str], None] = print,
-            fresh_session: bool = True) -> list[dict]:
+            fresh_session: bool = True,
+            after_each: Callable[[dict], None] | None = None) -> list[dict]:
     """Runs every key not already finished in `results_path` (same budget).
 
-    Each finished run (or failure, with its traceback) is appended at once.
+    Each finished run (or failure, with its traceback) is appended at once,
+    then `after_each(record)` runs (e.g. re-rendering the partial table).
     Unavailable methods are skipped without a record. Returns the records of
     the runs executed in this call.
     """
@@ -356,19 +449,22 @@ def run_all(keys: Sequence[RunKey], build_model: Callable[[str, int], Any], data
                             fresh_session=fresh_session),
         results_path,
         describe=lambda key: f"{key.method} {key.model} {key.sparsity:g} {key.distribution} s{key.seed}",
-        progress=progress, log=log)
+        progress=progress, log=log, after_each=after_each)
 
 
 def run_pending(pending: Sequence[Any], run_one: Callable[[Any], dict], results_path: Path,
                 describe: Callable[[Any], str], progress: bool = True,
-                log: Callable[[str], None] = print) -> list[dict]:
+                log: Callable[[str], None] = print,
+                after_each: Callable[[dict], None] | None = None) -> list[dict]:
     """Runs `run_one` on each pending item, appending each record at once.
 
     The one loop every resumable benchmark uses: a tqdm bar over runs (the
     item's `describe` as its label, the last accuracy as its postfix), each
     record appended to `results_path` as soon as it exists (so a killed
     benchmark loses at most the run in progress), and a one-line `[fail]`
-    message for records whose status is not "ok". Returns the new records.
+    message for records whose status is not "ok", then `after_each(record)`
+    if given (its exceptions are logged, never stop the runs). Returns the
+    new records.
     """
     bar = None
     if progress:
@@ -394,6 +490,11 @@ def run_pending(pending: Sequence[Any], run_one: Callable[[Any], dict], results_
             if not ok:
                 last = (str(rec.get("error") or "").splitlines() or ["(no error message)"])[-1]
                 log(f"[fail] {describe(item)}: {last}")
+            if after_each is not None:
+                try:
+                    after_each(rec)
+                except Exception as e:  # a report problem must not stop the benchmark
+                    log(f"[after_each] {type(e).__name__}: {e}")
     finally:
         if bar is not None:
             bar.close()
@@ -456,7 +557,13 @@ def execute(key: RunKey, build_model, data: BenchData, budget: Budget, spec: Met
 
 def aggregate(records: Iterable[Mapping[str, Any]], budget_id: str | None = None
               ) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (method, model, sparsity, distribution)."""
+    """Mean ± std over seeds per (method, model, sparsity, distribution).
+
+    Rows of mask-updating methods also carry `itop_mean` (the final ITOP
+    rate, mean over seeds) and `churn_mean` (over each run's updates, the
+    share of the connections grown at one update that the next one
+    dropped; mean over seeds) when their records have them.
+    """
     groups: dict[tuple, list] = {}
     failures: dict[tuple, int] = {}
     latest: dict[tuple, Mapping] = {}
@@ -475,6 +582,11 @@ def aggregate(records: Iterable[Mapping[str, Any]], budget_id: str | None = None
         recs = groups.get(g, [])
         acc = np.array([r["test_accuracy"] for r in recs], float)
         sp = np.array([r["final_sparsity"] for r in recs], float)
+        dynamics = {}
+        for field, name in (("final_itop_rate", "itop_mean"), ("final_churn_mean", "churn_mean")):
+            values = [float(r[field]) for r in recs if r.get(field) is not None]
+            if values:
+                dynamics[name] = float(np.mean(values))
         rows.append({
             "method": g[0], "model": g[1], "sparsity": g[2], "distribution": g[3],
             "n": len(recs), "failed": failures.get(g, 0),
@@ -482,6 +594,7 @@ def aggregate(records: Iterable[Mapping[str, Any]], budget_id: str | None = None
             "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0 if len(acc) else None,
             "sparsity_mean": float(sp.mean()) if len(sp) else None,
             "seeds": sorted(int(r["seed"]) for r in recs),
+            **dynamics,
         })
     return rows
 
@@ -493,7 +606,12 @@ def _cell(row: Mapping[str, Any] | None) -> str:
         return f"failed ({row['failed']})"
     pm = f" ± {100 * row['acc_std']:.2f}" if row["n"] > 1 else ""
     fail = f", {row['failed']} failed" if row["failed"] else ""
-    return f"{100 * row['acc_mean']:.2f}{pm} (sp {row['sparsity_mean']:.3f}, n={row['n']}{fail})"
+    dyn = ""
+    if row.get("itop_mean") is not None:
+        dyn += f", ITOP {row['itop_mean']:.2f}"
+    if row.get("churn_mean") is not None:
+        dyn += f", churn {row['churn_mean']:.2f}"
+    return f"{100 * row['acc_mean']:.2f}{pm} (sp {row['sparsity_mean']:.3f}, n={row['n']}{dyn}{fail})"
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], registry: Mapping[str, MethodSpec] | None = None,
@@ -501,7 +619,8 @@ def render_table(rows: Sequence[Mapping[str, Any]], registry: Mapping[str, Metho
     """One Markdown table per model: method rows x (sparsity, distribution) columns.
 
     Cells: test accuracy % mean ± std over seeds, then the measured final
-    weight sparsity ("sp") and the number of seeds.
+    weight sparsity ("sp"), the number of seeds and, for mask-updating
+    methods, the final ITOP rate and the churn (see `aggregate`).
     """
     from benchmarks._common import markdown_table
 
@@ -539,9 +658,20 @@ def render_table(rows: Sequence[Mapping[str, Any]], registry: Mapping[str, Metho
 # -------------------------------------------------------------------- plots
 
 
+def clipped_errors(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """`(2, n)` asymmetric error bars in %: ± std over seeds, clipped to [0, 100]."""
+    mean = np.array([100 * r["acc_mean"] for r in rows], float)
+    std = np.array([100 * (r["acc_std"] or 0.0) for r in rows], float)
+    return np.stack([np.minimum(std, mean), np.minimum(std, 100.0 - mean)])
+
+
 def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
                               registry: Mapping[str, MethodSpec] | None = None) -> list[Path]:
-    """One PNG per (model, distribution): accuracy vs sparsity, error bars over seeds."""
+    """One PNG per (model, distribution): accuracy vs sparsity, error bars over seeds.
+
+    Every method has its own colour and marker (the same in every plot);
+    error bars are ± std over seeds, clipped to [0, 100] %.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -574,7 +704,7 @@ def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
                 pts = sorted((r for r in ok if r["model"] == model and r["distribution"] == dist
                               and r["method"] == m), key=lambda r: r["sparsity"])
                 ax.errorbar([100 * p["sparsity"] for p in pts], [100 * p["acc_mean"] for p in pts],
-                            yerr=[100 * (p["acc_std"] or 0) for p in pts], capsize=3, **style(m),
+                            yerr=clipped_errors(pts), capsize=3, **style(m),
                             label=registry[m].label if m in registry else m)
             ax.set_xlabel("target sparsity (%)")
             ax.set_ylabel("test accuracy (%)")

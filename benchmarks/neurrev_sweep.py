@@ -103,8 +103,7 @@ def neurrev_class(ratio: float, sign_free: bool = False):
         self._reference[index] = weight.copy()
         return weight, new_mask, {"awakened": negative, "sign_free": float(pruned.sum())}
 
-    # relax_interval=1: r itself at every interval (no scaling with the interval).
-    attrs: dict[str, Any] = {"relax_ratio": float(ratio), "relax_interval": 1}
+    attrs: dict[str, Any] = {"relax_ratio": float(ratio)}
     if sign_free:
         attrs["after_prune_and_grow"] = after_prune_and_grow
     return type(f"NeurRev_r{ratio:g}{'_signfree' if sign_free else ''}", (NeurRev,), attrs)
@@ -267,7 +266,7 @@ def library_default_ratio(interval: int) -> float:
 
 
 def choose_default(rows: Sequence[dict[str, Any]], default_ratio=library_default_ratio) -> dict[str, Any]:
-    """Compares every r, and the library's interval-dependent default, with RigL.
+    """Compares every r, and the library default r, with RigL.
 
     Returns `gaps_to_rigl` (per constant r: the worst gap in mean accuracy
     over the intervals, NeurRev minus RigL), `at_least_rigl` (r whose mean
@@ -330,8 +329,8 @@ def render(rows, choice, budget, n_train, machine, plots=()) -> str:
                "dormant % (end)", "ITOP %"]
     notes = [
         f"Model A (small CNN), {SPARSITY:.0%} ERK, {budget.epochs} epochs on {n_train} Fashion-MNIST "
-        f"training images, batch {budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, "
-        f"weight decay {budget.weight_decay}, cosine to 0; test on the 10k test images.",
+        f"training images, batch {budget.batch_size}, {harness.recipe_text(budget)}; test on the "
+        "10k test images.",
         "RigL schedule for both methods: drop fraction 0.3 cosine, updates stop at 75% of training; "
         "NeurRev = RigL + relaxation to s - p and Search & Awake back to s.",
         "r: relaxation as a fraction of each layer's non-zero budget, p = min(r (1 - s_l), s_l) per "
@@ -349,7 +348,7 @@ def render(rows, choice, budget, n_train, machine, plots=()) -> str:
             + ", ".join(f"r={k}: {100 * v:+.2f}" for k, v in choice["gaps_to_rigl"].items())
             + f". Mean >= RigL at every interval: {choice['at_least_rigl'] or 'none'}; within "
             f"one std (RigL's + NeurRev's): {choice['within_noise'] or 'none'}.")
-        md.append("Library default (`NeurRev(p=None)`: r = 0.1 * min(1, interval / 50)): " + "; ".join(
+        md.append("Library default (`NeurRev(p=None)`: r = 0.1 at every interval): " + "; ".join(
             f"interval {i}: r = {d['ratio']:g}, "
             + (f"{100 * d['accuracy_mean']:.2f}% vs RigL {100 * d['rigl_accuracy_mean']:.2f}% "
                f"({100 * d['gap']:+.2f})" if d["gap"] is not None else "not run")

@@ -6,7 +6,8 @@ tensorflow-model-optimization). It never imports keras_sparse or Keras 3:
 TF-MOT only accepts tf_keras (Keras 2) models, and importing it flips a
 process to Keras 2. `benchmarks/accuracy.py` calls it through `subprocess`
 with the same data (an .npz of the exact arrays), the same budget (epochs,
-batch 128, SGD momentum 0.9, weight decay, cosine decay) and per-layer
+batch 128, SGD momentum 0.9, warm-up then cosine decay, coupled L2 as
+regularizers of L2(l2 / 2), see `build`) and per-layer
 target sparsities equal to `keras_sparse.sparsify`'s budgets, then reads
 the JSON it writes.
 
@@ -36,28 +37,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 
-def build(name: str, tfk, num_classes: int = 10):
-    """tf_keras twins of keras_sparse.models.small_cnn / cifar_resnet(20), same layer names."""
+def build(name: str, tfk, num_classes: int = 10, l2: float = 0.0):
+    """tf_keras twins of keras_sparse.models.small_cnn / cifar_resnet(20), same layer names.
+
+    `l2` is the budget's *coupled* L2 (PyTorch `SGD(weight_decay=l2)`, as
+    `harness.CoupledSGD` applies to the keras_sparse rows): every kernel,
+    bias and BatchNorm scale/offset gets `tfk.regularizers.L2(l2 / 2)`,
+    whose gradient `l2 * w` is the same coupled term.
+    """
     L = tfk.layers
+    reg = (lambda: tfk.regularizers.L2(l2 / 2.0)) if l2 else (lambda: None)
+    w = lambda: {"kernel_regularizer": reg(), "bias_regularizer": reg()}  # noqa: E731
     inputs = tfk.Input((28, 28, 1), name="image")
     if name == "small_cnn":
-        x = L.Conv2D(32, 3, name="conv1")(inputs)
+        x = L.Conv2D(32, 3, name="conv1", **w())(inputs)
         x = L.ReLU(name="relu1")(x)
         x = L.MaxPooling2D(2, name="pool1")(x)
-        x = L.Conv2D(64, 3, name="conv2")(x)
+        x = L.Conv2D(64, 3, name="conv2", **w())(x)
         x = L.ReLU(name="relu2")(x)
         x = L.MaxPooling2D(2, name="pool2")(x)
         x = L.Flatten(name="flatten")(x)
-        x = L.Dense(256, name="fc1")(x)
+        x = L.Dense(256, name="fc1", **w())(x)
         x = L.ReLU(name="relu3")(x)
-        return tfk.Model(inputs, L.Dense(num_classes, name="logits")(x), name=name)
+        return tfk.Model(inputs, L.Dense(num_classes, name="logits", **w())(x), name=name)
     if name != "resnet20":
         raise ValueError(f"Unknown model {name!r}; accepted: small_cnn, resnet20.")
 
     def conv_bn(x, filters, k, s, prefix):
         x = L.Conv2D(filters, k, strides=s, padding="same", use_bias=False,
-                     kernel_initializer="he_normal", name=f"{prefix}_conv")(x)
-        return L.BatchNormalization(name=f"{prefix}_bn")(x)
+                     kernel_initializer="he_normal", kernel_regularizer=reg(),
+                     name=f"{prefix}_conv")(x)
+        return L.BatchNormalization(gamma_regularizer=reg(), beta_regularizer=reg(),
+                                    name=f"{prefix}_bn")(x)
 
     x = L.ReLU(name="stem_relu")(conv_bn(inputs, 16, 3, 1, "stem"))
     for stage, filters in enumerate((16, 32, 64)):
@@ -69,7 +80,7 @@ def build(name: str, tfk, num_classes: int = 10):
             sc = conv_bn(x, filters, 1, s, f"{p}_shortcut") if (s != 1 or x.shape[-1] != filters) else x
             x = L.ReLU(name=f"{p}_out_relu")(L.Add(name=f"{p}_add")([y, sc]))
     x = L.GlobalAveragePooling2D(name="avg_pool")(x)
-    return tfk.Model(inputs, L.Dense(num_classes, name="logits")(x), name=name)
+    return tfk.Model(inputs, L.Dense(num_classes, name="logits", **w())(x), name=name)
 
 
 def recalibrate_bn(model, x, tfk) -> int:
@@ -104,7 +115,7 @@ def main(argv=None) -> int:
     steps = budget["epochs"] * math.ceil(len(x) / budget["batch_size"])
     end_step = max(1, int(0.75 * steps))
     frequency = int(cfg.get("frequency") or max(1, min(100, steps // 50)))
-    base = build(cfg["model"], tfk)
+    base = build(cfg["model"], tfk, l2=float(budget.get("l2", 0.0)))
     targets = cfg["layer_sparsity"]
     unknown = sorted(set(targets) - {l.name for l in base.layers})
     if unknown:
@@ -120,7 +131,13 @@ def main(argv=None) -> int:
                                           frequency=frequency))
 
     model = tfk.models.clone_model(base, clone_function=wrap)
-    lr = tfk.optimizers.schedules.CosineDecay(budget["lr"], decay_steps=steps)
+    warmup = min(int(round(float(budget.get("warmup_epochs", 0.0)) * math.ceil(len(x) / budget["batch_size"]))),
+                 steps - 1)
+    if warmup > 0:  # the harness's schedule: linear warm-up to lr, then cosine to 0
+        lr = tfk.optimizers.schedules.CosineDecay(0.0, decay_steps=steps - warmup,
+                                                  warmup_target=budget["lr"], warmup_steps=warmup)
+    else:
+        lr = tfk.optimizers.schedules.CosineDecay(budget["lr"], decay_steps=steps)
     model.compile(
         optimizer=tfk.optimizers.SGD(lr, momentum=budget["momentum"],
                                      weight_decay=budget["weight_decay"] or None),

@@ -55,10 +55,11 @@ SPARSITY = 0.8
 PAI_SPARSITY = 0.9
 SEED = 3
 
-DST_NAMES = ("deep_r", "dsr", "gmp", "granet", "granet_st", "mest", "neurrev", "rigl", "set")
+DST_NAMES = ("deep_r", "dsr", "gmp", "granet", "granet_st", "mest", "neurrev", "rigl", "rigl_itop",
+             "set")
 PAI_METHODS = ("snip", "grasp", "synflow", "random")
 # Methods whose every masked weight keeps its count of active entries.
-_CONSERVE_PER_WEIGHT = ("deep_r", "mest", "neurrev", "rigl", "set")
+_CONSERVE_PER_WEIGHT = ("deep_r", "mest", "neurrev", "rigl", "rigl_itop", "set")
 # Gradual methods: reach SPARSITY over all masked weights at the last update.
 _GRADUAL = ("gmp", "granet", "granet_st")
 

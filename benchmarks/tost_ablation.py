@@ -398,8 +398,7 @@ def report(args, budget: Budget, machine: Mapping[str, Any], n_train: int, n_tes
         "prune-at-init mask computed once per (mask, seed); every row starts from the same mask "
         "and the same initial weights.",
         f"Budget: {budget.epochs} epoch(s) on {n_train} Fashion-MNIST training images, batch "
-        f"{budget.batch_size}, SGD lr {budget.lr} momentum {budget.momentum}, decoupled weight decay "
-        f"{budget.weight_decay}, cosine decay to 0; test accuracy on {n_test} test images "
+        f"{budget.batch_size}, {harness.recipe_text(budget)}; test accuracy on {n_test} test images "
         f"(fixed subset). Seeds in this file: {sorted({s for r in rows for s in r['seeds']})} "
         "(the sweep: first seed only).",
         "ToST schedules (`keras_sparse.tost.ToSTCallback`): gate alpha 1 -> 0 linearly and Swish "

@@ -124,7 +124,7 @@ from keras_sparse.gradients import GradientCapture  # noqa: E402
 
 __all__ += [
     "DSR", "DeepR", "DynamicSparseTraining", "GMP", "GraNet", "GraNetST",
-    "MEST", "NeurRev", "RigL", "SET",
+    "MEST", "NeurRev", "RigL", "RigLITOP", "SET",
 ]
 
 
@@ -163,8 +163,10 @@ class DynamicSparseTraining(SparsityLogger):
     algorithm's schedule has an update step in the steps just run (works
     with `steps_per_execution > 1` and after resuming), it lets the algorithm
     update the masks, then logs `sparsity`, `drop_fraction`, `regrown`,
-    `itop_rate` (and `awakened` for NeurRev); with `per_layer=True` also
-    `<figure>/<layer>/<weight>`. Put it before `keras.callbacks.TensorBoard`
+    `itop_rate`, `churn` (the share of the connections grown at the previous
+    update that this one dropped), `churn_mean` (the same over every update
+    of this `fit`: all such drops over all such growths) and `awakened` for
+    NeurRev; with `per_layer=True` also `<figure>/<layer>/<weight>`. Put it before `keras.callbacks.TensorBoard`
     to see these in TensorBoard.
 
     Dense gradients for grow criteria are the ones of the user's own training
@@ -262,6 +264,7 @@ class DynamicSparseTraining(SparsityLogger):
         self._first_epoch = None
         self._total = None
         self._dst_logs: dict[str, float] = {}
+        self._churn_totals = (0.0, 0.0)
 
     def _iterations(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -358,6 +361,7 @@ class DynamicSparseTraining(SparsityLogger):
         # restores the model only in its own on_train_begin.
         self.algorithm.setup(self._targets, total)
         self._total = total
+        self._churn_totals = (0.0, 0.0)
         self._synced = False
         self._last_seen = self._iterations()
         if self.algorithm.needs_gradients:
@@ -481,11 +485,20 @@ class DynamicSparseTraining(SparsityLogger):
         out["drop_fraction"] = float(np.mean([s["drop_fraction"] for s in stats.values()]))
         out["regrown"] = float(sum(s["regrown"] for s in stats.values()))
         out["itop_rate"] = float(sum(s["itop_rate"] * sizes[k] for k, s in stats.items()) / total)
+        grown = sum(s.get("churn_grown", 0.0) for s in stats.values())
+        dropped = sum(s.get("churn_dropped", 0.0) for s in stats.values())
+        self._churn_totals = (self._churn_totals[0] + grown, self._churn_totals[1] + dropped)
+        if grown:
+            out["churn"] = float(dropped / grown)
+        elif "churn" in self._dst_logs:
+            out["churn"] = self._dst_logs["churn"]
+        if self._churn_totals[0]:
+            out["churn_mean"] = float(self._churn_totals[1] / self._churn_totals[0])
         if any("awakened" in s for s in stats.values()):
             out["awakened"] = float(sum(s.get("awakened", 0.0) for s in stats.values()))
         if self.per_layer:
             for key, s in stats.items():
-                for name in ("drop_fraction", "regrown", "itop_rate", "awakened"):
+                for name in ("drop_fraction", "regrown", "itop_rate", "churn", "awakened"):
                     if name in s:
                         out[f"{name}/{key}"] = float(s[name])
         return out
@@ -550,6 +563,7 @@ def _named(algorithm_cls, doc_name):
 
 SET = _named(_algorithms.SET, "SET")
 RigL = _named(_algorithms.RigL, "RigL")
+RigLITOP = _named(_algorithms.RigLITOP, "RigLITOP")
 MEST = _named(_algorithms.MEST, "MEST")
 NeurRev = _named(_algorithms.NeurRev, "NeurRev")
 DSR = _named(_algorithms.DSR, "DSR")

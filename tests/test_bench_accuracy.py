@@ -9,19 +9,59 @@ from benchmarks import accuracy, harness
 def test_quick_defaults():
     a = accuracy.parse_args(["--quick"])
     assert a.models == ["small_cnn"] and a.sparsities == [0.9] and a.seeds == [0]
-    assert a.epochs == 1 and a.train_size == accuracy.QUICK_TRAIN_SIZE
+    assert not a.full_plan
+    b = accuracy.budgets(a)["small_cnn"]
+    assert b.epochs == 1 and b.train_size == accuracy.QUICK_TRAIN_SIZE
     assert a.results.name == "accuracy_quick.jsonl"
     assert set(a.methods) <= set(harness.REGISTRY)
 
 
-def test_full_defaults_follow_protocol():
+def test_full_defaults_follow_the_issue_budget_and_recipe():
     a = accuracy.parse_args([])
-    assert a.models == ["small_cnn", "resnet20"]
-    assert a.sparsities == [0.9, 0.95, 0.98] and a.distributions == ["uniform", "erk"]
-    assert a.seeds == [0, 1, 2]
-    # The committed table's budget, so `make bench-accuracy` resumes it.
-    assert (a.epochs, a.train_size) == (accuracy.TABLE_EPOCHS, accuracy.TABLE_TRAIN_SIZE) == (3, 10_000)
+    assert a.full_plan and a.models == ["small_cnn", "resnet20"] and a.seeds == [0, 1, 2]
     assert a.results.name == "accuracy.jsonl"
+    budgets = accuracy.budgets(a)
+    cnn, resnet = budgets["small_cnn"], budgets["resnet20"]
+    assert cnn.epochs >= 10 and cnn.train_size == 60_000 and cnn.batch_size == 128
+    assert resnet.epochs >= 15 and resnet.train_size >= 20_000
+    for b in budgets.values():
+        assert b.momentum == 0.9 and b.l2 == 5e-4 and b.weight_decay == 0.0
+        assert b.warmup_epochs > 0 and b.schedule == "cosine"
+        assert b.lr == accuracy.RECIPE_LR  # one recipe for every method and model
+
+
+def test_full_plan_has_the_issue_rows():
+    keys = accuracy.plan(accuracy.parse_args([]))
+    cells = {(k.model, k.method, k.sparsity, k.distribution) for k in keys}
+    for m in ("static", "set", "rigl", "rigl_itop", "mest", "dsr", "deep_r", "neurrev", "gmp",
+              "granet", "granet_st", "tfmot"):
+        for s in (0.9, 0.95, 0.98):
+            assert ("small_cnn", m, s, "erk") in cells, (m, s)
+    for m in ("granet_global", "granet_st_global"):
+        assert ("small_cnn", m, 0.95, "global") in cells
+    for m in ("snip", "grasp", "synflow", "random_pai", "snip_tost", "grasp_tost", "synflow_tost",
+              "random_tost"):
+        assert {("small_cnn", m, 0.95, "erk"), ("small_cnn", m, 0.98, "erk")} <= cells, m
+        assert ("small_cnn", m, 0.9, "erk") not in cells
+    assert {("small_cnn", "lth", 0.98, "global"), ("small_cnn", "lth_tost", 0.95, "global")} <= cells
+    resnet = {m for mod, m, s, d in cells if mod == "resnet20"}
+    assert resnet == {"dense", "static", "set", "rigl", "rigl_itop", "neurrev", "gmp", "granet",
+                      "granet_st", "tfmot"}
+    assert {s for mod, m, s, d in cells if mod == "resnet20" and m != "dense"} == {0.95}
+    assert sum(k.method == "dense" and k.model == "small_cnn" for k in keys) == 3
+    assert all(k.seed in (0, 1, 2) for k in keys) and len(keys) == len(set(keys))
+    # Seed-major: every seed-0 run of a model comes before its first seed-1 run.
+    cnn = [k.seed for k in keys if k.model == "small_cnn"]
+    assert cnn == sorted(cnn)
+
+
+def test_update_intervals_of_the_full_table(monkeypatch):
+    budget = accuracy.budgets(accuracy.parse_args([]))["small_cnn"]
+    monkeypatch.setattr(accuracy, "_FIXED_INTERVAL", accuracy.DST_INTERVAL)
+    assert accuracy.update_interval(budget, 60_000) == 100
+    assert accuracy.update_interval(budget, 60_000, "rigl") == 100
+    itop = accuracy.update_interval(budget, 60_000, "rigl_itop")
+    assert itop == round(4000 / 97_750 * 4690)  # ~4% of training, as in the reference
 
 
 def test_rejects_bad_input():
@@ -34,13 +74,15 @@ def test_rejects_bad_input():
 def test_registry_has_the_protocol_rows():
     for name in ("dense", "static", "snip", "grasp", "synflow", "random_pai", "lth", "lth_tost",
                  "snip_tost", "grasp_tost", "synflow_tost", "random_tost", "tfmot",
-                 "set", "rigl", "neurrev", "granet", "granet_st", "gmp", "mest", "dsr", "deep_r"):
+                 "set", "rigl", "rigl_itop", "neurrev", "granet", "granet_st", "gmp", "mest",
+                 "dsr", "deep_r", "granet_global", "granet_st_global"):
         assert name in harness.REGISTRY, name
 
 
 def test_plan_puts_lth_in_global_column():
     a = accuracy.parse_args(["--methods", "lth", "lth_tost", "static", "--models", "small_cnn",
-                             "--sparsities", "0.9", "--seeds", "0"])
+                             "--sparsities", "0.9", "--seeds", "0", "--distributions", "uniform",
+                             "erk"])
     keys = accuracy.plan(a)
     assert {k.distribution for k in keys if k.method.startswith("lth")} == {"global"}
     assert {k.distribution for k in keys if k.method == "static"} == {"uniform", "erk"}
@@ -173,6 +215,17 @@ def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
     assert "received 0" in capsys.readouterr().err
     a = accuracy.parse_args(["--update-interval", "4", "--results", str(tmp_path / "a.jsonl")])
     assert a.update_interval == 4 and accuracy.parse_args([]).update_interval is None
+
+
+def test_global_granet_row_prunes_globally_and_logs_dynamics(monkeypatch):
+    budget = harness.Budget(epochs=1)
+    monkeypatch.setattr(accuracy, "_INTERVAL_OVERRIDE", 1)
+    key = harness.RunKey("granet_st_global", "small_cnn", 0.9, "global", 0)
+    rec = harness.execute(key, accuracy.build_model, _tiny_data(), budget,
+                          harness.REGISTRY["granet_st_global"])
+    assert rec["status"] == "ok", rec.get("error")
+    assert abs(rec["final_sparsity"] - 0.9) < 2e-3
+    assert 0.0 < rec["final_itop_rate"] <= 1.0 and 0.0 <= rec["final_churn_mean"] <= 1.0
 
 
 def test_update_interval_override_reaches_the_dst_run(monkeypatch):

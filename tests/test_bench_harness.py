@@ -168,3 +168,75 @@ def test_records_are_json_lines(tmp_path):
         rec = json.loads(line)
         assert {"method", "model", "sparsity", "distribution", "seed", "budget", "budget_id",
                 "test_accuracy", "final_sparsity", "status", "seconds"} <= set(rec)
+
+
+def test_coupled_sgd_is_pytorch_weight_decay():
+    """One step of CoupledSGD(l2) from w with gradient g: w - lr * (g + l2 * w) (momentum 0 at start)."""
+    import keras
+
+    w0 = np.array([1.0, -2.0, 0.0], np.float32)
+    g = np.array([0.5, 0.5, 0.5], np.float32)
+    v = keras.Variable(w0)
+    opt = harness.coupled_sgd()(l2=0.1, learning_rate=0.5, momentum=0.9)
+    opt.apply([keras.ops.convert_to_tensor(g)], [v])
+    np.testing.assert_allclose(v.numpy(), w0 - 0.5 * (g + 0.1 * w0), rtol=1e-6)
+    # Second step: the decay term goes through the momentum buffer, as in torch.
+    w1 = v.numpy().copy()
+    opt.apply([keras.ops.convert_to_tensor(g)], [v])
+    buf = 0.9 * (g + 0.1 * w0) + (g + 0.1 * w1)
+    np.testing.assert_allclose(v.numpy(), w1 - 0.5 * buf, rtol=1e-5)
+    assert opt.get_config()["l2"] == 0.1
+
+
+def test_compile_model_uses_coupled_l2_and_warmup_then_cosine():
+    import keras
+
+    budget = Budget(epochs=2, batch_size=2, lr=0.2, l2=5e-4, warmup_epochs=0.5)
+    model = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    harness.compile_model(model, _data(), budget)  # 4 examples: 2 steps/epoch, 4 steps, 1 warm-up
+    opt = model.optimizer
+    assert isinstance(opt, harness.coupled_sgd()) and opt.l2 == 5e-4 and not opt.weight_decay
+    lr = opt._learning_rate
+    values = [float(lr(step)) for step in range(5)]
+    assert values[0] == 0.0 and values[1] == pytest.approx(0.2)  # warm-up to the peak
+    assert values[2] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi / 3)), rel=1e-5)
+    assert values[4] == pytest.approx(0.0, abs=1e-7)  # cosine to 0 at the end
+    assert "coupled L2 0.0005" in harness.recipe_text(budget)
+
+
+def test_error_bars_are_clipped_to_0_100():
+    rows = [{"acc_mean": 0.995, "acc_std": 0.02}, {"acc_mean": 0.1, "acc_std": 0.2},
+            {"acc_mean": 0.5, "acc_std": None}]
+    err = harness.clipped_errors(rows)
+    np.testing.assert_allclose(err, [[2.0, 10.0, 0.0], [0.5, 20.0, 0.0]], atol=1e-9)
+
+
+def test_cells_show_itop_and_churn_of_mask_updating_rows(tmp_path):
+    def fake(model, sparsity, distribution, data, budget, seed):
+        return None, {"test_accuracy": 0.8, "final_sparsity": sparsity,
+                      "final_itop_rate": 0.5 + 0.1 * seed, "final_churn_mean": 0.2}
+
+    reg = {"dst": MethodSpec("dst", fake, "DST", kind="dst")}
+    keys = harness.plan_runs(["dst"], ["tiny"], [0.9], ["erk"], [0, 1], registry=reg)
+    harness.run_all(keys, lambda name, seed: None, _data(), Budget(epochs=1), tmp_path / "r.jsonl",
+                    registry=reg, progress=False, log=lambda m: None, fresh_session=False)
+    rows = harness.aggregate(harness.read_runs(tmp_path / "r.jsonl"))
+    assert rows[0]["itop_mean"] == pytest.approx(0.55) and rows[0]["churn_mean"] == pytest.approx(0.2)
+    assert "ITOP 0.55, churn 0.20" in harness.render_table(rows, registry=reg)
+
+
+def test_after_each_runs_after_every_record_and_never_stops_the_runs(tmp_path):
+    seen = []
+
+    def after(rec):
+        seen.append(rec["seed"])
+        raise RuntimeError("report broke")
+
+    logs = []
+    reg = _fake_registry([])
+    keys = harness.plan_runs(["fake"], ["tiny"], [0.9], ["erk"], [0, 1], registry=reg)
+    new = harness.run_all(keys, lambda name, seed: None, _data(), Budget(epochs=1),
+                          tmp_path / "r.jsonl", registry=reg, progress=False, log=logs.append,
+                          fresh_session=False, after_each=after)
+    assert len(new) == 2 and seen == [0, 1]
+    assert sum("report broke" in m for m in logs) == 2

@@ -207,7 +207,8 @@ def test_granet_st_exact_prune_on_cubic_schedule_and_gradient_regrowth():
     w1 = np.array([[0.0, 0.03, 0.0, 0.7],
                    [-0.6, 0.0, 0.01, 0.0]], np.float32)
     ts = targets(w0, w1)  # sparse start: 4 + 4 of 16 active, s_i = 0.5
-    a = alg.GraNetST(sparsity=0.75, regeneration_rate=0.5, update_interval=100, stop_step=300)
+    a = alg.GraNetST(sparsity=0.75, regeneration_rate=0.5, update_interval=100, stop_step=300,
+                     regrow_stop_step=300, regeneration_rate_min=0.0)
     a.setup(ts, 1000)
     # Cubic schedule s(t) = s_f + (s_i - s_f)(1 - t/300)^3 from s_i = 0.5:
     # s(100) = 0.75 - 0.25 * (2/3)^3 = 0.67593 -> keep round(0.32407 * 16) = 5,

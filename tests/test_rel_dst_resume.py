@@ -291,7 +291,8 @@ def test_file_without_training_state_loads_and_trains(tmp_path):
         np.testing.assert_array_equal(mask, masks[key])
     # continues: fresh state from the loaded weights, then saved again
     loaded.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[_callback("neurrev")])
-    assert all(s.keys() == {"ever_active", "reference"} for s in _training_state(loaded).values())
+    assert all(s.keys() == {"ever_active", "last_grown", "reference"}
+               for s in _training_state(loaded).values())
     assert all_masked_entries_zero(loaded)
 
 

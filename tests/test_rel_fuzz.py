@@ -135,11 +135,11 @@ def _masks_binary_and_zero(model):
 
 
 # ---------------------------------------------------------------- DST
-_CONSERVING = ("set", "rigl", "mest", "neurrev", "deep_r")
+_CONSERVING = ("set", "rigl", "rigl_itop", "mest", "neurrev", "deep_r")
 _GRADUAL = ("gmp", "granet", "granet_st")
 _CALLBACK_NAMES = {"set": "SET", "rigl": "RigL", "mest": "MEST", "neurrev": "NeurRev",
                    "dsr": "DSR", "deep_r": "DeepR", "gmp": "GMP", "granet": "GraNet",
-                   "granet_st": "GraNetST", "chase": "Chase"}
+                   "granet_st": "GraNetST", "chase": "Chase", "rigl_itop": "RigLITOP"}
 
 
 @st.composite

@@ -222,6 +222,7 @@ class Updater:
         self.stats: dict[str, dict[str, float]] = {}
         self.skipped_updates = 0
         self._ever_active: list[np.ndarray] = []
+        self._last_grown: list[np.ndarray] = []
 
     # ----------------------------------------------------------- config
     def get_config(self) -> dict:
@@ -271,6 +272,9 @@ class Updater:
         current = [keras.ops.convert_to_numpy(t.mask) > 0 for t in targets]
         saved = self.restore(targets, "ever_active", current)
         self._ever_active = [c | (s > 0) for c, s in zip(current, saved)]
+        # New connections of the previous update, for the churn statistic.
+        saved = self.restore(targets, "last_grown", [np.zeros(c.shape, np.uint8) for c in current])
+        self._last_grown = [s > 0 for s in saved]
         self.stats = {}
         self.skipped_updates = 0
 
@@ -309,7 +313,8 @@ class Updater:
         Only state that `setup` cannot re-derive from the weights, masks and
         step belongs here.
         """
-        return {"ever_active": self._ever_active[index].astype(np.uint8)}
+        return {"ever_active": self._ever_active[index].astype(np.uint8),
+                "last_grown": self._last_grown[index].astype(np.uint8)}
 
     def save_state(self, targets: Sequence[Target]) -> None:
         """Writes `persistent_state` into each target's `state` (if it has one)."""
@@ -374,7 +379,12 @@ class Updater:
             optimizer: whose moments of regrown entries are reset.
 
         Returns:
-            `{key: {"sparsity", "drop_fraction", "regrown", "itop_rate", ...}}`.
+            `{key: {"sparsity", "drop_fraction", "regrown", "itop_rate",
+            "churn_grown", "churn_dropped", "churn", ...}}`: `churn_grown`
+            is the number of connections grown (new) at the previous update,
+            `churn_dropped` how many of them this update dropped, and
+            `churn` their ratio (absent when the previous update grew
+            nothing in this weight).
         """
         if self.needs_gradients and grads is None:
             raise ValueError(f"{type(self).__name__} needs dense gradients at update steps.")
@@ -408,13 +418,20 @@ class Updater:
                 step, i, weights[i], m, grads[i], plan[i])
             ever_active = self._ever_active[i] | (new_m > 0)
             active, size = np.count_nonzero(m), new_m.size
+            previous = self._last_grown[i]
+            churn_grown = int(np.count_nonzero(previous))
+            churn_dropped = int(np.count_nonzero(previous & (m > 0) & (new_m == 0)))
             stats = {
                 "sparsity": 1.0 - np.count_nonzero(new_m) / size,
                 "drop_fraction": float(n_drop) / active if active else 0.0,
                 "regrown": float(np.count_nonzero(regrown)),
                 "itop_rate": np.count_nonzero(ever_active) / size,
+                "churn_grown": float(churn_grown),
+                "churn_dropped": float(churn_dropped),
                 **extra,
             }
+            if churn_grown:
+                stats["churn"] = churn_dropped / churn_grown
             return (keras.ops.convert_to_tensor(new_w, weights[i].dtype),
                     keras.ops.convert_to_tensor(new_m, "float32"), regrown, ever_active, stats)
 
@@ -425,6 +442,7 @@ class Updater:
             t.weight.assign(new_w)
             reset_slots(optimizer, t.weight, regrown)
             self._ever_active[i] = ever_active
+            self._last_grown[i] = np.asarray(regrown) > 0
             if t.state is not None:
                 t.state.update(self.persistent_state(i))
             stats[t.key] = weight_stats
@@ -461,6 +479,18 @@ class Updater:
             bad += [f"gradient of {t.key!r}" for t, g in zip(targets, grads)
                     if g is not None and not np.all(np.isfinite(g))]
         return bad
+
+    def churn(self) -> float | None:
+        """Share of the connections grown at the previous update that the last update dropped.
+
+        Over all weights, from `stats` (the last update); None when the
+        previous update grew nothing. A high churn means grown weights are
+        dropped before they could train (Liu et al. 2021 argue the update
+        interval must be long enough for them to).
+        """
+        grown = sum(s.get("churn_grown", 0.0) for s in self.stats.values())
+        dropped = sum(s.get("churn_dropped", 0.0) for s in self.stats.values())
+        return dropped / grown if grown else None
 
     def itop_rate(self) -> float:
         """Fraction of all masked entries that have ever been active (Liu et al. 2021)."""

@@ -9,7 +9,7 @@ from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse._parallel import map_weights
 from keras_sparse.algorithms.base import Updater, register
-from keras_sparse.schedules import CosineDecay, CubicSparsity, validate_fraction
+from keras_sparse.schedules import CosineDecay, CubicSparsity, UpdateSchedule, validate_fraction
 
 __all__ = ["GMP", "GraNet", "GraNetST"]
 
@@ -56,6 +56,9 @@ class GMP(Updater):
         if distribution not in accepted:
             raise ValueError(f"`distribution` must be one of {list(accepted)}. Received: {distribution!r}.")
         self.distribution = distribution
+        # When the sparsity follows the cubic schedule. GMP's updates are
+        # exactly these; GraNet keeps updating (regrowing) after them.
+        self.prune_schedule = self.schedule
 
     def get_config(self):
         config = super().get_config()
@@ -65,7 +68,7 @@ class GMP(Updater):
 
     def setup(self, targets, total_steps):
         super().setup(targets, total_steps)
-        start, stop = self.bounds
+        start, stop = self._prune_bounds = self.prune_schedule.bounds(total_steps)
         # Reach s_f exactly at the last scheduled update.
         self._end = max(stop - stop % self.update_interval, start + 1)
         masks = [keras.ops.convert_to_numpy(t.mask) for t in targets]
@@ -100,11 +103,11 @@ class GMP(Updater):
 
     def target_sparsity(self, step: int) -> float:
         """Global target sparsity at `step`."""
-        return self._global_schedule(step, self.bounds[0], self._end)
+        return self._global_schedule(step, self._prune_bounds[0], self._end)
 
     def prune_counts(self, step, weights, masks) -> list[int]:
         """Entries each weight prunes to follow the cubic schedule."""
-        start = self.bounds[0]
+        start = self._prune_bounds[0]
         unit = mask_math.group_size(self.structure)
         if self.distribution == "global":
             keep = mask_math.num_active(int(self._sizes.sum()), self.target_sparsity(step))
@@ -125,22 +128,63 @@ class GMP(Updater):
 
 @register("granet")
 class GraNet(GMP):
-    """GraNet: gradual global magnitude pruning plus zero-cost neuroregeneration.
+    """GraNet: gradual magnitude pruning plus zero-cost neuroregeneration.
 
-    Every `update_interval` steps: prune globally by magnitude to the cubic
-    schedule's sparsity (as `GMP`), then neuroregeneration: each layer drops
+    Every `update_interval` steps from `start_step`: until `stop_step`, prune
+    by magnitude to the cubic schedule's sparsity (as `GMP`; by default
+    *globally*, one magnitude ranking over all layers, as the paper); then,
+    until `regrow_stop_step`, neuroregeneration: each layer drops
     `r(t) * n_active` more of its smallest weights and regrows as many by
     dense-gradient magnitude (zero init, moments reset), so the sparsity
-    stays on schedule. `r(t)` is cosine-decayed from `regeneration_rate`.
-    The gradient is the one the training step already computed ("zero-cost").
-    Dense-to-sparse: `sparsify(model, 0.0)` first (masks all ones).
+    stays on schedule. After `stop_step` the sparsity stays at its target
+    and only prune-and-regrow runs. `r(t)` decays by cosine from
+    `regeneration_rate` at `start_step` to `regeneration_rate_min` at
+    `regrow_stop_step`. The gradient is the one the training step already
+    computed ("zero-cost"). Dense-to-sparse: `sparsify(model, 0.0)` first
+    (masks all ones).
+
+    Defaults follow the reference code (Shiweiliuiiiiiii/GraNet,
+    `CIFAR/sparselearning/core.py`): `Masking.step` (lines 343-347) calls
+    `pruning` (global magnitude, lines 367-401; `GraNet_uniform` is the
+    per-layer variant, lines 415-455) and then `truncate_weights`
+    (per-layer magnitude death and gradient regrowth, lines 537-563) every
+    `update_frequency` steps until the end of training, while `pruning`
+    only changes the sparsity up to its final prune iteration (line 378).
+    The regrowth rate is `CosineDecay(prune_rate, len(train_loader) *
+    epochs)` (`CIFAR/main.py` line 274), a `CosineAnnealingLR` with
+    `eta_min=0.005` (core.py lines 27-30), i.e. cosine over all of training
+    down to 0.005; `--prune-rate` defaults to 0.5 (core.py line 12). The
+    README's CIFAR commands train 160 epochs with the default
+    `--final-prune-epoch 110` (core.py line 23), so the prune stop defaults
+    to 110 / 160 = 0.6875 of training and the regrowth runs to the end
+    (`regrow_stop_step=1.0`). The reference updates every 1000 steps on
+    CIFAR (`--update-frequency 1000`); keras_sparse keeps RigL's 100 as
+    the default for every method.
 
     Args:
         sparsity: final sparsity.
-        regeneration_rate: initial r, in (0, 1) (default 0.5, GraNet's
-            death rate).
-        distribution: `"global"` (GraNet) or a per-layer allocation.
-        **kwargs: `GMP` arguments.
+        regeneration_rate: initial r, in (0, 1) (default 0.5, GraNet's prune rate).
+        stop_step: last step (int) or fraction of training (float) at which
+            the sparsity changes (default 0.6875).
+        regrow_stop_step: last step or fraction of training of the
+            prune-and-regrow updates (default 1.0: until the end); must not
+            be before `stop_step`.
+        regeneration_rate_min: the value r decays to at `regrow_stop_step`,
+            in [0, regeneration_rate] (default 0.005).
+        distribution: `"global"` (default: the paper's global magnitude
+            pruning) or a per-layer allocation (`"uniform"`, `"er"`,
+            `"erk"`), the reference's `GraNet_uniform`-style variant.
+        **kwargs: other `GMP` arguments.
+
+    Raises:
+        TypeError, ValueError: invalid arguments (at construction), or a
+            `regrow_stop_step` before `stop_step` (in `setup`).
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.0)
+    >>> sparse.fit(x, y, epochs=10, callbacks=[
+    ...     keras_sparse.callbacks.GraNet(sparsity=0.95, seed=0)])
 
     Reference:
         Liu et al., "Sparse Training via Boosting Pruning Plasticity with
@@ -149,21 +193,53 @@ class GraNet(GMP):
 
     needs_gradients = True
 
-    def __init__(self, sparsity: float = 0.9, regeneration_rate: float = 0.5, **kwargs):
+    def __init__(self, sparsity: float = 0.9, regeneration_rate: float = 0.5,
+                 stop_step: int | float = 0.6875, regrow_stop_step: int | float = 1.0,
+                 regeneration_rate_min: float = 0.005, **kwargs):
         rate = validate_fraction(regeneration_rate, "regeneration_rate")
-        super().__init__(sparsity=sparsity, **kwargs)
+        super().__init__(sparsity=sparsity, stop_step=stop_step, **kwargs)
+        if (isinstance(regeneration_rate_min, bool)
+                or not isinstance(regeneration_rate_min, (int, float, np.integer, np.floating))
+                or not 0.0 <= float(regeneration_rate_min) <= float(regeneration_rate)):
+            raise ValueError(
+                "`regeneration_rate_min` must be a float in [0, regeneration_rate="
+                f"{regeneration_rate}]. Received: {regeneration_rate_min!r}."
+            )
         self.regeneration_rate = regeneration_rate
-        self._regen = CosineDecay(rate)
+        self.regeneration_rate_min = float(regeneration_rate_min)
+        self._regen = CosineDecay(rate,
+                                  alpha=self.regeneration_rate_min / rate)
+        # Updates run until the regrowth stops; the sparsity schedule
+        # (`prune_schedule`) ends at `stop_step`.
+        self.schedule = UpdateSchedule(self.update_interval, self.start_step, regrow_stop_step)
+        self.regrow_stop_step = regrow_stop_step
 
     def get_config(self):
-        return {**super().get_config(), "regeneration_rate": self.regeneration_rate}
+        return {**super().get_config(), "regeneration_rate": self.regeneration_rate,
+                "regrow_stop_step": self.regrow_stop_step,
+                "regeneration_rate_min": self.regeneration_rate_min}
+
+    def setup(self, targets, total_steps):
+        prune_stop = self.prune_schedule.bounds(total_steps)[1]
+        regrow_stop = self.schedule.bounds(total_steps)[1]
+        if regrow_stop < prune_stop:
+            raise ValueError(
+                f"{type(self).__name__}: `regrow_stop_step` ({self.regrow_stop_step!r}, "
+                f"step {regrow_stop}) is before `stop_step` ({self.stop_step!r}, step "
+                f"{prune_stop}). Accepted: a regrowth stop at or after the prune stop."
+            )
+        super().setup(targets, total_steps)
 
     def grow_scores(self, index, weight, mask, grad, rng):
         return np.abs(grad)
 
+    def regeneration_rate_at(self, step: int) -> float:
+        """r(t): the share of each layer's active weights dropped and regrown at `step`."""
+        return self._regen(step, self.bounds[0], self.bounds[1])
+
     def counts(self, step, weights, masks, grads):
         prune = self.prune_counts(step, weights, masks)
-        rate = self._regen(step, self.bounds[0], self.bounds[1])
+        rate = self.regeneration_rate_at(step)
         unit = mask_math.group_size(self.structure)
         out = []
         for n, m in zip(prune, masks):

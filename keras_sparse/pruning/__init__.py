@@ -18,6 +18,7 @@ from keras_sparse.pruning.methods import (
     snip,
     snip_scores,
     synflow,
+    synflow_round_budgets,
     synflow_scores,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "snip",
     "snip_scores",
     "synflow",
+    "synflow_round_budgets",
     "synflow_scores",
 ]

@@ -33,6 +33,7 @@ from keras_sparse.pruning.core import (
     check_scope,
     get_masks,
     iter_batches,
+    layer_budgets,
     masked_weight_table,
     masks_from_scores,
     resolve_loss,
@@ -48,6 +49,7 @@ __all__ = [
     "snip",
     "snip_scores",
     "synflow",
+    "synflow_round_budgets",
     "synflow_scores",
 ]
 
@@ -380,14 +382,19 @@ def synflow(
 
     At iteration `k = 1..n` the scores are recomputed with the current masks
     and the top `(1 - s)^(k / n)` of all entries are kept, i.e. the sparsity
-    follows `s_k = 1 - (1 - s)^(k / n)`.
+    follows `s_k = 1 - (1 - s)^(k / n)`. With `scope="layer"` every weight
+    follows the same schedule to its own budget `s_l`: round `k` keeps the
+    top `(1 - s_l)^(k / n)` of weight `l` (`synflow_round_budgets`), whether
+    the budgets come from a distribution name or a dict, so both forms of
+    the same budgets give the same masks.
 
     Args:
         model: a sparse or dense model (see `snip`) with a known input shape.
         sparsity: final fraction of zeros, [0, 1).
         iterations: number of pruning iterations `n` (paper: 100).
         scope: `"global"` (the paper's choice) or `"layer"`.
-        distribution: per-weight budgets for `scope="layer"`.
+        distribution: per-weight final budgets for `scope="layer"`: a
+            distribution name or `{"layer/weight": s_l}`.
 
     Returns:
         The sparse model with the SynFlow masks (original signed weights).
@@ -460,20 +467,46 @@ def _grasp_method(model, sparsity, scope, distribution, data=None, loss=None,
 def _synflow_method(model, sparsity, scope, distribution, iterations=100):
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be a positive int. Received: {iterations!r}.")
+    scope = check_scope(scope)
     start = get_masks(model)
     current = dict(start)
     table = masked_weight_table(model)
+    final = None
+    if scope == "layer":
+        # The final per-weight budgets s_l, whatever form they were given in
+        # (a distribution name or a dict); round k keeps (1 - s_l)^(k / n).
+        final = layer_budgets({k: tuple(w.shape) for k, (_, w, _) in table.items()},
+                              sparsity, distribution)
     try:
         for k in range(1, iterations + 1):
             s_k = 1.0 - (1.0 - sparsity) ** (k / iterations)
+            budgets = distribution if final is None else synflow_round_budgets(final, k, iterations)
             scores = synflow_scores(model)
-            current = masks_from_scores(scores, s_k, scope, distribution, current)
+            current = masks_from_scores(scores, s_k, scope, budgets, current)
             for key, value in current.items():
                 table[key][2].assign(value)
     finally:
         for key, value in start.items():  # leave masks to the caller
             table[key][2].assign(value)
     return current
+
+
+def synflow_round_budgets(final: Mapping[str, float], k: int, iterations: int) -> dict[str, float]:
+    """Per-weight sparsities of SynFlow's round `k` of `iterations` (scope "layer").
+
+    Each weight follows the exponential schedule to its own final budget:
+    round `k` keeps `(1 - s_l)^(k / n)` of weight `l`, so the last round
+    reaches `s_l` exactly, for any form of the budgets.
+
+    Args:
+        final: `{"layer/weight": s_l}` final sparsities.
+        k: the round, `1..iterations`.
+        iterations: the number of rounds `n`.
+
+    Returns:
+        `{"layer/weight": 1 - (1 - s_l)^(k / n)}`.
+    """
+    return {key: 1.0 - (1.0 - s) ** (k / iterations) for key, s in final.items()}
 
 
 METHODS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
