@@ -220,7 +220,15 @@ class GhostSwish(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_sparse")
 class LRSIScale(keras.layers.Layer):
-    """One learned scalar multiplying the output of a linear layer (LRSI).
+    """One learned scalar multiplying the output of a linear layer (joint LRSI).
+
+    The library's `lrsi="joint"` variant: the scalar is trained together
+    with the weights. Behind BatchNorm it barely moves (the BN cancels it in
+    the forward pass; only its effect on the effective learning rate
+    remains), which is why the default LRSI of `keras_sparse.tost.ToST` is
+    the reference's search before training
+    (`keras_sparse.tost.search_lrsi_scales`, VITA-Group/ToST
+    `LRsI/train_ticket.py`).
 
     Placed right after a Dense/Conv layer (before its activation), so
     `scale * (W x + b) == (scale * W) x + scale * b`:

@@ -8,7 +8,11 @@ defaults, over the first `ghost_fraction` of the training steps):
 with `t = min(step / (ghost_fraction * total_steps), 1)` and `step` the
 optimizer's iteration count. Defaults: `ghost_fraction=0.5`, `beta_end=100`.
 
-How the defaults were checked (benchmarks/results/tost_ablation.md,
+How the defaults were checked, with the library's earlier ghost-skip and
+LRSI variants (identity skips, jointly trained scalars; now
+`ghost_skip="identity"`, `lrsi="joint"`), before the reference's 1x1 jumps
+and pre-training scale search became the defaults
+(benchmarks/results/tost_ablation.md,
 `make bench-tost`; full ToST on a 95% ERK SNIP mask of ResNet-20 on
 Fashion-MNIST, 4,000 training images x 2 epochs, one seed, test accuracy on
 3,000 test images):
@@ -64,7 +68,7 @@ def ghost_schedule(step: int, total_steps: int, ghost_fraction: float = 0.5,
 
 @keras.saving.register_keras_serializable(package="keras_sparse")
 class ToSTCallback(SparsityLogger):
-    """Anneals ghost gates (alpha -> 0) and ghost Swish (beta up) during fit.
+    """Anneals ghost gates and jumps (alpha -> 0) and ghost Swish (beta up) during fit.
 
     Reads the step from `optimizer.iterations`, so it is exact with
     `steps_per_execution` and on resume. Logs `ghost_alpha` and

@@ -524,7 +524,11 @@ def swap_to_relu(model: keras.Model) -> keras.Model:
 
 
 def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
-    """Adds one learned `LRSIScale` after every single-call prunable layer.
+    """Adds one learned `LRSIScale` after every single-call prunable layer (joint LRSI).
+
+    The `lrsi="joint"` variant of `keras_sparse.tost.ToST`: the scales are
+    trained with the weights. The reference searches them before training
+    instead (`keras_sparse.tost.search_lrsi_scales`, the default).
 
     A fused activation (e.g. `Conv2D(activation="relu")`) is moved into an
     `Activation` layer after the scale, so the scale multiplies `W x + b`
