@@ -210,10 +210,10 @@ def _jump_edit(graph: Graph, alpha: float) -> int:
         if strides is None or len(refs) != 1 or not graph.is_single_call(name):
             continue
         data_format = getattr(_inner(layer), "data_format", None) or "channels_last"
-        jump = GhostJump(alpha=alpha, strides=strides, data_format=data_format,
-                         name=f"{name}_ghost_jump")
         if not _jump_fits(layer, strides, data_format):
             continue
+        jump = GhostJump(alpha=alpha, strides=strides, data_format=data_format,
+                         name=f"{name}_ghost_jump")
         # The reference adds the jump to the conv's BN output, before the
         # activation: find that point (skipping an LRSIScale) and split a
         # fused activation out of the conv when there is no BN.
