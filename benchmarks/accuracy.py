@@ -195,12 +195,13 @@ def train_with_tost(sparse, data, budget, seed):
     from keras_sparse import tost
 
     extras: dict[str, Any] = {"tost_ghost_skip": True}
+    lrsi_data = dict(data=(data.x_train, data.y_train), loss=_loss(), seed=seed)
     helper = tost.ToST()
     try:
-        prepared = helper.prepare(sparse)
-    except ValueError:  # e.g. the small CNN: no shape-preserving layer
+        prepared = helper.prepare(sparse, **lrsi_data)
+    except ValueError:  # e.g. the small CNN: no residual block for a ghost jump
         helper = tost.ToST(ghost_skip=False)
-        prepared = helper.prepare(sparse)
+        prepared = helper.prepare(sparse, **lrsi_data)
         extras["tost_ghost_skip"] = False
     train(prepared, data, budget, seed, callbacks=[helper.callback()],
           loss=helper.loss(from_logits=True))

@@ -150,7 +150,9 @@ def _build(scenario: str):
 
     model = keras_sparse.sparsify(_model(), _start_sparsity(scenario), distribution="erk", seed=SEED)
     if scenario == "tost":
-        model = keras_sparse.tost.ToST(label_smoothing=0.0).prepare(model)
+        # No residual block here: identity ghost gates; joint LRSI needs no data.
+        model = keras_sparse.tost.ToST(label_smoothing=0.0, ghost_skip="identity",
+                                       lrsi="joint").prepare(model)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), _loss())
     return model
 
@@ -180,7 +182,8 @@ def _callbacks(scenario: str) -> list:
         return [keras_sparse.callbacks.DynamicSparseTraining(
             {"class_name": name, "config": _dst_config(name)}, total_steps=TOTAL_STEPS)]
     if scenario == "tost":
-        return [keras_sparse.tost.ToST(label_smoothing=0.0).callback(total_steps=TOTAL_STEPS)]
+        return [keras_sparse.tost.ToST(label_smoothing=0.0, ghost_skip="identity",
+                                       lrsi="joint").callback(total_steps=TOTAL_STEPS)]
     return []
 
 

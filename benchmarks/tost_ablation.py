@@ -150,6 +150,8 @@ def budget_id(budget: Budget, n_test: int) -> str:
 
 def execute(run: Run, data: BenchData, budget: Budget, cache: dict) -> dict[str, Any]:
     """Trains one run and measures it; never raises on a training error."""
+    import keras
+
     from keras_sparse import tost
 
     rec: dict[str, Any] = {**dataclasses.asdict(run), "budget": budget.to_dict(),
@@ -169,7 +171,8 @@ def execute(run: Run, data: BenchData, budget: Budget, cache: dict) -> dict[str,
             acc = harness.test_accuracy(harness.plain_model(final), data)
         else:
             helper = tost.ToST(**kwargs)
-            prepared = helper.prepare(sparse)
+            prepared = helper.prepare(sparse, data=(data.x_train, data.y_train), seed=run.seed,
+                                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             harness.train(prepared, data, budget, run.seed, callbacks=[helper.callback()],
                           loss=helper.loss(from_logits=True))
             recalibrate_bn(prepared, calib)  # the trained (ghost) model, before finalize

@@ -207,8 +207,11 @@ def main(argv=None):
     if args.tost:
         from keras_sparse import tost
 
-        helper = tost.ToST()
-        model = helper.prepare(model)
+        helper = tost.ToST(lrsi_iterations=10 if args.smoke else 390,
+                           lrsi_batch_size=args.batch_size)
+        # LRSI searches the layer-wise init scales on training batches first.
+        model = helper.prepare(model, data=train, seed=args.seed,
+                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         callbacks = [*callbacks, helper.callback()]
     compile_recipe(model, args, steps, helper.loss(from_logits=True) if helper else None)
     model.fit(**fit_kwargs, callbacks=callbacks)

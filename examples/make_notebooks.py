@@ -213,7 +213,7 @@ The same story as a script: `python examples/tost_on_fixed_mask.py`
 (`--mask lth`, `--quick`).
 
 Model: the library's CIFAR-style ResNet-20 for 28x28x1 inputs (ghost skips
-need shape-preserving convolutions)."""),
+are learned 1x1 jumps on the convolutions of residual blocks)."""),
         new_markdown_cell(INSTALL_MD),
         new_code_cell(INSTALL_CODE),
         new_code_cell(SETTINGS_CODE + """EPOCHS = 1 if QUICK else (30 if FULL_RECIPE else 3)
@@ -268,8 +268,11 @@ plain_mask.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=2)
 acc_plain = accuracy(plain_mask)
 print("without ToST:", acc_plain)"""),
         new_markdown_cell("## The same mask with ToST"),
-        new_code_cell("""helper = tost.ToST()
-prepared = helper.prepare(make_mask())
+        new_code_cell("""# LRSI searches the layer-wise init scales on training batches before
+# training (390 steps as in the authors' code; fewer in quick mode).
+helper = tost.ToST(lrsi_iterations=10 if QUICK else 390)
+prepared = helper.prepare(make_mask(), data=(x_train, y_train),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 compile_sgd(prepared, EPOCHS, loss=helper.loss(from_logits=True))
 prepared.fit(x_train, y_train, batch_size=128, epochs=EPOCHS,
              callbacks=[helper.callback()], verbose=2)

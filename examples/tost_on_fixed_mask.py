@@ -16,7 +16,7 @@ each round the same training budget), once per seed; both variants then
 train that same ticket.
 
 Model: the library's CIFAR ResNet (`keras_sparse.models.cifar_resnet`) for
-28x28x1 inputs (ghost skips need shape-preserving convolutions). Data:
+28x28x1 inputs (ghost skips are 1x1 jumps on the convs of residual blocks). Data:
 `keras_sparse.datasets.load_fashion_mnist` (Debian's `dataset-fashion-mnist`
 files offline, else the Keras downloader), standardized.
 
@@ -72,6 +72,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 LTH_MAX_PRUNE = 0.2  # Frankle and Carbin: 20% of the survivors per IMP round
 FULL_TRAIN = 20000
 QUICK_TRAIN, QUICK_TEST, QUICK_DEPTH, QUICK_LTH_MAX_PRUNE = 2000, 1000, 8, 0.8
+LRSI_ITERATIONS, QUICK_LRSI_ITERATIONS = 390, 10
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 256, 128
 TOST_LAYERS = (tost.GhostGate, tost.GhostSwish, tost.LRSIScale)
 
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"lth: largest fraction of survivors pruned per IMP round (default "
                         f"{LTH_MAX_PRUNE}, --quick: {QUICK_LTH_MAX_PRUNE}); the rounds follow "
                         "from keras_sparse.lottery.imp_schedule")
+    p.add_argument("--lrsi-iterations", type=int, default=None,
+                   help="steps of ToST's LRSI scale search before training (default 390, as "
+                        f"the authors' code; --quick: {QUICK_LRSI_ITERATIONS})")
     p.add_argument("--quick", action="store_true",
                    help=f"1 epoch on {QUICK_TRAIN} training / {QUICK_TEST} test images, ResNet-"
                         f"{QUICK_DEPTH}, lth: at most {QUICK_LTH_MAX_PRUNE} of the survivors pruned "
@@ -115,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--sparsity must be in (0, 1); received {args.sparsity}")
     if args.quick:
         args.epochs, args.depth = 1, QUICK_DEPTH
+        if args.lrsi_iterations is None:
+            args.lrsi_iterations = QUICK_LRSI_ITERATIONS
         if args.lth_max_prune is None:
             args.lth_max_prune = QUICK_LTH_MAX_PRUNE
         if not args.synthetic:  # synthetic data is small already
@@ -122,6 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.test_size = args.test_size or QUICK_TEST
     if args.lth_max_prune is None:
         args.lth_max_prune = LTH_MAX_PRUNE
+    if args.lrsi_iterations is None:
+        args.lrsi_iterations = LRSI_ITERATIONS
+    if args.lrsi_iterations < 1:
+        p.error(f"--lrsi-iterations must be >= 1; received {args.lrsi_iterations}")
     if args.train_size is None:
         args.train_size = SYNTHETIC_TRAIN if args.synthetic else FULL_TRAIN
     if not 0.0 < args.lth_max_prune < 1.0:
@@ -224,8 +234,9 @@ def train(model: keras.Model, args: argparse.Namespace, data, seed: int,
     keras.utils.set_random_seed(seed)
     helper, callbacks, loss = None, [], None
     if tost_kwargs is not None:
-        helper = tost.ToST(**tost_kwargs)
-        model = helper.prepare(model)
+        helper = tost.ToST(**{"lrsi_iterations": args.lrsi_iterations, **tost_kwargs})
+        model = helper.prepare(model, data=(x, y), seed=seed,
+                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         loss, callbacks = helper.loss(from_logits=True), [helper.callback()]
     compile_sgd(model, args, len(x), loss)
     start = time.perf_counter()

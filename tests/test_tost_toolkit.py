@@ -46,9 +46,9 @@ def _set_all(model, cls, attr, value):
 
 # --- ghost skips -----------------------------------------------------------
 
-def test_ghost_skips_go_around_shape_preserving_units_only():
+def test_identity_ghost_skips_go_around_shape_preserving_units_only():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
-    ghosted = tost.add_ghost_skips(model)
+    ghosted = tost.add_ghost_skips(model, variant="identity")
     names = sorted(g.name for g in tost.ghost_layers(ghosted, tost.GhostGate))
     assert names == ["b1_c1_ghost_gate", "b1_c2_ghost_gate", "b2_c2_ghost_gate"]
     # Default placement: the gate sits between b1_c1 and its BN and adds the conv's input.
@@ -62,9 +62,9 @@ def test_ghost_skips_go_around_shape_preserving_units_only():
     np.testing.assert_allclose(gated, conv + stem, rtol=1e-5, atol=1e-6)
 
 
-def test_ghost_skips_after_unit_placement_spans_bn_and_relu():
+def test_identity_ghost_skips_after_unit_placement_spans_bn_and_relu():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
-    ghosted = tost.add_ghost_skips(model, placement="after_unit")
+    ghosted = tost.add_ghost_skips(model, placement="after_unit", variant="identity")
     gate = ghosted.get_layer("b1_c1_ghost_gate")
     x = xy()[0]
     sub_in = keras.Model(ghosted.inputs, [ghosted.get_layer("b1_relu1").output,
@@ -72,12 +72,27 @@ def test_ghost_skips_after_unit_placement_spans_bn_and_relu():
     relu1, stem, gated = (np.asarray(t) for t in sub_in(x))
     np.testing.assert_allclose(gated, relu1 + stem, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="placement"):
-        tost.add_ghost_skips(model, placement="inside")
+        tost.add_ghost_skips(model, placement="inside", variant="identity")
+    with pytest.raises(ValueError, match="placement. applies to variant='identity'"):
+        tost.add_ghost_skips(model, placement="after_unit")
+    with pytest.raises(ValueError, match="variant"):
+        tost.add_ghost_skips(model, variant="projection")
 
 
-def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero():
+def _random_jumps(model, seed=0):
+    """Random weights and BN statistics in every ghost jump (visible in inference)."""
+    rng = np.random.default_rng(seed)
+    for jump in tost.ghost_layers(model, tost.GhostJump):
+        jump.conv.kernel.assign(rng.normal(size=jump.conv.kernel.shape).astype("float32"))
+        jump.bn.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                             for w in jump.bn.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("variant", ["jump", "identity"])
+def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero(variant):
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
-    ghosted = tost.add_ghost_skips(model)
+    ghosted = _random_jumps(tost.add_ghost_skips(model, variant=variant))
     x = xy()[0]
     assert not np.allclose(ghosted.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(ValueError, match="still open"):
@@ -90,23 +105,30 @@ def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero():
     assert pruning.get_masks(restored).keys() == pruning.get_masks(model).keys()
 
 
-def test_ghost_model_save_load_round_trip(tmp_path):
-    ghosted = tost.add_ghost_skips(keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform",
-                                                         keep_dense=None, seed=0))
+@pytest.mark.parametrize("variant, gates", [("jump", 4), ("identity", 3)])
+def test_ghost_model_save_load_round_trip(tmp_path, variant, gates):
+    ghosted = _random_jumps(tost.add_ghost_skips(keras_sparse.sparsify(
+        tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0), variant=variant))
     _set_all(ghosted, tost.GhostGate, "alpha", 0.37)
     path = str(tmp_path / "g.keras")
     ghosted.save(path)
     loaded = keras.saving.load_model(path)
     x = xy()[0]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), ghosted.predict(x, verbose=0), rtol=1e-6)
-    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * 3)
+    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * gates)
+    for a, b in zip(tost.ghost_layers(loaded, tost.GhostJump), tost.ghost_layers(ghosted, tost.GhostJump)):
+        for u, v in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(u, v)
 
 
-def test_ghost_skips_on_sequential_dense_model():
+def test_identity_ghost_skips_on_sequential_dense_model():
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, activation="relu"),
                               keras.layers.Dense(5), keras.layers.Dense(2)])
-    ghosted = tost.add_ghost_skips(model)
+    ghosted = tost.add_ghost_skips(model, variant="identity")
     assert len(tost.ghost_layers(ghosted, tost.GhostGate)) == 2
+    # A plain chain has no residual block: no place for the reference's jump.
+    with pytest.raises(ValueError, match="no place for a ghost jump"):
+        tost.add_ghost_skips(model)
 
 
 def test_ghost_skips_bad_models_raise_and_leave_model_unchanged():
@@ -114,6 +136,8 @@ def test_ghost_skips_bad_models_raise_and_leave_model_unchanged():
     narrowing = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
     before = structure(narrowing)
     with pytest.raises(ValueError, match=r"no place for a ghost skip.*\(6,\)->\(4,\)"):
+        tost.add_ghost_skips(narrowing, variant="identity")
+    with pytest.raises(ValueError, match="no place for a ghost jump"):
         tost.add_ghost_skips(narrowing)
     assert structure(narrowing) == before
 
@@ -240,9 +264,11 @@ def test_label_smoothing_variants():
 
 @pytest.mark.parametrize("obj", [
     tost.GhostGate(alpha=0.5), tost.GhostSwish(beta=3.0), tost.LRSIScale(initial_scale=2.0),
+    tost.GhostJump(alpha=0.3, strides=(2, 2), data_format="channels_first", initial_weight=1e-3),
     tost.LabelSmoothingCrossentropy(0.2, "tost", from_logits=True),
     tost.ToSTCallback(total_steps=10, ghost_fraction=0.3),
     tost.ToST(lrsi=False, label_smoothing=0.0),
+    tost.ToST(ghost_skip="identity", lrsi="joint", lrsi_iterations=7, lrsi_batch_size=32),
 ])
 def test_config_round_trip(obj):
     config = obj.get_config()
@@ -281,8 +307,9 @@ def test_tost_end_to_end_returns_original_plain_graph():
     x, y = xy(64)
     base = keras_sparse.sparsify(tiny_resnet(), 0.0, "uniform", keep_dense=None)
     sparse = pruning.snip(base, (x, y), 0.8, loss=keras.losses.SparseCategoricalCrossentropy(True))
-    helper = tost.ToST()
-    model = helper.prepare(sparse)
+    helper = tost.ToST(lrsi_iterations=5, lrsi_batch_size=16)
+    model = helper.prepare(sparse, data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    assert len(tost.ghost_layers(model, tost.GhostJump)) == 4 and helper.lrsi_scales
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), helper.loss(from_logits=True),
                   metrics=["accuracy"])
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[helper.callback()], verbose=0)
@@ -303,7 +330,7 @@ def test_tost_end_to_end_returns_original_plain_graph():
 def test_each_tweak_switches_alone():
     for kwargs, present in [({"ghost_skip": True, "ghost_swish": False, "lrsi": False}, tost.GhostGate),
                             ({"ghost_skip": False, "ghost_swish": True, "lrsi": False}, tost.GhostSwish),
-                            ({"ghost_skip": False, "ghost_swish": False, "lrsi": True}, tost.LRSIScale)]:
+                            ({"ghost_skip": False, "ghost_swish": False, "lrsi": "joint"}, tost.LRSIScale)]:
         model = tost.ToST(**kwargs).prepare(tiny_resnet())
         found = {cls for cls in (tost.GhostGate, tost.GhostSwish, tost.LRSIScale)
                  if tost.ghost_layers(model, cls)}
@@ -313,8 +340,12 @@ def test_each_tweak_switches_alone():
 def test_tost_bad_arguments():
     with pytest.raises(ValueError, match="label_smoothing"):
         tost.ToST(label_smoothing=1.0)
-    with pytest.raises(TypeError, match="ghost_skip"):
+    with pytest.raises(ValueError, match="ghost_skip"):
         tost.ToST(ghost_skip="yes")
+    with pytest.raises(ValueError, match="lrsi"):
+        tost.ToST(lrsi="learned")
+    with pytest.raises(ValueError, match="lrsi_iterations"):
+        tost.ToST(lrsi_iterations=0)
     with pytest.raises(ValueError, match="ghost_fraction"):
         tost.ToST(ghost_fraction=0.0)
     with pytest.raises(ValueError, match="variant"):
@@ -354,11 +385,15 @@ def _random_bn(model, seed=0):
     return model
 
 
-def test_nested_ghost_skips_removed_at_alpha_zero_give_identical_outputs():
+@pytest.mark.parametrize("variant, names", [
+    ("jump", ["c1_ghost_jump", "c2_ghost_jump"]),  # residual convs of the block only
+    ("identity", ["c1_ghost_gate", "c2_ghost_gate", "s1_ghost_gate"]),
+])
+def test_nested_ghost_skips_removed_at_alpha_zero_give_identical_outputs(variant, names):
     model = keras_sparse.sparsify(_random_bn(nested_resnet()), 0.5, "uniform", keep_dense=None, seed=0)
-    ghosted = tost.add_ghost_skips(model)
-    assert _leaf_names(ghosted, tost.GhostGate) == ["c1_ghost_gate", "c2_ghost_gate", "s1_ghost_gate"]
-    assert ghosted.get_layer("block").get_layer("c1_ghost_gate") is not None
+    ghosted = _random_jumps(tost.add_ghost_skips(model, variant=variant))
+    assert _leaf_names(ghosted, tost.GhostGate) == names
+    assert ghosted.get_layer("block").get_layer(names[0]) is not None
     x = xy()[0]
     assert not np.allclose(ghosted.predict(x, verbose=0), model.predict(x, verbose=0))
     _set_all(ghosted, tost.GhostGate, "alpha", 0.0)
@@ -403,8 +438,8 @@ def test_nested_ghost_swish_swaps_back_to_relu():
 
 
 def test_nested_ghost_model_save_load_round_trip(tmp_path):
-    model = tost.ToST().prepare(keras_sparse.sparsify(nested_resnet(), 0.5, "uniform",
-                                                      keep_dense=None, seed=0))
+    model = tost.ToST(lrsi="joint").prepare(keras_sparse.sparsify(nested_resnet(), 0.5, "uniform",
+                                                                  keep_dense=None, seed=0))
     _set_all(model, tost.GhostGate, "alpha", 0.37)
     _set_all(model, tost.GhostSwish, "beta", 3.0)
     path = str(tmp_path / "nested.keras")
@@ -412,7 +447,7 @@ def test_nested_ghost_model_save_load_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     x = xy()[0]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
-    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * 3)
+    assert [float(g.alpha.numpy()) for g in tost.ghost_layers(loaded, tost.GhostGate)] == pytest.approx([0.37] * 2)
     assert len(tost.ghost_layers(loaded, tost.LRSIScale)) == 5
 
 
@@ -433,3 +468,116 @@ def test_nested_subclassed_model_raises_naming_it_before_any_change():
         with pytest.raises(ValueError, match=r"nested model 'custom_block'.*Functional and Sequential"):
             fn(model)
     assert structure(model) == before
+
+
+# --- ghost jumps (the reference's ghost skips) ----------------------------------
+
+def test_ghost_jumps_are_1x1_conv_bn_on_both_convs_of_every_block_including_stride_2():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    jumped = tost.ToST(ghost_swish=False, lrsi=False).prepare(model)
+    jumps = {j.name: j for j in tost.ghost_layers(jumped, tost.GhostJump)}
+    # Both convs of the identity block and of the downsampling block; not the
+    # stem, the projection shortcut or the classifier.
+    assert sorted(jumps) == ["b1_c1_ghost_jump", "b1_c2_ghost_jump", "b2_c1_ghost_jump", "b2_c2_ghost_jump"]
+    for name, jump in jumps.items():
+        conv = jumped.get_layer(name[: -len("_ghost_jump")]).layer
+        assert isinstance(jump.conv, keras.layers.Conv2D) and jump.conv.kernel_size == (1, 1)
+        assert jump.conv.strides == conv.strides and not jump.conv.use_bias
+        assert jump.conv.filters == conv.filters
+        np.testing.assert_array_equal(jump.conv.kernel.numpy(), np.full(jump.conv.kernel.shape, 1e-4, "float32"))
+        assert isinstance(jump.bn, keras.layers.BatchNormalization)
+        np.testing.assert_array_equal(jump.bn.gamma.numpy(), 1.0)  # BN at its defaults
+        assert float(jump.alpha.numpy()) == 1.0 and not jump.alpha.trainable
+        assert not isinstance(jump, keras_sparse.layers.SparseWrapper)  # jumps are dense
+    assert jumps["b2_c1_ghost_jump"].conv.strides == (2, 2)
+    # The jump is added after the conv's BN and before the activation.
+    cfg = {e["name"]: str(e["inbound_nodes"]) for e in jumped.get_config()["layers"]}
+    assert "'b1_bn1'" in cfg["b1_c1_ghost_jump"] and "'stem_relu'" in cfg["b1_c1_ghost_jump"]
+    assert "'b1_c1_ghost_jump'" in cfg["b1_relu1"]
+    assert "'b2_c1_ghost_jump'" in cfg["b2_c1_act"]  # fused relu split out, after the jump
+    assert "'b1_out'" in cfg["b2_c1_ghost_jump"]
+
+
+def test_ghost_jump_adds_alpha_times_bn_of_the_1x1_conv():
+    model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    jumped = _random_jumps(tost.add_ghost_skips(model, alpha=0.37))
+    jump = jumped.get_layer("b2_c1_ghost_jump")
+    x = xy()[0]
+    probe = keras.Model(jumped.inputs, [jumped.get_layer("b2_c1").output,
+                                        jumped.get_layer("b1_out").output, jump.output])
+    main, block_in, out = (np.asarray(t) for t in probe(x))
+    w = jump.conv.kernel.numpy()[0, 0]  # (in, out) of the 1x1 conv
+    conv = np.einsum("nhwc,cd->nhwd", block_in[:, ::2, ::2, :], w)  # stride 2, "same"
+    gamma, beta, mean, var = jump.bn.get_weights()
+    bn = gamma * (conv - mean) / np.sqrt(var + 1e-5) + beta
+    np.testing.assert_allclose(out, main + 0.37 * bn, rtol=1e-4, atol=1e-4)
+
+
+def test_finalize_removes_the_jumps_and_equals_the_model_without_their_contribution():
+    x, y = xy(32)
+    sparse = keras_sparse.sparsify(tiny_resnet(), 0.6, "uniform", keep_dense=None, seed=0)
+    helper = tost.ToST(ghost_swish=False, lrsi=False)
+    model = helper.prepare(sparse)
+    model.compile(keras.optimizers.SGD(0.05), helper.loss(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # trains the jumps at alpha = 1
+    _random_jumps(model)
+    _set_all(model, tost.GhostGate, "alpha", 0.37)
+    with pytest.raises(ValueError, match="still open"):
+        helper.finalize(model)
+    final, _ = helper.finalize(model, force=True)
+    with_jumps = model.predict(x, verbose=0)
+    _set_all(model, tost.GhostGate, "alpha", 0.0)  # the jump contribution removed
+    np.testing.assert_array_equal(final.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert not np.allclose(final.predict(x, verbose=0), with_jumps, atol=1e-3)
+    assert structure(final) == structure(sparse)  # removed, not folded: original graph
+    assert final.get_layer("b2_c1").layer.get_config()["activation"] == "relu"
+    assert not tost.ghost_layers(final, tost.GhostGate)
+    assert len(final.weights) == len(sparse.weights)
+
+
+def test_callback_anneals_jumps_then_finalize_is_exact():
+    x, y = xy(32)
+    sparse = keras_sparse.sparsify(tiny_resnet(), 0.6, "uniform", keep_dense=None, seed=0)
+    helper = tost.ToST(ghost_swish=False, lrsi=False, ghost_fraction=0.5)
+    model = helper.prepare(sparse)
+    model.compile(keras.optimizers.SGD(0.05), helper.loss(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[helper.callback()], verbose=0)
+    assert [float(j.alpha.numpy()) for j in tost.ghost_layers(model, tost.GhostJump)] == [0.0] * 4
+    final, _ = helper.finalize(model)
+    np.testing.assert_array_equal(final.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_nested_ghost_jumps_live_in_the_sub_model_and_survive_save_load(tmp_path):
+    model = keras_sparse.sparsify(nested_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
+    jumped = _random_jumps(tost.add_ghost_skips(model, alpha=0.5))
+    block = jumped.get_layer("block")
+    assert sorted(l.name for l in block.layers if isinstance(l, tost.GhostJump)) == [
+        "c1_ghost_jump", "c2_ghost_jump"]
+    path = str(tmp_path / "jumps.keras")
+    jumped.save(path)
+    loaded = keras.saving.load_model(path)
+    x = xy()[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), jumped.predict(x, verbose=0), rtol=1e-6)
+    _set_all(loaded, tost.GhostGate, "alpha", 0.0)
+    restored = tost.remove_ghost_skips(loaded)
+    assert structure(restored.get_layer("block")) == structure(model.get_layer("block"))
+    np.testing.assert_allclose(restored.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_ghost_jumps_on_cifar_resnet_cover_every_block_conv():
+    model = keras_sparse.models.cifar_resnet(8, input_shape=(8, 8, 3), width=4)
+    jumped = tost.add_ghost_skips(model)
+    names = sorted(j.name for j in tost.ghost_layers(jumped, tost.GhostJump))
+    convs = sorted(f"{l.name}_ghost_jump" for l in model.layers
+                   if isinstance(l, keras.layers.Conv2D) and "block" in l.name and "shortcut" not in l.name)
+    assert names == convs and len(names) == 6  # 3 blocks x 2 convs, 2 of them stride 2
+    assert sum(j.strides == (2, 2) for j in tost.ghost_layers(jumped, tost.GhostJump)) == 2
+
+
+def test_ghost_jump_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="data_format"):
+        tost.GhostJump(data_format="nhwc")
+    with pytest.raises(ValueError, match="strides"):
+        tost.GhostJump(strides=0)
+    with pytest.raises(ValueError, match="does not match"):
+        tost.GhostJump(strides=1).build([(None, 4, 4, 3), (None, 8, 8, 2)])

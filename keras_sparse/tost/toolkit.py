@@ -8,7 +8,11 @@ defaults, over the first `ghost_fraction` of the training steps):
 with `t = min(step / (ghost_fraction * total_steps), 1)` and `step` the
 optimizer's iteration count. Defaults: `ghost_fraction=0.5`, `beta_end=100`.
 
-How the defaults were checked (benchmarks/results/tost_ablation.md,
+How the defaults were checked, with the library's earlier ghost-skip and
+LRSI variants (identity skips, jointly trained scalars; now
+`ghost_skip="identity"`, `lrsi="joint"`), before the reference's 1x1 jumps
+and pre-training scale search became the defaults
+(benchmarks/results/tost_ablation.md,
 `make bench-tost`; full ToST on a 95% ERK SNIP mask of ResNet-20 on
 Fashion-MNIST, 4,000 training images x 2 epochs, one seed, test accuracy on
 3,000 test images):
@@ -36,10 +40,12 @@ import numpy as np
 
 from keras_sparse.algorithms.base import validate_real
 from keras_sparse.callbacks import SparsityLogger
+from keras_sparse.pruning.core import resolve_loss
 from keras_sparse.schedules import validate_fraction
 from keras_sparse.sparsify import sparse_wrappers
 from keras_sparse.tost.label_smoothing import LabelSmoothingCrossentropy
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
+from keras_sparse.tost.lrsi import apply_lrsi_scales, search_lrsi_scales
 from keras_sparse.tost.transforms import (
     add_ghost_skips,
     add_ghost_swish,
@@ -64,11 +70,11 @@ def ghost_schedule(step: int, total_steps: int, ghost_fraction: float = 0.5,
 
 @keras.saving.register_keras_serializable(package="keras_sparse")
 class ToSTCallback(SparsityLogger):
-    """Anneals ghost gates (alpha -> 0) and ghost Swish (beta up) during fit.
+    """Anneals ghost gates and jumps (alpha -> 0) and ghost Swish (beta up) during fit.
 
     Reads the step from `optimizer.iterations`, so it is exact with
     `steps_per_execution` and on resume. Logs `ghost_alpha` and
-    `ghost_beta` (and `sparsity` for sparse models).
+    `ghost_beta` (and `model_sparsity`, `masked_sparsity` for sparse models).
 
     Args:
         total_steps: training steps the schedule spans; default
@@ -161,6 +167,13 @@ class ToSTCallback(SparsityLogger):
         return cls(**config)
 
 
+def _copy(model: keras.Model) -> keras.Model:
+    """An independent copy of `model` (same graph, same weights and masks)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _accuracy(model, x, y, batch_size=256) -> tuple[float, np.ndarray]:
     out = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     labels = np.asarray(y)
@@ -169,33 +182,62 @@ def _accuracy(model, x, y, batch_size=256) -> tuple[float, np.ndarray]:
     return float(np.mean(out.argmax(-1) == labels.reshape(-1))), out
 
 
+_GHOST_SKIPS = {True: "jump", "jump": "jump", "identity": "identity", False: None}
+_LRSI = {True: "gradinit", "gradinit": "gradinit", "joint": "joint", False: None}
+
+
+def _option(name, value, table):
+    if isinstance(value, (bool, str)) and value in table:
+        return table[value]
+    raise ValueError(f"`{name}` must be one of {list(table)}. Received: {value!r}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_sparse")
 class ToST:
     """ToST: train any sparse mask better with tweaks that vanish at the end.
 
-    Usage: `prepare` the (sparse) model, compile it with `loss()`, train with
-    `callback()`, then `finalize` to get back a plain sparse ReLU model of
-    the original graph (ghost gates removed, Swish swapped to exact ReLU,
-    LRSI scales folded into the kernels), ready for `keras_sparse.strip` and
-    TFLite. Each tweak can be switched off alone. Models with nested
-    Functional / Sequential sub-models are edited inside the sub-models too
-    (they come back as Functional sub-models of the same name); a nested
-    subclassed model raises a `ValueError` naming it.
+    Usage: `prepare` the (sparse) model with a few training batches, compile
+    it with `loss()`, train with `callback()`, then `finalize` to get back a
+    plain sparse ReLU model of the original graph (ghost jumps / gates
+    removed, Swish swapped to exact ReLU, joint LRSI scales folded into the
+    kernels), ready for `keras_sparse.strip` and TFLite. Each tweak can be
+    switched off alone. Models with nested Functional / Sequential
+    sub-models are edited inside the sub-models too (they come back as
+    Functional sub-models of the same name); a nested subclassed model
+    raises a `ValueError` naming it.
+
+    Defaults follow the authors' code (VITA-Group/ToST): ghost skips are
+    learned 1x1 conv + BN jumps on both convs of every residual block
+    (`skip_connection/models/resnet_modified2.py`, see `add_ghost_skips`),
+    and LRSI searches the layer-wise init scales before training
+    (`LRsI/train_ticket.py`, see `search_lrsi_scales`). The library's
+    earlier variants stay available as `ghost_skip="identity"` and
+    `lrsi="joint"`.
 
     Args:
-        ghost_skip: add ghost skip connections (`add_ghost_skips`).
+        ghost_skip: `True` / `"jump"` (reference 1x1 conv + BN jumps),
+            `"identity"` (parameter-free identity skips on shape-preserving
+            layers) or `False`.
         ghost_swish: replace ReLU by annealed `GhostSwish`.
-        lrsi: learn one scale per prunable layer (`add_lrsi`).
+        lrsi: `True` / `"gradinit"` (scales searched before training by
+            `search_lrsi_scales` and written into the weights: `prepare`
+            then needs `data`), `"joint"` (one trainable `LRSIScale` per
+            layer trained with the weights, `add_lrsi`; behind BatchNorm
+            these barely move) or `False`.
         label_smoothing: smoothing alpha for `loss()` (0: off).
         smoothing_variant: `"keras"` or `"tost"` (see
             `LabelSmoothingCrossentropy`).
         ghost_fraction, alpha_start, beta_start, beta_end: schedules (see
             `ToSTCallback`).
+        lrsi_iterations: search steps of `lrsi="gradinit"` (reference 390).
+        lrsi_batch_size: search batch size (reference: the training batch,
+            128).
 
     Example:
 
     >>> tost = keras_sparse.tost.ToST()
-    >>> model = tost.prepare(keras_sparse.pruning.snip(model, (x, y), 0.95, loss))
+    >>> sparse = keras_sparse.pruning.snip(model, (x, y), 0.95, loss)
+    >>> model = tost.prepare(sparse, data=(x, y), loss=loss)
     >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
     ...               tost.loss(from_logits=True), metrics=["accuracy"])
     >>> model.fit(x, y, epochs=30, callbacks=[tost.callback()])
@@ -206,32 +248,75 @@ class ToST:
         Mask", ICML 2022.
     """
 
-    def __init__(self, ghost_skip: bool = True, ghost_swish: bool = True, lrsi: bool = True,
-                 label_smoothing: float = 0.1, smoothing_variant: str = "keras",
-                 ghost_fraction: float = 0.5, alpha_start: float = 1.0,
-                 beta_start: float = 1.0, beta_end: float = 100.0):
-        for name, value in (("ghost_skip", ghost_skip), ("ghost_swish", ghost_swish), ("lrsi", lrsi)):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{name}` must be a bool. Received: {value!r}.")
+    def __init__(self, ghost_skip: bool | str = True, ghost_swish: bool = True,
+                 lrsi: bool | str = True, label_smoothing: float = 0.1,
+                 smoothing_variant: str = "keras", ghost_fraction: float = 0.5,
+                 alpha_start: float = 1.0, beta_start: float = 1.0, beta_end: float = 100.0,
+                 lrsi_iterations: int = 390, lrsi_batch_size: int = 128):
+        skip_variant = _option("ghost_skip", ghost_skip, _GHOST_SKIPS)
+        lrsi_variant = _option("lrsi", lrsi, _LRSI)
+        if not isinstance(ghost_swish, bool):
+            raise TypeError(f"`ghost_swish` must be a bool. Received: {ghost_swish!r}.")
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {label_smoothing!r}.")
+        for name, value in (("lrsi_iterations", lrsi_iterations),
+                            ("lrsi_batch_size", lrsi_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
         self.ghost_skip, self.ghost_swish, self.lrsi = ghost_skip, ghost_swish, lrsi
+        self._skip_variant, self._lrsi_variant = skip_variant, lrsi_variant
         self.label_smoothing = float(label_smoothing)
         self.smoothing_variant = smoothing_variant
         self.ghost_fraction = ghost_fraction
         self.alpha_start, self.beta_start, self.beta_end = alpha_start, beta_start, beta_end
+        self.lrsi_iterations, self.lrsi_batch_size = lrsi_iterations, lrsi_batch_size
+        self.lrsi_scales: dict[str, float] = {}
         LabelSmoothingCrossentropy(self.label_smoothing, smoothing_variant)  # validate
         self.callback()  # validates the schedule arguments
 
-    def prepare(self, model: keras.Model) -> keras.Model:
-        """Returns a new model with the enabled tweaks inserted (input untouched)."""
+    def prepare(self, model: keras.Model, data=None, loss=None, seed: int = 0) -> keras.Model:
+        """Returns a new model with the enabled tweaks inserted (input untouched).
+
+        With `lrsi="gradinit"` the scales are searched on the prepared model
+        (see `search_lrsi_scales`) and multiplied into its weights; they are
+        kept in `self.lrsi_scales`.
+
+        Args:
+            model: a Functional or Sequential model (sparse or dense).
+            data: training data for the LRSI search: a `(x, y)` tuple of
+                arrays or an iterable of `(x, y)` batches. Needed only with
+                `lrsi="gradinit"`.
+            loss: loss of the LRSI search (default: the model's compiled
+                loss); the reference uses plain cross-entropy.
+            seed: batch-shuffling seed of the LRSI search.
+
+        Raises:
+            ValueError: `lrsi="gradinit"` and no `data` (before any change),
+                or a tweak has no place in the model.
+        """
+        if self._lrsi_variant == "gradinit":
+            if data is None:
+                raise ValueError(
+                    "ToST(lrsi='gradinit') searches the layer-wise init scales on "
+                    "training batches before training (as the reference's "
+                    "LRsI/train_ticket.py --gradinit): pass `data=(x, y)` (and "
+                    "`loss=` unless the model is compiled), or use lrsi='joint' or "
+                    "lrsi=False. Received: data=None.")
+            resolve_loss(model, loss, "ToST.prepare")
         out = model
-        if self.lrsi:
+        if self._lrsi_variant == "joint":
             out = add_lrsi(out)
         if self.ghost_swish:
             out = add_ghost_swish(out, beta=self.beta_start)
-        if self.ghost_skip:
-            out = add_ghost_skips(out, alpha=self.alpha_start)
+        if self._skip_variant is not None:
+            out = add_ghost_skips(out, alpha=self.alpha_start, variant=self._skip_variant)
+        if self._lrsi_variant == "gradinit":
+            if out is model:
+                out = _copy(model)
+            self.lrsi_scales = search_lrsi_scales(
+                out, data, loss, iterations=self.lrsi_iterations,
+                batch_size=self.lrsi_batch_size, seed=seed)
+            apply_lrsi_scales(out, self.lrsi_scales)
         return out
 
     def loss(self, from_logits: bool = False, sparse_labels: bool = True) -> keras.losses.Loss:
@@ -285,7 +370,9 @@ class ToST:
                 "lrsi": self.lrsi, "label_smoothing": self.label_smoothing,
                 "smoothing_variant": self.smoothing_variant,
                 "ghost_fraction": self.ghost_fraction, "alpha_start": self.alpha_start,
-                "beta_start": self.beta_start, "beta_end": self.beta_end}
+                "beta_start": self.beta_start, "beta_end": self.beta_end,
+                "lrsi_iterations": self.lrsi_iterations,
+                "lrsi_batch_size": self.lrsi_batch_size}
 
     @classmethod
     def from_config(cls, config):

@@ -19,7 +19,7 @@ from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper
 from keras_sparse.model_utils import iter_leaf_layers
 from keras_sparse.tost.graph import Graph, as_functional, check_nested, edit_nested, inner_config
-from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
+from keras_sparse.tost.layers import GhostGate, GhostJump, GhostSwish, LRSIScale
 
 __all__ = [
     "add_ghost_skips",
@@ -131,47 +131,202 @@ def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str
     return units
 
 
-def add_ghost_skips(model: keras.Model, alpha: float = 1.0,
-                    placement: str = "before_norm") -> keras.Model:
-    """Adds gated ghost skip connections around every shape-preserving unit.
+VARIANTS = ("jump", "identity")
 
-    For each single-call prunable layer L (Dense/Conv, wrapped or not) whose
-    input and output have the same shape, the unit "L followed by its chain
-    of activation / dropout layers" gets an identity skip from L's input to
-    the unit's output through a `GhostGate`: `unit_out + alpha * L_in`. With
-    the default `placement="before_norm"` the unit stops before a
+
+def _branch_layers(graph: Graph, ref: dict) -> list[str]:
+    """Prunable layers on the branch ending at `ref`, walking back to its split.
+
+    Walks back from the producer of `ref` through single-call, single-input,
+    single-consumer layers, and stops at a layer whose output has several
+    readers (the tensor the residual block splits from), a merge, an input
+    or a nested model.
+    """
+    found = []
+    name = ref["config"]["keras_history"][0]
+    while True:
+        layer = graph.layer(name)
+        if (layer is None or isinstance(layer, (keras.layers.InputLayer, keras.Model))
+                or len(graph.consumers(name)) != 1 or not graph.is_single_call(name)):
+            return found
+        refs = graph.input_refs(name)
+        if len(refs) != 1:
+            return found
+        if _prunable(layer):
+            found.append(name)
+        name = refs[0]["config"]["keras_history"][0]
+
+
+def _residual_convs(graph: Graph) -> list[str]:
+    """Prunable layers of the residual branch of every `Add` block.
+
+    For each single-call `Add` the branch with the most prunable layers is
+    the residual branch (a shortcut holds none, or one 1x1 projection);
+    tied branches are all taken.
+    """
+    names = []
+    for entry in graph.entries:
+        if not isinstance(graph.layer(entry["name"]), keras.layers.Add):
+            continue
+        if not graph.is_single_call(entry["name"]):
+            continue
+        branches = [_branch_layers(graph, ref) for ref in graph.input_refs(entry["name"])]
+        most = max((len(b) for b in branches), default=0)
+        for branch in branches:
+            if most and len(branch) == most:
+                names.extend(n for n in reversed(branch) if n not in names)
+    return names
+
+
+def _inner(layer):
+    return layer.layer if isinstance(layer, SparseWrapper) else layer
+
+
+def _jump_strides(layer) -> tuple[int, ...] | None:
+    """Strides of the 1x1 jump for `layer` (None: not a Dense/Conv layer)."""
+    inner = _inner(layer)
+    if isinstance(inner, keras.layers.Dense):
+        return (1,)
+    strides = getattr(inner, "strides", None)
+    return None if strides is None else tuple(strides)
+
+
+def _jump_fits(layer, strides, data_format) -> bool:
+    """True when a 1x1 jump with `strides` maps the input shape to the output shape."""
+    try:
+        probe = GhostJump(strides=strides, data_format=data_format)
+        probe.build([tuple(layer.output.shape), tuple(layer.input.shape)])
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def _jump_edit(graph: Graph, alpha: float) -> int:
+    changed = 0
+    for name in _residual_convs(graph):
+        layer = graph.layer(name)
+        strides = _jump_strides(layer)
+        refs = graph.input_refs(name)
+        if strides is None or len(refs) != 1 or not graph.is_single_call(name):
+            continue
+        data_format = getattr(_inner(layer), "data_format", None) or "channels_last"
+        if not _jump_fits(layer, strides, data_format):
+            continue
+        jump = GhostJump(alpha=alpha, strides=strides, data_format=data_format,
+                         name=f"{name}_ghost_jump")
+        # The reference adds the jump to the conv's BN output, before the
+        # activation: find that point (skipping an LRSIScale) and split a
+        # fused activation out of the conv when there is no BN.
+        anchor = name
+        consumers = graph.consumers(anchor)
+        if len(consumers) == 1 and isinstance(graph.layer(consumers[0]), LRSIScale):
+            anchor = consumers[0]
+            consumers = graph.consumers(anchor)
+        if (len(consumers) == 1 and isinstance(graph.layer(consumers[0]), _NORMALIZATION)
+                and graph.is_single_call(consumers[0])):
+            anchor = consumers[0]
+        elif anchor == name:
+            cfg = inner_config(graph.entry(name))
+            activation = cfg.get("activation")
+            if activation not in (None, "linear"):
+                cfg["activation"] = "linear"
+                graph.insert_after(name, keras.layers.Activation(
+                    keras.activations.deserialize(activation) if isinstance(activation, dict)
+                    else activation, name=f"{name}_act"))
+        graph.insert_after(anchor, jump, extra_inputs=[refs[0]])
+        changed += 1
+    return changed
+
+
+def add_ghost_skips(model: keras.Model, alpha: float = 1.0, placement: str | None = None,
+                    variant: str = "jump") -> keras.Model:
+    """Adds gated ghost skip connections: learned 1x1 jumps (default) or identities.
+
+    `variant="jump"` (default, as the reference code): every convolution of
+    the residual branch of every residual block (the branch of an `Add` with
+    the most prunable layers; the shortcut holds none or one projection),
+    including the stride-2 convolutions that open a stage, gets a
+    `GhostJump`: `BN(conv(x)) + alpha * BN_j(conv_1x1(x))`, where `x` is the
+    conv's input, the 1x1 conv has the conv's strides and all weights 1e-4,
+    and the jump is added after the conv's BatchNorm, before its activation
+    (in the reference the second jump is added after the block's `Add`; the
+    sum is the same). A conv with no BatchNorm after it gets the jump on its
+    output; a fused activation (`activation="relu"`) is split out first
+    (`<conv>_act`) and fused back by `remove_ghost_skips`. The stem, the
+    projection shortcuts and the classifier get none. Convolutions whose
+    output shape no 1x1 jump can reach (`padding="valid"` with a kernel
+    larger than 1) are skipped. The jumps are dense (never masked).
+
+    Deviations from the reference, VITA-Group/ToST
+    `skip_connection/models/resnet_modified2.py` (`BasicBlock.conv_jump1/2`):
+        - Gate and removal: the reference multiplies the jumps by
+          `forward(x, alpha=1)`, but nothing ever passes `alpha`, so the
+          jumps stay at full strength for all of training and are never
+          removed (its training scripts, `skip_connection/skip_lottery_ticket.py`
+          and `skip_cifar_prune.py`, import `models/resnet_modified.py`,
+          which has no `alpha` at all). The paper describes GSk as gated by
+          `alpha` "for the initial stage of sparse training" (Figure 4) and
+          compares "ghostliness" with prolonged injection (Figure 6). The
+          library follows the paper: `ToSTCallback` anneals `alpha` to 0
+          over the ghost phase and `remove_ghost_skips` then deletes the
+          jumps, exactly (`alpha == 0`). Folding them into the 3x3 conv
+          instead (RepVGG-style) would make every centre tap of the sparse
+          kernel non-zero, i.e. break the mask, so they are removed.
+        - Where: the reference adds jumps to its ResNet `BasicBlock` only;
+          here any Functional/Sequential graph with `Add` residual blocks
+          (nested sub-models included) is handled, and a model with no
+          residual block raises `ValueError` (use `variant="identity"`).
+        - Jump BN: PyTorch defaults (`epsilon=1e-5`, `momentum=0.9` in Keras
+          terms), see `GhostJump`.
+        - Pruning: the reference's `skip_cifar_prune.py` skips `conv_jump`
+          layers when pruning and its ticket scripts derive masks from
+          non-zero weights, so the jumps stay dense; here they are plain
+          (unwrapped) layers, dense too.
+
+    `variant="identity"` (the library's earlier variant, kept as an
+    option): an identity skip, no parameters, around every single-call
+    prunable layer whose input and output have the same shape, so only the
+    non-downsampling convs. The unit "L followed by its chain of activation /
+    dropout layers" gets `unit_out + alpha * L_in` through a `GhostGate`.
+    With `placement="before_norm"` (its default) the unit stops before a
     normalization layer, so Conv -> BN -> ReLU becomes
-    `ReLU(BN(conv(x) + alpha * x))`: the normalization rescales the sum and
-    activations keep their scale. `placement="after_unit"` adds the skip after
-    the whole Conv -> BN -> ReLU chain instead; in a CIFAR ResNet that stacks
-    with the block's own shortcut and multiplies the identity path about 3x
-    per block (ResNet-20 at 95% SNIP: initial loss 9.2 instead of 2.3, and
-    training at lr 0.1 stayed near chance, 14.2%; see
-    benchmarks/results/tost_ablation.md). In a CIFAR ResNet this puts one
-    ghost skip around each 3x3 conv of every non-downsampling block (no
-    projection is ever added: shape-changing layers get no ghost). Works on any Functional
-    ResNet built from `Add` layers, on Sequential models, and inside nested
-    Functional / Sequential sub-models (a unit never crosses a sub-model
-    boundary; the gates live in the sub-model).
+    `ReLU(BN(conv(x) + alpha * x))`; `placement="after_unit"` adds the skip
+    after the whole Conv -> BN -> ReLU chain instead; in a CIFAR ResNet that
+    stacks with the block's own shortcut and multiplies the identity path
+    about 3x per block (see benchmarks/results/tost_ablation.md). It works
+    on plain chains too (e.g. a Sequential MLP of equal-width layers).
 
     Args:
         model: a Functional or Sequential model (sparse or dense).
         alpha: initial gate value.
-        placement: `"before_norm"` (default) or `"after_unit"` (see above).
+        placement: `variant="identity"` only: `"before_norm"` (default) or
+            `"after_unit"`.
+        variant: `"jump"` (default) or `"identity"`.
 
     Returns:
-        A new model with `GhostGate` layers named `<L>_ghost_gate`.
+        A new model with `GhostJump` layers named `<conv>_ghost_jump`
+        (`variant="jump"`) or `GhostGate` layers named `<L>_ghost_gate`.
 
     Raises:
         TypeError: subclassed model or not a model.
-        ValueError: no layer has equal input and output shapes (nothing to
-            ghost-skip), the model already has ghost skips, or a nested
-            sub-model is subclassed (named in the message).
+        ValueError: unknown `variant` or `placement`, `placement` given with
+            `variant="jump"`, no place for a ghost skip (no residual block
+            for `"jump"`; no shape-preserving layer for `"identity"`), the
+            model already has ghost skips, or a nested sub-model is
+            subclassed (named in the message).
 
     Reference:
         Jaiswal et al., "Training Your Sparse Neural Network Better with Any
         Mask", ICML 2022 (Figure 4).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: {variant!r}.")
+    if variant == "jump" and placement is not None:
+        raise ValueError(
+            "`placement` applies to variant='identity' only: the jump is added "
+            "after the conv's normalization, as in the reference. "
+            f"Received: placement={placement!r} with variant='jump'.")
+    placement = "before_norm" if placement is None else placement
     if placement not in PLACEMENTS:
         raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: {placement!r}.")
     functional = as_functional(model, "add_ghost_skips")
@@ -179,14 +334,26 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0,
     if ghost_layers(functional, GhostGate):
         raise ValueError(f"Model {model.name!r} already has ghost skips (GhostGate layers).")
 
-    def edit(graph):
+    def edit_identity(graph):
         units = _ghost_units(graph, placement)
         for start, end, ref in units:
             gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
             graph.insert_after(end, gate, extra_inputs=[ref])
         return len(units), None
 
-    new, changes = edit_nested(functional, "add_ghost_skips", edit)
+    if variant == "jump":
+        new, changes = edit_nested(functional, "add_ghost_skips",
+                                   lambda graph: (_jump_edit(graph, alpha), None))
+        if not changes:
+            raise ValueError(
+                f"Model {model.name!r} has no place for a ghost jump: jumps go on "
+                "the convolutions of residual blocks (the branch of an `Add` "
+                "merge holding the most prunable layers), and this model has "
+                "none that a 1x1 jump can match. Use variant='identity' for "
+                "plain chains of shape-preserving layers, or switch ghost "
+                "skips off.")
+        return new
+    new, changes = edit_nested(functional, "add_ghost_skips", edit_identity)
     if not changes:
         raise ValueError(
             f"Model {model.name!r} has no place for a ghost skip: ghost skips "
@@ -202,7 +369,12 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0,
 
 
 def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
-    """Removes every `GhostGate`, restoring the original graph.
+    """Removes every `GhostGate` and `GhostJump`, restoring the original graph.
+
+    Each gate is deleted and its readers read the main path again; a jump
+    goes with its 1x1 conv and BN (they live inside the `GhostJump`). An
+    activation that `add_ghost_skips` split out of a conv is fused back.
+    Nothing is folded into the remaining weights (see `add_ghost_skips`).
 
     Args:
         model: a model from `add_ghost_skips` (after the ghost phase).
@@ -231,8 +403,15 @@ def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
 
     def edit(graph):
         names = graph.names(GhostGate)
+        jumps = graph.names(GhostJump)
         for name in names:
             graph.remove(name)
+        for name in jumps:  # fuse back an activation split out by the jump
+            conv = name[: -len("_ghost_jump")]
+            act = graph.layer(f"{conv}_act")
+            if isinstance(act, keras.layers.Activation) and f"{conv}_act" in [
+                    e["name"] for e in graph.entries]:
+                _refuse(graph, act.name, keras.activations.serialize(act.activation))
         return len(names), None
 
     return edit_nested(functional, "remove_ghost_skips", edit)[0]
@@ -345,7 +524,11 @@ def swap_to_relu(model: keras.Model) -> keras.Model:
 
 
 def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
-    """Adds one learned `LRSIScale` after every single-call prunable layer.
+    """Adds one learned `LRSIScale` after every single-call prunable layer (joint LRSI).
+
+    The `lrsi="joint"` variant of `keras_sparse.tost.ToST`: the scales are
+    trained with the weights. The reference searches them before training
+    instead (`keras_sparse.tost.search_lrsi_scales`, the default).
 
     A fused activation (e.g. `Conv2D(activation="relu")`) is moved into an
     `Activation` layer after the scale, so the scale multiplies `W x + b`
