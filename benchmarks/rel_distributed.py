@@ -55,8 +55,8 @@ SPARSITY = 0.8
 PAI_SPARSITY = 0.9
 SEED = 3
 
-DST_NAMES = ("deep_r", "dsr", "gmp", "granet", "granet_st", "mest", "neurrev", "rigl", "rigl_itop",
-             "set")
+DST_NAMES = ("chase", "deep_r", "dsr", "gmp", "granet", "granet_st", "mest", "neurrev", "rigl",
+             "rigl_itop", "set")
 PAI_METHODS = ("snip", "grasp", "synflow", "random")
 # Methods whose every masked weight keeps its count of active entries.
 _CONSERVE_PER_WEIGHT = ("deep_r", "mest", "neurrev", "rigl", "rigl_itop", "set")
@@ -258,7 +258,8 @@ def _sparsity_facts(scenario: str, steps: list[dict]) -> dict:
 
     - static, tost, dst:{set,rigl,mest,neurrev,deep_r}: every masked weight
       keeps its initial count of active entries at every step;
-    - dst:dsr: the total count is conserved (DSR reallocates across layers);
+    - dst:{dsr,chase}: the total count is conserved (both reallocate across
+      layers; Chase moves the entries of removed channels);
     - dst:{gmp,granet,granet_st}: the final count is
       `num_active(total, SPARSITY)` (reached at the last update, step 8);
     - pai:*: the count set by the method is kept at every step; global-scope
@@ -271,7 +272,7 @@ def _sparsity_facts(scenario: str, steps: list[dict]) -> dict:
     name = scenario.partition(":")[2]
     out = {"initial_sparsity": 1 - sum(first.values()) / total,
            "final_sparsity": 1 - sum(last.values()) / total}
-    if scenario.startswith("dst:") and name == "dsr":
+    if scenario.startswith("dst:") and name in ("dsr", "chase"):
         out["expected"] = "total active conserved"
         out["exact"] = all(sum(s["active"].values()) == sum(first.values()) for s in steps)
     elif scenario.startswith("dst:") and name in _GRADUAL:

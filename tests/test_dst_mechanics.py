@@ -15,9 +15,8 @@ import tensorflow as tf
 
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
-from keras_sparse import masks as mm
 from keras_sparse.algorithms.optimizer_state import optimizer_slots
-from test_dst_training import METHODS, algorithm, data, make_model, sparse_model
+from test_dst_training import METHOD_STRUCTURES, METHODS, algorithm, data, make_model, sparse_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RANDOM_GROWTH = {"set", "mest", "dsr", "deep_r"}  # grow by the seeded rng
@@ -59,9 +58,10 @@ class _BeforeUpdate(keras.callbacks.Callback):
 class _AfterUpdate(keras.callbacks.Callback):
     """Listed after the DST callback: checks what the mask update just did."""
 
-    def __init__(self, before):
+    def __init__(self, before, method):
         super().__init__()
         self.before = before
+        self.method = method
         self.grown = 0
         self.pruned = 0
         self.reset_nonzero_moments = 0  # moments that were nonzero and were reset
@@ -81,14 +81,16 @@ class _AfterUpdate(keras.callbacks.Callback):
             for s, s_old in zip(slots, self.before.slots[i]):
                 s = s.numpy()
                 assert np.all(s[grown] == 0.0), "moments of grown entries must be reset"
-                # Every other entry keeps its moments.
-                np.testing.assert_array_equal(s[~grown], s_old[~grown])
+                # Every other entry keeps its moments. Chase removes channels
+                # after RigL's step: an entry RigL regrew (moments reset) may
+                # end in a removed channel, so its pruned entries are exempt.
+                kept = ~grown & (new == 1) if self.method == "chase" else ~grown
+                np.testing.assert_array_equal(s[kept], s_old[kept])
                 self.reset_nonzero_moments += int(np.count_nonzero(s_old[grown]))
 
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("structure", mm.STRUCTURES)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method,structure", METHOD_STRUCTURES)
 def test_grown_weights_zero_and_moments_reset_during_fit(method, structure, opt_name):
     """After every mask update in fit: new connections are 0 with zero moments, other moments untouched.
 
@@ -100,7 +102,7 @@ def test_grown_weights_zero_and_moments_reset_during_fit(method, structure, opt_
     model = sparse_model(method, structure, optimizer=OPTIMIZERS[opt_name]())
     x, y = data(160)  # 10 steps; updates at 2, 4, 6, 8 (GraNet regrows at 4 and 6)
     before = _BeforeUpdate()
-    after = _AfterUpdate(before)
+    after = _AfterUpdate(before, method)
     cb = ks.callbacks.DynamicSparseTraining(method_config(method, structure))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[before, cb, after])
     assert cb.algorithm.stats or method == "deep_r", "no mask update happened"

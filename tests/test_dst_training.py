@@ -10,6 +10,8 @@ from keras_sparse import masks as mm
 
 GRADUAL = {"gmp", "granet", "granet_st"}
 METHODS = alg.registered_names()
+# Every (method, structure) pair the method accepts (Chase: unstructured only).
+METHOD_STRUCTURES = [(m, s) for m in METHODS for s in alg.get(m).structures]
 
 
 def make_model():

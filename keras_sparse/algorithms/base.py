@@ -182,6 +182,8 @@ class Updater:
 
     needs_gradients = False
     registered_name = "updater"
+    # Mask structures this algorithm keeps (`keras_sparse.masks.STRUCTURES`).
+    structures: tuple[str, ...] = mask_math.STRUCTURES
 
     def __init__(
         self,
@@ -206,6 +208,11 @@ class Updater:
         self.drop_fraction = drop_fraction
         self.drop_fraction_decay = drop_fraction_decay
         self.structure = mask_math.validate_structure(structure)
+        if self.structure not in self.structures:
+            raise ValueError(
+                f"{type(self).__name__} accepts structure in {list(self.structures)}. "
+                f"Received: structure={structure!r}."
+            )
         self.seed = mask_math.validate_seed(seed)
         self.schedule = schedules.UpdateSchedule(update_interval, start_step, stop_step)
         if drop_fraction_decay not in _DECAYS:

@@ -125,13 +125,10 @@ class Chase(RigL):
         NeurIPS 2023 (arXiv 2305.19454); code: github.com/luuyin/chase.
     """
 
+    # Channel removal and UMM act on unstructured masks.
+    structures = ("unstructured",)
+
     def __init__(self, channel_sparsity: float = 0.5, min_channel_ratio: float = 0.5, **kwargs):
-        structure = kwargs.get("structure", "unstructured")
-        if structure != "unstructured":
-            raise ValueError(
-                "Chase removes whole channels from unstructured masks; it accepts only "
-                f"structure='unstructured'. Received: structure={structure!r}."
-            )
         self.channel_sparsity = mask_math.validate_sparsity(channel_sparsity, "channel_sparsity")
         self.min_channel_ratio = validate_fraction(
             min_channel_ratio, "min_channel_ratio", low_open=False, high_open=False)
@@ -265,6 +262,8 @@ class Chase(RigL):
 
     # ----------------------------------------------------------- update
     def update(self, step, targets, grads=None, optimizer=None):
+        before = [(keras.ops.convert_to_numpy(t.weight),
+                   np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32)) for t in targets]
         stats = super().update(step, targets, grads, optimizer)
         if not stats or self.channel_sparsity == 0 or not self._units:
             return stats
@@ -290,19 +289,25 @@ class Chase(RigL):
         for i, t in enumerate(targets):
             if i not in touched and not grown[i].any():
                 continue
+            # As in RigL's update, an entry dropped and re-grown at the same
+            # update is not new: it gets its value back and keeps its
+            # moments; only entries inactive before the update start at zero.
+            old_w, old_m = before[i]
+            new = grown[i] * (1 - old_m)
+            returning = grown[i] * old_m
             masks[i] = np.maximum(masks[i], grown[i])
-            weights[i] = weights[i] * (1 - grown[i])
+            weights[i] = weights[i] * (1 - grown[i]) + old_w * returning
             t.mask.assign(keras.ops.convert_to_tensor(masks[i], "float32"))
             t.weight.assign(keras.ops.convert_to_tensor(weights[i], weights[i].dtype))
-            if grown[i].any():
-                reset_slots(optimizer, t.weight, grown[i])
+            if new.any():
+                reset_slots(optimizer, t.weight, new)
             self._ever_active[i] = self._ever_active[i] | (masks[i] > 0)
             if t.state is not None:
                 t.state.update(self.persistent_state(i))
             s = stats.get(t.key)
             if s is not None:
                 s["sparsity"] = 1.0 - np.count_nonzero(masks[i]) / masks[i].size
-                s["regrown"] = s.get("regrown", 0.0) + float(grown[i].sum())
+                s["regrown"] = s.get("regrown", 0.0) + float(new.sum())
                 s["itop_rate"] = float(np.count_nonzero(self._ever_active[i]) / masks[i].size)
         self.channel_stats = self._channel_stats()
         self.channel_stats["reallocated"] = float(sum(g.sum() for g in grown))

@@ -50,6 +50,15 @@ def _value(x):
     return x.value if isinstance(x, keras.Variable) else x
 
 
+def _read(x):
+    """The current value of a variable as a tensor (a tensor unchanged)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(x)
+    return ops.convert_to_tensor(x)
+
+
 def masked_forward(weight, mask):
     """`masked(weight, mask)` whose gradient passes to `weight` unmasked.
 
@@ -65,7 +74,10 @@ def masked_forward(weight, mask):
         Evci et al., "Rigging the Lottery", ICML 2020 (grow by the dense
         gradient of the zero-valued connections).
     """
-    mask = _value(mask)
+    # Read both into tensors outside the custom gradient: a variable read
+    # inside it (eager mode, or a MirroredVariable) would need a
+    # `variables` argument in the gradient function.
+    mask = _read(mask)
 
     @ops.custom_gradient
     def forward(w):
@@ -74,7 +86,7 @@ def masked_forward(weight, mask):
 
         return masked(w, mask), grad
 
-    return forward(_value(weight))
+    return forward(_read(weight))
 
 
 class MaskConstraint(keras.constraints.Constraint):
