@@ -9,7 +9,7 @@ kernels have no TFLite builtin: `Conv2DBackpropFilter`,
 TensorFlow and overrides only its gradient with `tf.custom_gradient`,
 written with builtin-lowerable ops:
 
-- `relu` / `relu6`: `SELECT_V2` on the output.
+- `relu` / `relu6`: `SELECT_V2` (forward and gradient).
 - `conv2d`: input gradient `TRANSPOSE_CONV`; filter gradient one strided
   slice and one matmul per kernel tap.
 - `depthwise_conv2d`: input gradient a `DEPTHWISE_CONV_2D` of the
@@ -114,10 +114,15 @@ def _pad(x, pads, value=0.0):
 
 # ------------------------------------------------------------- activations
 
+# Converter pitfall: a RELU/RELU6 right after a bias-free matmul or conv
+# whose weights are variables is fused into that op and then not applied
+# (observed with TF 2.21 + LiteRT). A select is not pattern-matched, so the
+# forward is written as one.
+
 @tf.custom_gradient
 def relu(x):
     """`max(x, 0)`; gradient `where(y > 0, dy, 0)` (TensorFlow's ReluGrad)."""
-    y = tf.nn.relu(x)
+    y = tf.where(x > 0.0, x, 0.0)
 
     def grad(dy):
         return tf.where(y > 0.0, dy, 0.0)
@@ -128,7 +133,7 @@ def relu(x):
 @tf.custom_gradient
 def relu6(x):
     """`min(max(x, 0), 6)`; gradient where `0 < y < 6` (Relu6Grad)."""
-    y = tf.nn.relu6(x)
+    y = tf.minimum(tf.where(x > 0.0, x, 0.0), 6.0)
 
     def grad(dy):
         return tf.where(tf.logical_and(y > 0.0, y < 6.0), dy, 0.0)
