@@ -363,9 +363,11 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
     """Classifies every variable of `lowered.model` (see `WeightSpec`)."""
     trainable = {id(v) for v in model.trainable_variables}
     bn_vars = {}
+    owner = {}
     for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            for v in layer.weights:
+        for v in layer.weights:
+            owner.setdefault(id(v), layer.name)
+            if type(layer).__name__ == "BatchNormalization":
                 bn_vars[id(v)] = layer
     specs = []
     seen = set()
@@ -388,7 +390,8 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
         if role == "train" and v.name.endswith("kernel") and \
                 np.any(value == 0):
             mask = value != 0
-        specs.append(WeightSpec(_sig_name(v.path), v, value, mask, role))
+        name = f"{owner[id(v)]}_{v.name}" if id(v) in owner else v.path
+        specs.append(WeightSpec(_sig_name(name), v, value, mask, role))
     names = [s.name for s in specs if s.role != "const"]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
