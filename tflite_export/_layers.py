@@ -42,9 +42,10 @@ from tflite_export import _grad_ops as gops
 BATCHNORM_MODES = ("frozen", "train")
 
 # Reused as they are: their TensorFlow gradients are builtin ops.
+# (BatchNormalization and Dropout, whose behaviour depends on `training`,
+# are wrapped: the `train` signature calls the model with training=True.)
 _PASSTHROUGH = ("InputLayer", "Add", "Concatenate", "ZeroPadding2D",
-                "GlobalAveragePooling2D", "Flatten", "Reshape", "Dropout",
-                "BatchNormalization")
+                "GlobalAveragePooling2D", "Flatten", "Reshape")
 
 SUPPORTED = (
     "Dense (2-D input), Conv2D, DepthwiseConv2D, SeparableConv2D "
@@ -115,10 +116,12 @@ class LoweredLayer(keras.layers.Layer):
         self.inner = inner
         self._forward = forward
 
-    def call(self, x):
+    def call(self, x, training=False, **kwargs):
+        # `training` is True only in the `train` signature; only
+        # `LoweredBatchNorm` looks at it.
         return self._forward(self.inner, x)
 
-    def compute_output_spec(self, x):
+    def compute_output_spec(self, x, training=False, **kwargs):
         return self.inner.compute_output_spec(x)
 
 
@@ -166,6 +169,10 @@ def _pool(fn, pool, strides, padding):
     return forward
 
 
+def _frozen_bn(layer, x):
+    return layer(x, training=False)
+
+
 def _unary(fn):
     def forward(layer, x):
         return fn(x) if fn else tf.identity(x)
@@ -174,36 +181,42 @@ def _unary(fn):
 
 class LoweredBatchNorm(LoweredLayer):
     """BatchNormalization trained with batch statistics, like Keras'
-    `training=True` (`batchnorm="train"`).
+    `training=True` (`batchnorm="train"`); inference mode otherwise.
 
-    Normalizes with the batch mean and (biased) variance over all axes but
-    the channel axis, and returns the updated moving statistics
-    `moving * momentum + batch * (1 - momentum)` through
-    `LoweredModel.bn_updates`. `rsqrt`'s TensorFlow gradient (RsqrtGrad)
-    has no builtin lowering, so it is written out: `-0.5 * rsqrt(v)^3`.
+    In training it normalizes with the batch mean and (biased) variance
+    over all axes but the channel axis, computed as `tf.nn.moments` does
+    (the mean is a constant inside the variance), and assigns the moving
+    statistics `moving * momentum + batch * (1 - momentum)`; inside
+    `stateless_call` the assignment comes back as the updated
+    non-trainable values. `rsqrt`'s TensorFlow gradient (RsqrtGrad) has no
+    builtin lowering, so it is written out: `-0.5 * rsqrt(v)^3`.
     """
 
     def __init__(self, inner, **kwargs):
         super().__init__(inner, None, **kwargs)
-        self.updates: list | None = None
 
-    def call(self, x):
+    def call(self, x, training=False, **kwargs):
         bn = self.inner
+        if not training:
+            return bn(x, training=False)
         axes = list(range(len(x.shape) - 1))
-        mean = tf.reduce_mean(x, axis=axes)
-        var = tf.reduce_mean(tf.square(x - mean), axis=axes)
+        mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+        var = tf.reduce_mean(tf.math.squared_difference(
+            x, tf.stop_gradient(mean)), axis=axes, keepdims=True)
         inv = _rsqrt(var + bn.epsilon)
         if bn.scale:
             inv = inv * _value(bn.gamma)
-        y = (x - mean) * inv
+        offset = -mean * inv
         if bn.center:
-            y = y + _value(bn.beta)
+            offset = offset + _value(bn.beta)
+        y = x * inv + offset
         m = bn.momentum
-        self.updates = [
-            (bn.moving_mean, _value(bn.moving_mean) * m + mean * (1.0 - m)),
-            (bn.moving_variance,
-             _value(bn.moving_variance) * m + var * (1.0 - m)),
-        ]
+        flat_mean = tf.reshape(mean, [-1])
+        flat_var = tf.reshape(var, [-1])
+        bn.moving_mean.assign(_value(bn.moving_mean) * m
+                              + flat_mean * (1.0 - m))
+        bn.moving_variance.assign(_value(bn.moving_variance) * m
+                                  + flat_var * (1.0 - m))
         return y
 
 
@@ -236,7 +249,7 @@ def _lower(layer, is_output: bool, batchnorm: str) -> tuple[Any, str | None]:
     cls = type(layer).__name__
     cfg = layer.get_config()
     if cls == "Dense":
-        if len(layer.input.shape) != 2 if _has_input(layer) else False:
+        if _has_input(layer) and len(layer.input.shape) != 2:
             raise ValueError(
                 f"Layer '{layer.name}' (Dense) gets a "
                 f"{len(layer.input.shape)}-D input; on-device training "
@@ -289,7 +302,9 @@ def _lower(layer, is_output: bool, batchnorm: str) -> tuple[Any, str | None]:
                 f"axis {cfg['axis']}; only the last axis is supported.")
         if batchnorm == "train" and layer.trainable:
             return LoweredBatchNorm(layer), None
-        return layer, None
+        return LoweredLayer(layer, _frozen_bn), None
+    if cls == "Dropout":
+        return LoweredLayer(layer, _unary(None)), None
     if cls in _PASSTHROUGH:
         return layer, None
     raise ValueError(
@@ -314,19 +329,16 @@ class LoweredModel:
 
     Attributes:
         model: the copy (a `keras.Model` sharing the original variables).
+            Call it with `training=True` in the `train` signature (batch
+            statistics for `batchnorm="train"`), `training=False` else;
+            Dropout is the identity either way.
         final_activation: `"softmax"` when the model output is a softmax
             (folded into the loss; `infer` applies it), else `"linear"`.
-        bn_layers: `LoweredBatchNorm` layers (`batchnorm="train"`).
     """
 
-    def __init__(self, model, final_activation: str, bn_layers: list):
+    def __init__(self, model, final_activation: str):
         self.model = model
         self.final_activation = final_activation
-        self.bn_layers = bn_layers
-
-    def bn_updates(self) -> list:
-        """`(moving variable, new value)` pairs of the last traced call."""
-        return [u for layer in self.bn_layers for u in (layer.updates or [])]
 
 
 def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
@@ -349,7 +361,6 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
                          f"received {batchnorm!r}.")
     outputs = _output_layers(model)
     finals = []
-    bn_layers = []
 
     def clone(layer):
         if isinstance(layer, keras.Model):
@@ -360,8 +371,6 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
         new, final = _lower(layer, id(layer) in outputs, batchnorm)
         if final:
             finals.append(final)
-        if isinstance(new, LoweredBatchNorm):
-            bn_layers.append(new)
         return new
 
     # Validate every layer first, so nothing is built on bad input.
@@ -369,6 +378,5 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
         if type(layer).__name__ != "InputLayer":
             clone(layer)
     finals.clear()
-    bn_layers.clear()
     copy = keras.models.clone_model(model, clone_function=clone)
-    return LoweredModel(copy, "softmax" if finals else "linear", bn_layers)
+    return LoweredModel(copy, "softmax" if finals else "linear")

@@ -252,7 +252,8 @@ class TrainingModule(tf.Module):
                 values[id(spec.variable)] = tf.constant(spec.value)
         tv = [values[id(v)] for v in model.trainable_variables]
         ntv = [values[id(v)] for v in model.non_trainable_variables]
-        out, new_ntv = model.stateless_call(tv, ntv, x, training=False)
+        out, new_ntv = model.stateless_call(tv, ntv, x,
+                                            training=training_state)
         updates = []
         if training_state and self.state_vars:
             new = {id(v): val for v, val in
