@@ -162,12 +162,14 @@ def require_training(interp) -> None:
     """Raises ValueError unless the file has the training signatures."""
     sigs = _signatures(interp)
     if "train" not in sigs:
+        found = (f"its signatures are {sigs}" if sigs else
+                 "it has no signatures (an inference-only file)")
         raise ValueError(
-            f"This .tflite file cannot train: its signatures are {sigs}; "
-            "training needs a file written by "
-            "tflite_export.export_trainable (signatures train, infer, "
-            "get_weights, set_weights, ...). Inference-only exports "
-            "(export_inference) accept `infer` only.")
+            f"This .tflite file cannot train: {found}. Training needs a "
+            "file written by tflite_export.export_trainable (signatures "
+            "train, infer, get_weights, set_weights, get_state, "
+            "set_state); inference-only exports (export_inference) accept "
+            "the infer mode only.")
 
 
 def _num_classes(interp) -> int | None:
