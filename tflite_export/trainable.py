@@ -157,6 +157,20 @@ class TrainingModule(tf.Module):
                        for k in range(optimizer.num_slots)]
                       for v, n in zip(self.vars, self.weight_names)]
         self.state_vars = [tf.Variable(s.value, name=s.name) for s in states]
+        # Frozen kernels that are mostly zero: non-zeros + flat indices,
+        # scattered on use, like trained kernels under sparse storage.
+        frozen = {}
+        for s in specs:
+            if compact and s.role == "const" and s.variable.name.endswith(
+                    "kernel") and 2 * np.count_nonzero(s.value) <= s.value.size:
+                nz = np.flatnonzero(s.value.reshape(-1))
+                frozen[id(s.variable)] = (
+                    tf.Variable(s.value.reshape(-1)[nz], trainable=False,
+                                name=f"{s.name}_frozen"),
+                    nz.astype(np.int32)[:, None])
+        self.frozen_vars = [v for v, _ in frozen.values()]
+        # Kept out of tf.Module tracking (a dict keyed by ids).
+        self._keras.frozen = frozen
         self.step = tf.Variable(0.0, name="step")
         self._slot_names = [f"{n}__slot{k}" for n in self.weight_names
                             for k in range(optimizer.num_slots)]
@@ -248,6 +262,11 @@ class TrainingModule(tf.Module):
                 values[id(spec.variable)] = next(t)
             elif spec.role == "state":
                 values[id(spec.variable)] = next(s).read_value()
+            elif id(spec.variable) in self._keras.frozen:
+                vals, idx = self._keras.frozen[id(spec.variable)]
+                values[id(spec.variable)] = tf.reshape(tf.scatter_nd(
+                    tf.constant(idx), vals.read_value(),
+                    [spec.value.size]), spec.value.shape)
             else:
                 values[id(spec.variable)] = tf.constant(spec.value)
         tv = [values[id(v)] for v in model.trainable_variables]
@@ -330,7 +349,7 @@ class TrainingModule(tf.Module):
 class _Holder:
     """Keeps the Keras model out of tf.Module's object tracking."""
 
-    __slots__ = ("lowered",)
+    __slots__ = ("lowered", "frozen")
 
     def __init__(self, lowered):
         self.lowered = lowered
