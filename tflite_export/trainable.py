@@ -29,7 +29,10 @@ pass only (sparse back-propagation as in TinyTL and PockEngine).
 
 Which weights train: the model's `trainable_variables`, except those of
 BatchNormalization layers unless `batchnorm="train"`. Everything else
-(layers with `trainable=False`, frozen BN) is a constant of the file.
+(layers with `trainable=False`, frozen BN) is a constant of the file; with
+`weight_storage="sparse"` a frozen kernel that is at least half zeros is
+stored as its non-zeros (a read-only variable: a constant scatter would be
+folded back into a dense constant by the converter) plus int32 indices.
 
 With `weight_storage="sparse"` a pruned trainable kernel is stored
 compactly: its variable holds only the non-zero values (shape `[nnz]`), a

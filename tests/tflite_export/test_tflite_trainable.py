@@ -555,7 +555,8 @@ def _freeze_all_but(model, names):
     return model
 
 
-def test_head_only_training_keeps_backbone_constant(tmp_path, rng):
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_head_only_training_keeps_backbone_constant(tmp_path, rng, storage):
     model = _freeze_all_but(_tiny_resnet(), {"logits"})
     xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
     path = str(tmp_path / "t.tflite")
@@ -563,7 +564,10 @@ def test_head_only_training_keeps_backbone_constant(tmp_path, rng):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     report = tflite_export.export_trainable(model, path, opt(), loss,
                                             batch_size=B,
-                                            compare_dense=False)
+                                            compare_dense=False,
+                                            weight_storage=storage)
+    # Sparse storage keeps the frozen (70% zero) kernels compact too.
+    assert ("SCATTER_ND" in report.operators) == (storage == "sparse")
     # Only the head trains, is saved and restored.
     assert report.weight_names == ["logits_kernel", "logits_bias"]
     assert "stem_conv" in report.frozen_layers
