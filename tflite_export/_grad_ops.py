@@ -10,6 +10,8 @@ TensorFlow and overrides only its gradient with `tf.custom_gradient`,
 written with builtin-lowerable ops:
 
 - `relu` / `relu6`: `SELECT_V2` (forward and gradient).
+- `rsqrt` (batch-statistics BatchNormalization): `-0.5 * rsqrt(v)^3`
+  instead of `RsqrtGrad`.
 - `conv2d`: input gradient `TRANSPOSE_CONV`; filter gradient one strided
   slice and one matmul per kernel tap.
 - `depthwise_conv2d`: input gradient a `DEPTHWISE_CONV_2D` of the
@@ -36,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["avg_pool2d", "conv2d", "depthwise_conv2d", "max_pool2d",
-           "relu", "relu6"]
+           "relu", "relu6", "rsqrt"]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -139,6 +141,17 @@ def relu6(x):
         return tf.where(tf.logical_and(y > 0.0, y < 6.0), dy, 0.0)
 
     return y, grad
+
+
+@tf.custom_gradient
+def rsqrt(v):
+    """`1 / sqrt(v)`; gradient `-0.5 * rsqrt(v)^3` (TensorFlow's RsqrtGrad)."""
+    r = tf.math.rsqrt(v)
+
+    def grad(dr):
+        return dr * (-0.5) * r * r * r
+
+    return r, grad
 
 
 # ------------------------------------------------------------ convolutions

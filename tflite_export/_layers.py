@@ -203,7 +203,7 @@ class LoweredBatchNorm(LoweredLayer):
         mean = tf.reduce_mean(x, axis=axes, keepdims=True)
         var = tf.reduce_mean(tf.math.squared_difference(
             x, tf.stop_gradient(mean)), axis=axes, keepdims=True)
-        inv = _rsqrt(var + bn.epsilon)
+        inv = gops.rsqrt(var + bn.epsilon)
         if bn.scale:
             inv = inv * _value(bn.gamma)
         offset = -mean * inv
@@ -218,16 +218,6 @@ class LoweredBatchNorm(LoweredLayer):
         bn.moving_variance.assign(_value(bn.moving_variance) * m
                                   + flat_var * (1.0 - m))
         return y
-
-
-@tf.custom_gradient
-def _rsqrt(v):
-    r = tf.math.rsqrt(v)
-
-    def grad(dr):
-        return dr * (-0.5) * r * r * r
-
-    return r, grad
 
 
 def _output_layers(model) -> set[int]:

@@ -105,3 +105,51 @@ def test_avg_pool_gradient_matches_tensorflow(rng, hw, p, s, pad):
     x = _x(rng, (2, *hw, 3))
     _compare(lambda x: g.avg_pool2d(x, p, s, pad),
              lambda x: tf.nn.avg_pool2d(x, p, s, pad), [x], rng)
+
+
+def test_rsqrt_gradient_matches_tensorflow(rng):
+    v = rng.uniform(0.1, 3.0, (4, 7)).astype(np.float32)
+    _compare(g.rsqrt, tf.math.rsqrt, [v], rng)
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
+def test_batch_statistics_batchnorm_gradient_matches_keras(rng, center,
+                                                           scale):
+    import keras
+
+    from tflite_export._layers import LoweredBatchNorm
+
+    bn = keras.layers.BatchNormalization(center=center, scale=scale,
+                                         momentum=0.8)
+    x = _x(rng, (4, 5, 5, 3)) * 2.0 + 1.0
+    bn.build(x.shape)
+    if scale:
+        bn.gamma.assign(rng.uniform(0.5, 1.5, 3).astype(np.float32))
+    if center:
+        bn.beta.assign(rng.normal(0, 0.3, 3).astype(np.float32))
+    lowered = LoweredBatchNorm(bn)
+    params = ([bn.gamma] if scale else []) + ([bn.beta] if center else [])
+
+    def run(fn):
+        xt = tf.constant(x)
+        dy = tf.constant(np.random.default_rng(7).standard_normal(x.shape)
+                         .astype(np.float32))
+        mean0 = np.asarray(bn.moving_mean).copy()
+        var0 = np.asarray(bn.moving_variance).copy()
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = fn(xt)
+        grads = tape.gradient(y, [xt] + [p.value for p in params], dy)
+        moved = (np.asarray(bn.moving_mean).copy(),
+                 np.asarray(bn.moving_variance).copy())
+        bn.moving_mean.assign(mean0)
+        bn.moving_variance.assign(var0)
+        return y.numpy(), [gr.numpy() for gr in grads], moved
+
+    y1, g1, m1 = run(lambda t: lowered(t, training=True))
+    y2, g2, m2 = run(lambda t: bn(t, training=True))
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(m1, m2):  # moving statistics updated like Keras
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
