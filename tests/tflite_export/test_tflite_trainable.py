@@ -1,5 +1,4 @@
 import os
-import subprocess
 
 import keras
 import numpy as np
@@ -10,9 +9,8 @@ import tflite_export
 from tflite_export.trainable import build_module
 from tflite_export.verify import make_interpreter
 
-from tflite_helpers import (keras_reference_steps, mlp,
-                            require_tflite_runtime_python, small_cnn,
-                            zero_out)
+from tflite_helpers import (keras_reference_steps, mlp, small_cnn,
+                            train_in_tflite_runtime, zero_out)
 
 B = 8
 STEPS = 20
@@ -355,33 +353,7 @@ def test_bad_training_inputs_raise_before_writing(tmp_path, bad, match):
 
 
 def _train_in_tflite_runtime(tmp_path, path, xs, ys):
-    """get_weights, one train step per batch, get_weights and infer on the
-    first batch, in the tflite-runtime 2.14 venv (no TensorFlow, no Keras
-    imported)."""
-    py = require_tflite_runtime_python()
-    np.savez(tmp_path / "batches.npz", xs=xs, ys=ys)
-    script = f"""
-import sys, numpy as np
-from tflite_runtime.interpreter import Interpreter
-assert "tensorflow" not in sys.modules and "keras" not in sys.modules
-it = Interpreter(model_path={path!r}); it.allocate_tensors()
-d = np.load({str(tmp_path / 'batches.npz')!r})
-w0 = it.get_signature_runner("get_weights")()
-train = it.get_signature_runner("train")
-losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(d["xs"], d["ys"])]
-w1 = it.get_signature_runner("get_weights")()
-out = it.get_signature_runner("infer")(x=d["xs"][0])["output"]
-np.savez({str(tmp_path / 'out.npz')!r}, losses=np.array(losses), out=out,
-         **{{"w0_" + k: v for k, v in w0.items()}},
-         **{{"w1_" + k: v for k, v in w1.items()}})
-"""
-    res = subprocess.run([py, "-c", script], capture_output=True, text=True,
-                         timeout=180)
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = np.load(tmp_path / "out.npz")
-    w0 = {k[3:]: out[k] for k in out.files if k.startswith("w0_")}
-    w1 = {k[3:]: out[k] for k in out.files if k.startswith("w1_")}
-    return out["losses"], w0, w1, out["out"]
+    return train_in_tflite_runtime(tmp_path, path, xs, ys)
 
 
 def _check_against_keras(report, losses, w0, w1, k_losses, k_weights):
@@ -705,3 +677,33 @@ def test_restored_state_continues_exactly(tmp_path, rng, storage):
     resumed = c.get_signature_runner("get_state")()
     for k in final:
         np.testing.assert_array_equal(resumed[k], final[k])
+
+
+def test_dag_and_batchnorm_train_in_tflite_runtime_214(tmp_path, rng):
+    model = _dag_zoo()
+    xs, ys = _data(rng, (9, 9, 2), 5, categorical=False)
+    opt = lambda: keras.optimizers.Adam(3e-3)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    path = str(tmp_path / "zoo.tflite")
+    report = tflite_export.export_trainable(model, path, opt(), loss,
+                                            batch_size=B, compare_dense=False,
+                                            weight_storage="sparse")
+    losses, w0, w1, _ = _train_in_tflite_runtime(tmp_path, path, xs, ys)
+    k_losses, k_weights = keras_reference_steps(model, opt(), loss, xs, ys)
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    for name in report.weight_names:
+        if name.endswith("kernel"):
+            assert np.all(w1[name][w0[name] == 0] == 0.0)
+    model = _tiny_resnet(bn_trainable=True)
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    path = str(tmp_path / "bn.tflite")
+    tflite_export.export_trainable(model, path, opt(), loss, batch_size=B,
+                                   compare_dense=False, batchnorm="train")
+    losses, _, w1, _ = _train_in_tflite_runtime(tmp_path, path, xs, ys)
+    km = _masked_clone(model)
+    km.compile(optimizer=opt(), loss=loss, jit_compile=False)
+    k_losses = [float(km.train_on_batch(x, y)) for x, y in zip(xs, ys)]
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    np.testing.assert_allclose(w1["stem_bn_moving_mean"],
+                               np.asarray(km.get_layer("stem_bn").moving_mean),
+                               rtol=1e-3, atol=1e-5)
