@@ -28,6 +28,9 @@ Supported layers (channels_last, no dilation, groups 1):
   and beta with batch statistics and updates the moving statistics like
   Keras (see `LoweredBatchNorm`).
 - Dropout: identity (inference behaviour).
+
+`keras_sparse` `SparseWrapper` layers are lowered as the layer they wrap;
+their masks are read from `wrapper.masked_weights`.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tflite_export import _grad_ops as gops
+from tflite_export._validate import is_sparse_wrapper
 
 BATCHNORM_MODES = ("frozen", "train")
 
@@ -234,15 +239,18 @@ def _output_layers(model) -> set[int]:
     return found
 
 
-def _lower(layer, is_output: bool, batchnorm: str) -> tuple[Any, str | None]:
-    """`(replacement layer, 'softmax' or None)` for one layer."""
+def _lower(layer, is_output: bool, batchnorm: str,
+           node=None) -> tuple[Any, str | None]:
+    """`(replacement layer, 'softmax' or None)` for one layer; `node` is
+    the layer called in the graph (a SparseWrapper around `layer`)."""
+    node = node or layer
     cls = type(layer).__name__
     cfg = layer.get_config()
     if cls == "Dense":
-        if _has_input(layer) and len(layer.input.shape) != 2:
+        if _has_input(node) and len(node.input.shape) != 2:
             raise ValueError(
                 f"Layer '{layer.name}' (Dense) gets a "
-                f"{len(layer.input.shape)}-D input; on-device training "
+                f"{len(node.input.shape)}-D input; on-device training "
                 "supports Dense on 2-D inputs only (add a Flatten layer).")
         name = _act_name(layer.activation)
         act = _activation(layer, name, is_output)
@@ -285,7 +293,7 @@ def _lower(layer, is_output: bool, batchnorm: str) -> tuple[Any, str | None]:
         axis = cfg["axis"]
         axis = axis if isinstance(axis, int) else (
             axis[0] if len(axis) == 1 else None)
-        rank = len(layer.input.shape) if _has_input(layer) else None
+        rank = len(node.input.shape) if _has_input(node) else None
         if axis not in (-1, None if rank is None else rank - 1):
             raise ValueError(
                 f"Layer '{layer.name}' (BatchNormalization) normalizes "
@@ -324,11 +332,15 @@ class LoweredModel:
             Dropout is the identity either way.
         final_activation: `"softmax"` when the model output is a softmax
             (folded into the loss; `infer` applies it), else `"linear"`.
+        masks: `{id(weight): float mask array}` of the weights of
+            `SparseWrapper` layers (read from `wrapper.masked_weights`).
     """
 
-    def __init__(self, model, final_activation: str):
+    def __init__(self, model, final_activation: str,
+                 masks: dict | None = None):
         self.model = model
         self.final_activation = final_activation
+        self.masks = masks or {}
 
 
 def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
@@ -351,6 +363,7 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
                          f"received {batchnorm!r}.")
     outputs = _output_layers(model)
     finals = []
+    masks = {}
 
     def clone(layer):
         if isinstance(layer, keras.Model):
@@ -358,7 +371,15 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
                 f"Layer '{layer.name}' is a nested model; on-device training "
                 "export needs a flat functional or Sequential model (rebuild "
                 "it with the nested model's layers called directly).")
-        new, final = _lower(layer, id(layer) in outputs, batchnorm)
+        if is_sparse_wrapper(layer):
+            # The wrapped layer runs with its own variables; the masks come
+            # from the public `masked_weights` (not from the wrapper's call).
+            for _, weight, mask in layer.masked_weights:
+                masks[id(weight)] = np.asarray(mask, dtype=np.float32)
+            new, final = _lower(layer.layer, id(layer) in outputs, batchnorm,
+                                node=layer)
+        else:
+            new, final = _lower(layer, id(layer) in outputs, batchnorm)
         if final:
             finals.append(final)
         return new
@@ -369,4 +390,4 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
             clone(layer)
     finals.clear()
     copy = keras.models.clone_model(model, clone_function=clone)
-    return LoweredModel(copy, "softmax" if finals else "linear")
+    return LoweredModel(copy, "softmax" if finals else "linear", masks)

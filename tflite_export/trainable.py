@@ -400,6 +400,9 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
         seen.add(id(v))
         value = np.asarray(v, dtype=np.float32) \
             if "float" in str(v.dtype) else np.asarray(v)
+        wrapper_mask = lowered.masks.get(id(v))
+        if wrapper_mask is not None:
+            value = value * wrapper_mask  # pruned entries are exact zeros
         bn = bn_vars.get(id(v))
         train_bn = batchnorm == "train" and bn is not None and bn.trainable
         if id(v) in trainable and (bn is None or train_bn):
@@ -410,7 +413,9 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
         else:
             role = "const"
         mask = None
-        if role == "train" and v.name.endswith("kernel") and \
+        if role == "train" and wrapper_mask is not None:
+            mask = wrapper_mask != 0 if np.any(wrapper_mask == 0) else None
+        elif role == "train" and v.name.endswith("kernel") and \
                 np.any(value == 0):
             mask = value != 0
         name = f"{owner[id(v)]}_{v.name}" if id(v) in owner else v.path
@@ -432,7 +437,7 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
     Raises:
         TypeError / ValueError: see `export_trainable`.
     """
-    check_model(model, "export_trainable")
+    check_model(model, "export_trainable", allow_sparse_wrapper=True)
     if weight_storage not in WEIGHT_STORAGE:
         raise ValueError(f"weight_storage must be one of {WEIGHT_STORAGE}; "
                          f"received {weight_storage!r}.")
@@ -484,11 +489,14 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     that contain exact zeros keep them exactly zero through training.
 
     Args:
-        model: a plain Keras 3 Sequential or functional model (any DAG of
-            the layers listed in `tflite_export._layers`), single input,
-            `(batch, classes)` output. Layers with `trainable=False` are
-            frozen on the device (constants, no backward below the lowest
-            trainable layer).
+        model: a Keras 3 Sequential or functional model (any DAG of the
+            layers listed in `tflite_export._layers`), single input,
+            `(batch, classes)` output: a `keras_sparse.sparsify` model
+            (its masks are read from the `SparseWrapper` layers) or a
+            plain one such as `keras_sparse.strip(model)` (exact zeros of
+            the kernels are the pruned entries). Layers with
+            `trainable=False` are frozen on the device (constants, no
+            backward below the lowest trainable layer).
         path: output `.tflite` path.
         optimizer: `keras.optimizers.SGD` (momentum, nesterov) or
             `keras.optimizers.Adam`, with a constant learning rate.
@@ -523,7 +531,7 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         A `TrainableExportReport`.
 
     Raises:
-        TypeError: not a Keras 3 model, or SparseWrapper layers present.
+        TypeError: not a Keras 3 model.
         ValueError: unsupported layers, activations (non-ReLU), optimizer,
             loss or options; ops without builtin lowering. Nothing is
             written.

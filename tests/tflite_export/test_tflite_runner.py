@@ -108,6 +108,7 @@ def test_cli_export_and_inspect(tmp_path):
                          env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
     info = json.loads(res.stdout)
     assert not info["has_densify"]
+    assert info["metadata"]["kind"] == "inference"
     assert {t["format"] for t in info["sparse_tensors"]} == {"BSR"}
 
 

@@ -125,3 +125,28 @@ def test_dense_storage_20_steps_match_sparse_keras(tmp_path, rng, name):
         tmp_path, rng, MODELS[name], "dense")
     losses, w0, w1 = _train_litert(path, xs, ys)
     _check(report, losses, w0, w1, sparse, k_losses)
+
+
+def test_sparsified_model_exports_directly_with_its_masks(tmp_path, rng):
+    model = keras_sparse.models.small_cnn((12, 12, 1))
+    sparse = keras_sparse.sparsify(model, 0.8, distribution="erk", seed=0)
+    plain = keras_sparse.strip(sparse)
+    # A wrapper may hold values at pruned positions (e.g. when its forward
+    # masks the kernel): the masks, not the values, decide what is pruned.
+    conv = sparse.get_layer("conv2")
+    _, kernel, mask = conv.masked_weights[0]
+    pruned = np.asarray(mask) == 0
+    kernel.assign(np.where(pruned, 5.0, np.asarray(kernel)))
+    xs, ys = _batches(rng, (12, 12, 1))
+    losses = {}
+    for name, m in (("wrapped", sparse), ("stripped", plain)):
+        path = str(tmp_path / f"{name}.tflite")
+        report = tflite_export.export_trainable(
+            m, path, _opt(), LOSS, batch_size=B, compare_dense=False,
+            weight_storage="sparse")
+        losses[name], w0, w1 = _train_litert(path, xs, ys)
+        assert np.all(w0["conv2_kernel"][pruned] == 0.0)
+        assert np.all(w1["conv2_kernel"][pruned] == 0.0)
+        assert report.num_masked >= 2  # conv2 and fc1 at least
+    np.testing.assert_allclose(losses["wrapped"], losses["stripped"],
+                               rtol=1e-6)
