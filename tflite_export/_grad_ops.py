@@ -12,8 +12,10 @@ written with builtin-lowerable ops:
 - `relu` / `relu6`: `SELECT_V2` (forward and gradient).
 - `rsqrt` (batch-statistics BatchNormalization): `-0.5 * rsqrt(v)^3`
   instead of `RsqrtGrad`.
-- `conv2d`: input gradient `TRANSPOSE_CONV`; filter gradient one strided
-  slice and one matmul per kernel tap.
+- `conv2d`: input gradient `TRANSPOSE_CONV`; filter gradient one
+  `CONV_2D` of the input with batch and channels swapped by the output
+  gradient, dilated by the stride (TensorFlow's `Conv2DBackpropFilter`
+  computes the same sums).
 - `depthwise_conv2d`: input gradient a `DEPTHWISE_CONV_2D` of the
   zero-dilated, padded output gradient with the spatially flipped kernel;
   filter gradient one strided slice, multiply and sum per kernel tap.
@@ -178,20 +180,33 @@ def conv2d(x, kernel, strides, padding: str):
             pads, _, out = _geometry((h, w), (kh, kw), s, padding)
             dx = tf.nn.conv2d_transpose(dy, kernel, [n, h, w, ci],
                                         strides=s, padding=padding)
-            xp = _pad(x, pads)
-            dy2 = tf.reshape(dy, [n * out[0] * out[1], co])
-            taps = []
-            for i in range(kh):
-                for j in range(kw):
-                    patch = tf.reshape(_tap(xp, i, j, s, out),
-                                       [n * out[0] * out[1], ci])
-                    taps.append(tf.matmul(patch, dy2, transpose_a=True))
-            dk = taps[0] if len(taps) == 1 else tf.stack(taps, axis=0)
-            return dx, tf.reshape(dk, [kh, kw, ci, co])
+            return dx, _conv_filter_grad(x, dy, (kh, kw), s, pads, out)
 
         return y, grad
 
     return op(x, kernel)
+
+
+def _conv_filter_grad(x, dy, k, s, pads, out):
+    """`dK[i, j, ci, co] = sum_{n, r, c} xpad[n, i + s*r, j + s*c, ci]
+    dy[n, r, c, co]` as one convolution: the padded input with batch and
+    channels swapped (`[ci, H, W, n]`) convolved with the output gradient
+    as the filter (`[oh, ow, n, co]`), dilated by the stride."""
+    kh, kw = k
+    xp = _pad(x, pads)
+    rows, cols = s[0] * (out[0] - 1) + kh, s[1] * (out[1] - 1) + kw
+    if int(xp.shape[1]) != rows or int(xp.shape[2]) != cols:
+        xp = xp[:, :rows, :cols, :]  # VALID: trailing inputs never read
+    if out == (1, 1):  # the filter covers the whole input: a matmul
+        n, ci, co = int(x.shape[0]), int(x.shape[3]), int(dy.shape[3])
+        dk = tf.matmul(tf.reshape(tf.transpose(xp, [1, 2, 3, 0]),
+                                  [kh * kw * ci, n]),
+                       tf.reshape(dy, [n, co]))
+        return tf.reshape(dk, [kh, kw, ci, co])
+    dk = tf.nn.conv2d(tf.transpose(xp, [3, 1, 2, 0]),
+                      tf.transpose(dy, [1, 2, 0, 3]), strides=1,
+                      padding="VALID", dilations=s)
+    return tf.transpose(dk, [1, 2, 0, 3])
 
 
 def depthwise_conv2d(x, kernel, strides, padding: str):
