@@ -61,9 +61,16 @@ def inference_metadata(op_resolver: str, precision: str) -> dict[str, Any]:
             "precision": precision}
 
 
-def add_metadata(model_content: bytes, info: dict[str, Any]) -> bytes:
+def add_metadata(model_content: bytes, info: dict[str, Any],
+                 strip_tensor_names: bool = False) -> bytes:
     """Returns `model_content` with `info` stored under `KEY` (replacing an
-    earlier entry of that name)."""
+    earlier entry of that name).
+
+    With `strip_tensor_names`, the names of tensors that are not a
+    subgraph's inputs or outputs are emptied: the interpreter and the
+    signature runners never read them (signatures refer to tensors by
+    index), and a training graph has thousands of such names.
+    """
     import flatbuffers
     import numpy as np
 
@@ -73,6 +80,15 @@ def add_metadata(model_content: bytes, info: dict[str, Any]) -> bytes:
         from tensorflow.lite.python import schema_py_generated as schema  # noqa
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
+    if strip_tensor_names:
+        for sg in model.subgraphs or []:
+            keep = set(np.asarray(sg.inputs if sg.inputs is not None else [],
+                                  np.int64).tolist())
+            keep |= set(np.asarray(sg.outputs if sg.outputs is not None
+                                   else [], np.int64).tolist())
+            for i, tensor in enumerate(sg.tensors or []):
+                if i not in keep:
+                    tensor.name = b""
     buf = schema.BufferT()
     buf.data = np.frombuffer(json.dumps(info, sort_keys=True).encode(),
                              np.uint8)

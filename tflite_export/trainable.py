@@ -557,7 +557,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
                          f"{flex}; refusing to write it.")
     data = meta.add_metadata(data, meta.trainable_metadata(
         module.weights_out, module._weight_shapes(), module.state_names,
-        module._loss.kind, module._num_classes, batch_size))
+        module._loss.kind, module._num_classes, batch_size),
+        strip_tensor_names=True)
     dense_bytes = None
     if compare_dense:
         from tflite_export.convert import convert
