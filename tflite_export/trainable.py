@@ -563,7 +563,10 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if compare_dense:
         from tflite_export.convert import convert
 
-        dense_bytes = len(convert(model, "float32", sparsity=False))
+        # The re-wired copy has no mask variables (a SparseWrapper model
+        # would add one constant per masked kernel to the dense file).
+        dense_bytes = len(convert(module._keras.lowered.model, "float32",
+                                  sparsity=False))
     notes = []
     frozen_bn = [l.name for l in model.layers
                  if type(l).__name__ == "BatchNormalization" and l.trainable

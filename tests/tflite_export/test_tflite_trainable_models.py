@@ -150,3 +150,12 @@ def test_sparsified_model_exports_directly_with_its_masks(tmp_path, rng):
         assert report.num_masked >= 2  # conv2 and fc1 at least
     np.testing.assert_allclose(losses["wrapped"], losses["stripped"],
                                rtol=1e-6)
+    # The dense float32 reference is the model's weights alone (no masks).
+    from tflite_export.convert import convert
+
+    report = tflite_export.export_trainable(
+        sparse, str(tmp_path / "w.tflite"), _opt(), LOSS, batch_size=B,
+        weight_storage="sparse")
+    plain_bytes = len(convert(plain, "float32", sparsity=False))
+    assert abs(report.dense_inference_float32_bytes - plain_bytes) < \
+        0.05 * plain_bytes
