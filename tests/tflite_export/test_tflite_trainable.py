@@ -337,6 +337,21 @@ def test_sparse_weight_storage_is_smaller_than_dense_inference(tmp_path):
         keras.layers.ReLU(negative_slope=0.1), keras.layers.Dense(2)])),
      "negative_slope"),
     (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4, activation="softmax"),
+        keras.layers.Dense(2)])), "only on the layer that produces"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((4, 8)), keras.layers.Dense(4),
+        keras.layers.Flatten(), keras.layers.Dense(2)])), "2-D inputs only"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.Sequential([keras.layers.Dense(4)]),
+        keras.layers.Dense(2)])), "nested model"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4, activation="tanh")])),
+     "'tanh'"),
+    (dict(batchnorm="moving"), r"batchnorm must be one of \('frozen', "
+                               r"'train'\); received 'moving'"),
+    (dict(batch_size=0), "batch_size must be a positive int"),
+    (dict(model=lambda: keras.Sequential([
         keras.Input((8,)), keras.layers.Dense(4),
         keras.layers.LayerNormalization(), keras.layers.Dense(2)])),
      "LayerNormalization"),
@@ -346,9 +361,10 @@ def test_bad_training_inputs_raise_before_writing(tmp_path, bad, match):
     opt = bad.get("optimizer", lambda: keras.optimizers.SGD(0.1))()
     loss = bad.get("loss", lambda: keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))()
+    options = {k: bad[k] for k in ("batchnorm", "batch_size") if k in bad}
     with pytest.raises(ValueError, match=match):
         tflite_export.export_trainable(model, str(tmp_path / "t.tflite"),
-                                       opt, loss)
+                                       opt, loss, **options)
     assert os.listdir(tmp_path) == []
 
 
