@@ -565,9 +565,17 @@ def test_head_only_training_keeps_backbone_constant(tmp_path, rng, storage):
     assert report.operators.get("CONV_2D", 0) == 2 * 9  # train + infer fwd
     with open(path, "rb") as f:
         interp = make_interpreter(f.read())
+    infer = interp.get_signature_runner("infer")
+    y0 = infer(x=xs[0])["output"]
+    head0 = interp.get_signature_runner("get_weights")()
     train = interp.get_signature_runner("train")
     losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
     after = interp.get_signature_runner("get_weights")()
+    # The device backbone is bit-identical after training: with the
+    # initial head restored, the output is bit-identical too.
+    interp.get_signature_runner("set_weights")(**head0)
+    np.testing.assert_array_equal(infer(x=xs[0])["output"], y0)
+    interp.get_signature_runner("set_weights")(**after)
     km = _masked_clone(model)
     backbone = {v.path: np.asarray(v).copy()
                 for v in km.weights if not v.path.startswith("logits")}
