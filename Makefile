@@ -23,7 +23,7 @@ TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
-.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-cost test-notebooks notebooks
+.PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-on-device bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device tost-example
 .PHONY: bench-neurrev bench-dormant bench-tost bench-pai
 
@@ -37,6 +37,7 @@ help:
 	@echo "make data        apt-get install dataset-fashion-mnist if missing"
 	@echo "make bench-accuracy        accuracy table (hours, resumable); -quick: < 10 min smoke run"
 	@echo "make bench-tflite          TFLite bytes/latency/on-device training benchmark"
+	@echo "make bench-on-device       on-device train step vs Keras, head-only, bytes, RSS"
 	@echo "make bench-cost            cost table: step-time ratios (incl. TF-MOT peer), update latency, TFLite"
 	@echo "make quickstart            examples/quickstart.py: static ERK + RigL on Fashion-MNIST"
 	@echo "make export-on-device      examples/export_and_train_on_device.py: TFLite export + runner training"
@@ -114,6 +115,9 @@ bench-accuracy-quick: venv data tfmot-venv
 
 bench-tflite: venv data
 	$(VENV_PY) -m benchmarks.tflite_bench $(BENCH_ARGS)
+
+bench-on-device: venv
+	$(VENV_PY) -m benchmarks.on_device_train $(BENCH_ARGS)
 
 # Cost table (BENCHMARK.md): runs the step-time parts (TF-MOT peer in
 # $(TFMOT_VENV)), reads dst_overhead.json and tflite_bench.json.

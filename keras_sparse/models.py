@@ -15,7 +15,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-__all__ = ["cifar_resnet", "resnet18", "small_cnn"]
+__all__ = ["cifar_resnet", "mobilenet_v2_small", "resnet18", "small_cnn"]
 
 _RESNET_KERNEL_INIT = "he_normal"
 
@@ -256,3 +256,111 @@ def resnet18(
         blocks_per_stage=(2, 2, 2, 2),
         name=name,
     )
+
+
+def _conv_bn_relu6(x, filters: int, kernel_size: int, strides: int, prefix: str):
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                      use_bias=False, name=f"{prefix}_conv")(x)
+    x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    return layers.ReLU(6.0, name=f"{prefix}_relu")(x)
+
+
+def _inverted_residual(x, filters: int, strides: int, expansion: int, prefix: str):
+    """Expand 1x1 - depthwise 3x3 - linear project 1x1 (+ identity skip)."""
+    in_channels = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = _conv_bn_relu6(y, in_channels * expansion, 1, 1, f"{prefix}_expand")
+    y = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
+                               name=f"{prefix}_dw_conv")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{prefix}_dw_relu")(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_project_conv")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_project_bn")(y)
+    if strides == 1 and in_channels == filters:
+        y = layers.Add(name=f"{prefix}_add")([x, y])
+    return y
+
+
+def mobilenet_v2_small(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    width: int = 16,
+    expansion: int = 4,
+    blocks_per_stage: Sequence[int] = (1, 2, 2),
+    name: str = "mobilenet_v2_small",
+) -> keras.Model:
+    """A small MobileNetV2-style network for on-device experiments.
+
+    A 3x3 stride-2 stem convolution (`width` filters), then three stages of
+    inverted residual blocks with `width`, `3 * width // 2` and `2 * width`
+    output channels (stride 1, 2, 2 at the start of each stage). A block
+    expands its input `expansion` times with a 1x1 convolution, filters it
+    with a 3x3 depthwise convolution, and projects it back with a linear
+    1x1 convolution; when the stride is 1 and the channels match, the input
+    is added to the output (identity skip). Every convolution has no bias
+    and is followed by BatchNormalization; ReLU6 follows all but the
+    projections (linear bottlenecks). The head is a 1x1 convolution to
+    `4 * width` channels + BN + ReLU6, global average pooling and a Dense
+    logits layer. This is MobileNetV2 scaled down to a few hundred
+    thousand multiply-adds per 32x32 image; the full network's block
+    layout and widths are in the reference.
+
+    The output is **logits** (no softmax). Use
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
+
+    Args:
+        input_shape: `(height, width, channels)` of one example.
+        num_classes: number of output logits.
+        width: channels of the stem and the first stage.
+        expansion: expansion factor of the inverted residual blocks.
+        blocks_per_stage: number of blocks in each of the three stages.
+        name: model name.
+
+    Returns:
+        An uncompiled functional `keras.Model` with layers named
+        `stem_conv`, `block{i}_expand_conv`, `block{i}_dw_conv`,
+        `block{i}_project_conv`, `block{i}_add`, `head_conv`, `avg_pool`,
+        `logits` (blocks numbered from 1 across stages).
+
+    Raises:
+        ValueError: if `input_shape`, `num_classes`, `width`, `expansion` or
+            `blocks_per_stage` are invalid.
+        TypeError: if `input_shape` is not a sequence of ints.
+
+    Example:
+
+    >>> model = keras_sparse.models.mobilenet_v2_small((28, 28, 1))
+    >>> model.output_shape
+    (None, 10)
+
+    Reference:
+        Sandler et al., "MobileNetV2: Inverted Residuals and Linear
+        Bottlenecks", CVPR 2018. https://arxiv.org/abs/1801.04381
+    """
+    input_shape = _check_input_shape(input_shape)
+    num_classes = _check_positive_int(num_classes, "num_classes")
+    width = _check_positive_int(width, "width")
+    expansion = _check_positive_int(expansion, "expansion")
+    blocks = tuple(blocks_per_stage) if isinstance(blocks_per_stage, (list, tuple)) else None
+    if blocks is None or len(blocks) != 3:
+        raise ValueError(
+            "`blocks_per_stage` must be 3 positive ints; received "
+            f"{blocks_per_stage!r}."
+        )
+    for b in blocks:
+        _check_positive_int(b, "blocks_per_stage[i]")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn_relu6(inputs, width, 3, 2, "stem")
+    index = 0
+    for stage, (filters, stride) in enumerate(
+        zip((width, 3 * width // 2, 2 * width), (1, 2, 2))
+    ):
+        for b in range(blocks[stage]):
+            index += 1
+            x = _inverted_residual(x, filters, stride if b == 0 else 1,
+                                   expansion, f"block{index}")
+    x = _conv_bn_relu6(x, 4 * width, 1, 1, "head")
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -157,3 +157,27 @@ def test_tost_example_quick_real_subset_lth(fashion_mnist):
     assert all((r["train_size"], r["test_size"], r["synthetic"]) == (1000, 500, False)
                for r in res["rows"])
     _check_tost_example(res, 0.95)
+
+
+# examples/personalize_head_on_device.py: a head trained on the device
+# (runner process) on top of a frozen sparse backbone.
+
+def test_personalize_head_args():
+    ex = _load("personalize_head_on_device")
+    args = ex.parse_args(["--quick"])
+    assert (args.base_epochs, args.user_samples, args.device_epochs) == (1, 48, 3)
+    with pytest.raises(SystemExit):
+        ex.parse_args(["--user-samples", "4"])
+
+
+def test_personalize_head_quick(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    res = _load("personalize_head_on_device").main(["--quick", "--out-dir", str(tmp_path)])
+    assert res["trained_weights"] == ["user_head_kernel", "user_head_bias"]
+    assert res["frozen_layers"] > 20
+    assert set(res["checkpoint_arrays"]) == {
+        "user_head_kernel", "user_head_bias", "step",
+        "user_head_kernel__slot0", "user_head_kernel__slot1",
+        "user_head_bias__slot0", "user_head_bias__slot1"}
+    assert res["device_losses"][-1] < res["device_losses"][0]
+    assert res["accuracy_after"] > res["accuracy_before"]

@@ -140,3 +140,30 @@ def test_bad_input_shape_type_error():
 def test_bad_num_classes(builder):
     with pytest.raises(ValueError, match="num_classes.*received 0"):
         builder(num_classes=0)
+
+
+def test_mobilenet_v2_small_layout():
+    model = models.mobilenet_v2_small((28, 28, 1), num_classes=7)
+    assert model.output_shape == (None, 7)
+    names = [layer.name for layer in model.layers]
+    # Stride-2 stem, expand -> depthwise -> project blocks, skip adds only
+    # where stride 1 keeps the channels (blocks 1, 3 and 5 with (1, 2, 2)).
+    assert model.get_layer("stem_conv").strides == (2, 2)
+    assert [n for n in names if n.endswith("_add")] == [
+        "block1_add", "block3_add", "block5_add"]
+    assert isinstance(model.get_layer("block2_dw_conv"), keras.layers.DepthwiseConv2D)
+    assert model.get_layer("block2_dw_conv").strides == (2, 2)
+    assert model.get_layer("block2_expand_conv").filters == 16 * 4
+    assert model.get_layer("block2_project_conv").filters == 24
+    assert model.get_layer("block2_dw_relu").get_config()["max_value"] == 6.0
+    assert isinstance(model.get_layer("avg_pool"), keras.layers.GlobalAveragePooling2D)
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype("float32")
+    assert np.all(np.isfinite(np.asarray(model(x))))
+
+
+@pytest.mark.parametrize("bad", [dict(width=0), dict(expansion=-1),
+                                 dict(blocks_per_stage=(1, 2)),
+                                 dict(input_shape=(28, 28))])
+def test_mobilenet_v2_small_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError, match=list(bad)[0]):
+        models.mobilenet_v2_small(**bad)

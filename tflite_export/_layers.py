@@ -1,360 +1,393 @@
-"""Builtin-only forward and backward passes of the layers that on-device
-training supports.
+"""A Keras functional model re-wired so that its gradient lowers to
+TFLite builtins.
 
-Every function uses TensorFlow ops that the TFLite converter lowers to
-TFLITE_BUILTINS (FULLY_CONNECTED/BATCH_MATMUL, CONV_2D, TRANSPOSE_CONV,
-STRIDED_SLICE, RESHAPE, PACK, SELECT_V2, ...). Gradients are written by hand
-instead of taken from `tf.GradientTape`, whose kernels for convolution
-filters (`Conv2DBackpropFilter`), pooling (`MaxPoolGrad`) and ReLU
-(`ReluGrad`) have no builtin lowering.
+`lower_model(model)` returns a copy of the model's graph, made with the
+public `keras.models.clone_model(clone_function=...)`: every layer whose
+TensorFlow gradient has no builtin lowering is replaced by a `LoweredLayer`
+that runs the same forward with the ops of `tflite_export._grad_ops`
+(custom gradients); every other supported layer is reused as it is (its
+TensorFlow gradient is builtin already). The copy shares the original
+layers' variables and owns none, so `stateless_call` on it with the
+values of those variables runs the original model. The graph is never read
+through private attributes: Keras replays its own graph during cloning.
 
-Supported (everything else raises ValueError in `plan_model`):
-- Dense (2-D input) with linear or ReLU activation (softmax on the last layer
-  is folded into the loss), with or without bias.
-- Conv2D, channels_last, groups=1, dilation 1, `valid`/`same` padding, any
-  strides, linear or ReLU activation.
-- MaxPooling2D / AveragePooling2D with `pool_size == strides`, `valid`
-  padding. Max-pool gradients go to the first maximum of each window in
-  row-major order, like TensorFlow's `MaxPoolGrad`.
-- Flatten, ReLU (plain), Activation('relu'|'linear').
-- BatchNormalization: frozen, i.e. inference mode with the moving
-  statistics, gamma and beta as constants (not trained). Keras trains BN
-  with batch statistics unless the layer has `trainable=False`; set that for
-  identical results.
+Supported layers (channels_last, no dilation, groups 1):
+
+- Dense (2-D inputs), Conv2D (any strides, `valid`/`same`),
+  DepthwiseConv2D (any depth multiplier), SeparableConv2D: with or
+  without bias, activation `relu`, `relu6` or `linear` (`softmax` only on
+  the layer that produces the model output: folded into the loss, applied
+  by `infer`).
+- ReLU (plain or `max_value=6`), Activation (`relu`, `relu6`, `linear`,
+  `softmax` as above), Softmax (as above).
+- MaxPooling2D / AveragePooling2D (any pool size and strides,
+  `valid`/`same`), GlobalAveragePooling2D (`keepdims` or not), Flatten,
+  Reshape, ZeroPadding2D, Add, Concatenate.
+- BatchNormalization: frozen (inference mode with the moving statistics;
+  gamma and beta constants) by default; `batchnorm="train"` trains gamma
+  and beta with batch statistics and updates the moving statistics like
+  Keras (see `LoweredBatchNorm`).
 - Dropout: identity (inference behaviour).
+
+`keras_sparse` `SparseWrapper` layers are lowered as the layer they wrap;
+their masks are read from `wrapper.masked_weights`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tflite_export import _grad_ops as gops
+from tflite_export._validate import is_sparse_wrapper
 
-@dataclasses.dataclass
-class Step:
-    """One layer of the training plan.
+BATCHNORM_MODES = ("frozen", "train")
 
-    Attributes:
-        kind: dense | conv | maxpool | avgpool | flatten | relu | affine.
-        name: Keras layer name.
-        config: static parameters (strides, pads, shapes...).
-        weights: indices into the plan's weight list ([kernel, bias?]).
-        relu: apply ReLU after the op.
-        consts: constant arrays (frozen batch norm scale/shift).
-    """
+# Reused as they are: their TensorFlow gradients are builtin ops.
+# (BatchNormalization and Dropout, whose behaviour depends on `training`,
+# are wrapped: the `train` signature calls the model with training=True.)
+_PASSTHROUGH = ("InputLayer", "Add", "Concatenate", "ZeroPadding2D",
+                "GlobalAveragePooling2D", "Flatten", "Reshape")
 
-    kind: str
-    name: str
-    config: dict[str, Any]
-    weights: list[int]
-    relu: bool = False
-    consts: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+SUPPORTED = (
+    "Dense (2-D input), Conv2D, DepthwiseConv2D, SeparableConv2D "
+    "(channels_last, no dilation, groups=1; activation relu/relu6/linear), "
+    "ReLU (plain or max_value=6), Activation('relu'|'relu6'|'linear'), "
+    "MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, "
+    "Reshape, ZeroPadding2D, Add, Concatenate, BatchNormalization, Dropout "
+    "(identity); softmax only on the output layer")
 
 
 def _act_name(activation) -> str:
-    name = getattr(activation, "__name__", None) or str(activation)
-    return name
+    return getattr(activation, "__name__", None) or str(activation)
 
 
-def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
-    out = math.ceil(size / s)
-    total = max((out - 1) * s + k - size, 0)
-    return total // 2, total - total // 2
+def _activation(layer, name: str, is_output: bool) -> Callable | None:
+    """The builtin-gradient function for activation `name`, None for
+    identity (linear, and softmax on the output layer)."""
+    if name == "relu":
+        return gops.relu
+    if name == "relu6":
+        return gops.relu6
+    if name == "linear" or (name == "softmax" and is_output):
+        return None
+    raise ValueError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) uses activation "
+        f"{name!r}. On-device training supports exact ReLU ('relu'), "
+        "'relu6' and 'linear' activations, and 'softmax' only on the layer "
+        "that produces the model output (folded into the cross-entropy).")
 
 
-def plan_model(model) -> tuple[list[Step], list[tuple[str, Any]], str]:
-    """Turns a sequential Keras 3 model into a list of `Step`s.
+def _padding(layer, cfg) -> str:
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}): on-device "
+            "training needs data_format='channels_last'; received "
+            f"{cfg['data_format']!r}.")
+    return cfg["padding"].upper()
+
+
+def _check_conv(layer, cfg) -> None:
+    rate = tuple(cfg.get("dilation_rate", (1, 1)))
+    if rate != (1, 1) or cfg.get("groups", 1) != 1:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}): on-device "
+            "training needs dilation_rate=1 and groups=1; received "
+            f"dilation_rate={cfg.get('dilation_rate')}, "
+            f"groups={cfg.get('groups', 1)}.")
+
+
+def _value(variable):
+    # Inside `stateless_call` this is the value passed for the variable.
+    return variable.value
+
+
+class LoweredLayer(keras.layers.Layer):
+    """Runs `inner`'s forward with builtin-gradient ops.
+
+    It owns no variables: it reads `inner`'s (tracked as a sublayer, so the
+    copy's variable lists hold the original variables).
+
+    Args:
+        inner: the original layer.
+        forward: `forward(inner, x) -> y`.
+    """
+
+    def __init__(self, inner, forward: Callable, **kwargs):
+        super().__init__(name=inner.name, dtype=inner.dtype_policy, **kwargs)
+        self.inner = inner
+        self._forward = forward
+
+    def call(self, x, training=False, **kwargs):
+        # `training` is True only in the `train` signature; only
+        # `LoweredBatchNorm` looks at it.
+        return self._forward(self.inner, x)
+
+    def compute_output_spec(self, x, training=False, **kwargs):
+        return self.inner.compute_output_spec(x)
+
+
+def _dense(act):
+    def forward(layer, x):
+        y = tf.matmul(x, _value(layer.kernel))
+        if layer.use_bias:
+            y = y + _value(layer.bias)
+        return act(y) if act else y
+    return forward
+
+
+def _conv(act, strides, padding):
+    def forward(layer, x):
+        y = gops.conv2d(x, _value(layer.kernel), strides, padding)
+        if layer.use_bias:
+            y = y + _value(layer.bias)
+        return act(y) if act else y
+    return forward
+
+
+def _depthwise(act, strides, padding):
+    def forward(layer, x):
+        y = gops.depthwise_conv2d(x, _value(layer.kernel), strides, padding)
+        if layer.use_bias:
+            y = y + _value(layer.bias)
+        return act(y) if act else y
+    return forward
+
+
+def _separable(act, strides, padding):
+    def forward(layer, x):
+        y = gops.depthwise_conv2d(x, _value(layer.depthwise_kernel), strides,
+                                  padding)
+        y = gops.conv2d(y, _value(layer.pointwise_kernel), 1, "VALID")
+        if layer.use_bias:
+            y = y + _value(layer.bias)
+        return act(y) if act else y
+    return forward
+
+
+def _pool(fn, pool, strides, padding):
+    def forward(layer, x):
+        return fn(x, pool, strides, padding)
+    return forward
+
+
+def _frozen_bn(layer, x):
+    return layer(x, training=False)
+
+
+def _unary(fn):
+    def forward(layer, x):
+        return fn(x) if fn else tf.identity(x)
+    return forward
+
+
+class LoweredBatchNorm(LoweredLayer):
+    """BatchNormalization trained with batch statistics, like Keras'
+    `training=True` (`batchnorm="train"`); inference mode otherwise.
+
+    In training it normalizes with the batch mean and (biased) variance
+    over all axes but the channel axis, computed as `tf.nn.moments` does
+    (the mean is a constant inside the variance), and assigns the moving
+    statistics `moving * momentum + batch * (1 - momentum)`; inside
+    `stateless_call` the assignment comes back as the updated
+    non-trainable values. `rsqrt`'s TensorFlow gradient (RsqrtGrad) has no
+    builtin lowering, so it is written out: `-0.5 * rsqrt(v)^3`.
+    """
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(inner, None, **kwargs)
+
+    def call(self, x, training=False, **kwargs):
+        bn = self.inner
+        if not training:
+            return bn(x, training=False)
+        axes = list(range(len(x.shape) - 1))
+        mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+        var = tf.reduce_mean(tf.math.squared_difference(
+            x, tf.stop_gradient(mean)), axis=axes, keepdims=True)
+        inv = gops.rsqrt(var + bn.epsilon)
+        if bn.scale:
+            inv = inv * _value(bn.gamma)
+        offset = -mean * inv
+        if bn.center:
+            offset = offset + _value(bn.beta)
+        y = x * inv + offset
+        m = bn.momentum
+        flat_mean = tf.reshape(mean, [-1])
+        flat_var = tf.reshape(var, [-1])
+        bn.moving_mean.assign(_value(bn.moving_mean) * m
+                              + flat_mean * (1.0 - m))
+        bn.moving_variance.assign(_value(bn.moving_variance) * m
+                                  + flat_var * (1.0 - m))
+        return y
+
+
+def _output_layers(model) -> set[int]:
+    """ids of the layers whose output is a model output (public API)."""
+    outs = {id(t) for t in model.outputs}
+    found = set()
+    for layer in model.layers:
+        try:
+            produced = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # shared layers: no `.output`
+            continue
+        if any(id(t) in outs for t in produced):
+            found.add(id(layer))
+    return found
+
+
+def _lower(layer, is_output: bool, batchnorm: str,
+           node=None) -> tuple[Any, str | None]:
+    """`(replacement layer, 'softmax' or None)` for one layer; `node` is
+    the layer called in the graph (a SparseWrapper around `layer`)."""
+    node = node or layer
+    cls = type(layer).__name__
+    cfg = layer.get_config()
+    if cls == "Dense":
+        if _has_input(node) and len(node.input.shape) != 2:
+            raise ValueError(
+                f"Layer '{layer.name}' (Dense) gets a "
+                f"{len(node.input.shape)}-D input; on-device training "
+                "supports Dense on 2-D inputs only (add a Flatten layer).")
+        name = _act_name(layer.activation)
+        act = _activation(layer, name, is_output)
+        return LoweredLayer(layer, _dense(act)), _soft(name)
+    if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
+        padding = _padding(layer, cfg)
+        _check_conv(layer, cfg)
+        name = _act_name(layer.activation)
+        act = _activation(layer, name, is_output)
+        make = {"Conv2D": _conv, "DepthwiseConv2D": _depthwise,
+                "SeparableConv2D": _separable}[cls]
+        return (LoweredLayer(layer, make(act, tuple(cfg["strides"]), padding)),
+                _soft(name))
+    if cls in ("MaxPooling2D", "AveragePooling2D"):
+        padding = _padding(layer, cfg)
+        pool = tuple(cfg["pool_size"])
+        strides = tuple(cfg["strides"] or pool)
+        fn = gops.max_pool2d if cls == "MaxPooling2D" else gops.avg_pool2d
+        return LoweredLayer(layer, _pool(fn, pool, strides, padding)), None
+    if cls == "ReLU":
+        neg = cfg.get("negative_slope") or 0.0
+        thr = cfg.get("threshold") or 0.0
+        top = cfg.get("max_value")
+        if neg or thr or top not in (None, 6, 6.0):
+            raise ValueError(
+                f"Layer '{layer.name}' (ReLU) has max_value={top}, "
+                f"negative_slope={neg}, threshold={thr}; on-device training "
+                "supports max(x, 0) and ReLU(max_value=6) only.")
+        fn = gops.relu if top is None else gops.relu6
+        return LoweredLayer(layer, _unary(fn)), None
+    if cls == "Activation":
+        name = _act_name(layer.activation)
+        return (LoweredLayer(layer, _unary(_activation(layer, name,
+                                                       is_output))),
+                _soft(name))
+    if cls == "Softmax":
+        _activation(layer, "softmax", is_output)
+        return LoweredLayer(layer, _unary(None)), "softmax"
+    if cls == "BatchNormalization":
+        axis = cfg["axis"]
+        axis = axis if isinstance(axis, int) else (
+            axis[0] if len(axis) == 1 else None)
+        rank = len(node.input.shape) if _has_input(node) else None
+        if axis not in (-1, None if rank is None else rank - 1):
+            raise ValueError(
+                f"Layer '{layer.name}' (BatchNormalization) normalizes "
+                f"axis {cfg['axis']}; only the last axis is supported.")
+        if batchnorm == "train" and layer.trainable:
+            return LoweredBatchNorm(layer), None
+        return LoweredLayer(layer, _frozen_bn), None
+    if cls == "Dropout":
+        return LoweredLayer(layer, _unary(None)), None
+    if cls in _PASSTHROUGH:
+        return layer, None
+    raise ValueError(
+        f"Layer '{layer.name}' of class {cls} has no builtin-only training "
+        f"lowering. Supported: {SUPPORTED}.")
+
+
+def _has_input(layer) -> bool:
+    try:
+        layer.input
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def _soft(name: str) -> str | None:
+    return "softmax" if name == "softmax" else None
+
+
+class LoweredModel:
+    """The re-wired copy of a model and what was learned while lowering.
+
+    Attributes:
+        model: the copy (a `keras.Model` sharing the original variables).
+            Call it with `training=True` in the `train` signature (batch
+            statistics for `batchnorm="train"`), `training=False` else;
+            Dropout is the identity either way.
+        final_activation: `"softmax"` when the model output is a softmax
+            (folded into the loss; `infer` applies it), else `"linear"`.
+        masks: `{id(weight): float mask array}` of the weights of
+            `SparseWrapper` layers (read from `wrapper.masked_weights`).
+    """
+
+    def __init__(self, model, final_activation: str,
+                 masks: dict | None = None):
+        self.model = model
+        self.final_activation = final_activation
+        self.masks = masks or {}
+
+
+def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
+    """Copies `model`'s graph with builtin-gradient layers.
+
+    Args:
+        model: a Keras 3 Sequential or functional model (nested models are
+            lowered recursively).
+        batchnorm: `"frozen"` or `"train"` (see the module docstring).
 
     Returns:
-        `(steps, weights, final_activation)` where weights is a list of
-        `(name, keras_variable)` and final_activation is `linear` or
-        `softmax`.
+        A `LoweredModel`.
 
     Raises:
-        ValueError: unsupported layer, activation or configuration (the
-            message names the layer and lists what is accepted).
+        ValueError: an unsupported layer, activation or configuration (the
+            message names the layer and says what is accepted).
     """
-    layers = [l for l in model.layers
-              if not isinstance(l, keras.layers.InputLayer)]
-    _check_sequential(model, layers)
-    steps: list[Step] = []
-    weights: list[tuple[str, Any]] = []
-    final_act = "linear"
-    shape = tuple(model.inputs[0].shape[1:])
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}; "
+                         f"received {batchnorm!r}.")
+    outputs = _output_layers(model)
+    finals = []
+    masks = {}
 
-    def add_w(layer, var, label):
-        weights.append((f"{layer.name}_{label}", var))
-        return len(weights) - 1
-
-    for i, layer in enumerate(layers):
-        last = i == len(layers) - 1
-        cls = type(layer).__name__
-        in_shape = shape
-        shape = tuple(layer.compute_output_shape((None,) + in_shape)[1:])
-        if isinstance(layer, keras.layers.Dense):
-            act = _act_name(layer.activation)
-            if len(in_shape) != 1:
-                raise ValueError(
-                    f"Layer '{layer.name}' (Dense) gets a {len(in_shape) + 1}-D "
-                    "input; on-device training supports Dense on 2-D inputs "
-                    "only (add a Flatten layer).")
-            relu = _check_act(layer, act, last)
-            if act == "softmax":
-                final_act = "softmax"
-            idx = [add_w(layer, layer.kernel, "kernel")]
-            if layer.use_bias:
-                idx.append(add_w(layer, layer.bias, "bias"))
-            steps.append(Step("dense", layer.name, {"in": in_shape,
-                                                    "out": shape}, idx, relu))
-        elif isinstance(layer, keras.layers.Conv2D) and cls == "Conv2D":
-            cfg = layer.get_config()
-            if cfg["data_format"] != "channels_last" or cfg.get("groups", 1) != 1 \
-                    or tuple(cfg["dilation_rate"]) != (1, 1):
-                raise ValueError(
-                    f"Layer '{layer.name}' (Conv2D): on-device training needs "
-                    "data_format='channels_last', groups=1, dilation_rate=1; "
-                    f"received {cfg['data_format']!r}, {cfg.get('groups')}, "
-                    f"{cfg['dilation_rate']}.")
-            relu = _check_act(layer, _act_name(layer.activation), last)
-            kh, kw = cfg["kernel_size"]
-            sh, sw = cfg["strides"]
-            h, w, _ = in_shape
-            if cfg["padding"] == "same":
-                pads = (_same_pads(h, kh, sh), _same_pads(w, kw, sw))
-            else:
-                pads = ((0, 0), (0, 0))
-            idx = [add_w(layer, layer.kernel, "kernel")]
-            if layer.use_bias:
-                idx.append(add_w(layer, layer.bias, "bias"))
-            steps.append(Step("conv", layer.name, {
-                "in": in_shape, "out": shape, "k": (kh, kw),
-                "s": (sh, sw), "pads": pads,
-                "padding": cfg["padding"].upper()}, idx, relu))
-        elif cls in ("MaxPooling2D", "AveragePooling2D"):
-            cfg = layer.get_config()
-            p = tuple(cfg["pool_size"])
-            s = tuple(cfg["strides"] or p)
-            if p != s or cfg["padding"] != "valid" or \
-                    cfg["data_format"] != "channels_last":
-                raise ValueError(
-                    f"Layer '{layer.name}' ({cls}): on-device training "
-                    "supports pool_size == strides, padding='valid', "
-                    f"channels_last; received pool_size={p}, strides={s}, "
-                    f"padding={cfg['padding']!r}.")
-            steps.append(Step("maxpool" if cls == "MaxPooling2D" else "avgpool",
-                              layer.name, {"in": in_shape, "out": shape,
-                                           "p": p}, []))
-        elif cls == "Flatten":
-            steps.append(Step("flatten", layer.name, {"in": in_shape,
-                                                      "out": shape}, []))
-        elif cls == "ReLU":
-            cfg = layer.get_config()
-            if cfg.get("max_value") is not None or cfg.get("negative_slope") \
-                    or cfg.get("threshold"):
-                raise ValueError(
-                    f"Layer '{layer.name}' (ReLU) has max_value/negative_slope/"
-                    "threshold; on-device training needs exact ReLU "
-                    "(max(x, 0)).")
-            steps.append(Step("relu", layer.name, {}, []))
-        elif cls == "Activation":
-            act = _act_name(layer.activation)
-            if _check_act(layer, act, last):
-                steps.append(Step("relu", layer.name, {}, []))
-            elif act == "softmax":
-                final_act = "softmax"
-        elif cls == "BatchNormalization":
-            cfg = layer.get_config()
-            if cfg["axis"] not in (-1, [-1], len(in_shape), [len(in_shape)]):
-                raise ValueError(
-                    f"Layer '{layer.name}' (BatchNormalization) normalizes "
-                    f"axis {cfg['axis']}; only the last axis is supported.")
-            gamma = np.asarray(layer.gamma) if layer.scale else 1.0
-            beta = np.asarray(layer.beta) if layer.center else 0.0
-            var = np.asarray(layer.moving_variance)
-            mean = np.asarray(layer.moving_mean)
-            scale = (gamma / np.sqrt(var + cfg["epsilon"])).astype(np.float32)
-            shift = (beta - mean * scale).astype(np.float32)
-            steps.append(Step("affine", layer.name, {}, [],
-                              consts={"scale": scale, "shift": shift}))
-        elif cls == "Dropout":
-            continue
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"Layer '{layer.name}' is a nested model; on-device training "
+                "export needs a flat functional or Sequential model (rebuild "
+                "it with the nested model's layers called directly).")
+        if is_sparse_wrapper(layer):
+            # The wrapped layer runs with its own variables; the masks come
+            # from the public `masked_weights` (not from the wrapper's call).
+            for _, weight, mask in layer.masked_weights:
+                masks[id(weight)] = np.asarray(mask, dtype=np.float32)
+            new, final = _lower(layer.layer, id(layer) in outputs, batchnorm,
+                                node=layer)
         else:
-            raise ValueError(
-                f"Layer '{layer.name}' of class {cls} has no builtin-only "
-                "training lowering. Supported: Dense, Conv2D, MaxPooling2D, "
-                "AveragePooling2D (pool == strides, valid), Flatten, ReLU, "
-                "Activation('relu'), BatchNormalization (frozen), Dropout "
-                "(identity), InputLayer.")
-    return steps, weights, final_act
+            new, final = _lower(layer, id(layer) in outputs, batchnorm)
+        if final:
+            finals.append(final)
+        return new
 
-
-def _check_sequential(model, layers) -> None:
-    if isinstance(model, keras.Sequential):
-        return
-    # A functional model is accepted when it is a chain.
-    prev = model.inputs[0]
-    for layer in layers:
-        nodes = [n for n in getattr(layer, "_inbound_nodes", [])]
-        if len(model.inputs) != 1 or len(model.outputs) != 1 or \
-                not nodes or len(nodes[0].input_tensors) != 1:
-            raise ValueError(
-                f"on-device training export supports single-input "
-                f"single-output chains of layers; layer '{layer.name}' "
-                "breaks the chain (branches and merges are not supported).")
-        if nodes[0].input_tensors[0] is not prev:
-            raise ValueError(
-                f"on-device training export supports chains of layers; "
-                f"layer '{layer.name}' does not consume the previous "
-                "layer's output.")
-        prev = nodes[0].output_tensors[0]
-
-
-def _check_act(layer, act: str, last: bool) -> bool:
-    """True when the layer ends with ReLU; raises on non-ReLU activations."""
-    if act == "relu":
-        return True
-    if act == "linear":
-        return False
-    if act == "softmax" and last:
-        return False
-    raise ValueError(
-        f"Layer '{layer.name}' uses activation {act!r}. On-device training "
-        "requires exact ReLU ('relu') or 'linear' activations (and "
-        "'softmax' only on the last layer, folded into the cross-entropy).")
-
-
-# ---------------------------------------------------------------- forward
-
-def forward(steps: list[Step], ws: list[tf.Tensor], x: tf.Tensor,
-            keep: bool) -> tuple[tf.Tensor, list[tuple]]:
-    """Runs the plan; returns the logits and (if `keep`) per-step caches."""
-    caches = []
-    for st in steps:
-        inp = x
-        if st.kind == "dense":
-            x = tf.matmul(x, ws[st.weights[0]])
-            if len(st.weights) > 1:
-                x = x + ws[st.weights[1]]
-        elif st.kind == "conv":
-            (pt, pb), (pl, pr) = st.config["pads"]
-            x = tf.nn.conv2d(x, ws[st.weights[0]], strides=st.config["s"],
-                             padding=st.config["padding"])
-            if len(st.weights) > 1:
-                x = x + ws[st.weights[1]]
-        elif st.kind == "maxpool":
-            x = tf.nn.max_pool2d(x, st.config["p"], st.config["p"], "VALID")
-        elif st.kind == "avgpool":
-            x = tf.nn.avg_pool2d(x, st.config["p"], st.config["p"], "VALID")
-        elif st.kind == "flatten":
-            x = tf.reshape(x, [-1, int(np.prod(st.config["out"]))])
-        elif st.kind == "relu":
-            x = tf.nn.relu(x)
-        elif st.kind == "affine":
-            x = x * st.consts["scale"] + st.consts["shift"]
-        pre = x
-        if st.relu and st.kind in ("dense", "conv") and len(st.weights) == 1:
-            # Converter pitfall: RELU right after a bias-free matmul/conv on
-            # a variable is fused into the op and lost (observed with TF
-            # 2.21). A select is not pattern-matched, so it survives.
-            x = tf.where(pre > 0.0, pre, tf.zeros_like(pre))
-        elif st.relu:
-            x = tf.nn.relu(x)
-        if keep:
-            caches.append((inp, pre, x))
-    return x, caches
-
-
-# --------------------------------------------------------------- backward
-
-def _relu_grad(dy, pre):
-    return tf.where(pre > 0.0, dy, 0.0)
-
-
-def _conv_filter_grad(x, dy, st: Step, batch: int):
-    """dL/dW[i, j] = sum over (n, oh, ow) of xpad[n, oh*s+i, ow*s+j, :]^T
-    dy[n, oh, ow, :], one strided slice and one matmul per kernel tap."""
-    (pt, pb), (pl, pr) = st.config["pads"]
-    kh, kw = st.config["k"]
-    sh, sw = st.config["s"]
-    oh, ow, co = st.config["out"]
-    ci = st.config["in"][2]
-    if pt or pb or pl or pr:
-        x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-    dy2 = tf.reshape(dy, [batch * oh * ow, co])
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
-            patch = tf.reshape(patch, [batch * oh * ow, ci])
-            taps.append(tf.matmul(patch, dy2, transpose_a=True))
-    return tf.reshape(tf.stack(taps, axis=0), [kh, kw, ci, co])
-
-
-def _pool_grad(x, y, dy, st: Step, batch: int):
-    h, w, c = st.config["in"]
-    ph, pw = st.config["p"]
-    oh, ow = h // ph, w // pw
-    dy3 = tf.reshape(dy, [batch * oh, ow, c])
-    if st.kind == "maxpool":
-        x5 = tf.reshape(x[:, :oh * ph, :ow * pw, :], [batch * oh, ph, ow, pw, c])
-        y3 = tf.reshape(y, [batch * oh, ow, c])
-        taken = tf.zeros([batch * oh, ow, c], tf.bool)
-        zeros = tf.zeros_like(dy3)
-    rows = []
-    for a in range(ph):
-        cols = []
-        for b in range(pw):
-            if st.kind == "maxpool":
-                hit = tf.logical_and(tf.equal(x5[:, a, :, b, :], y3),
-                                     tf.logical_not(taken))
-                taken = tf.logical_or(taken, hit)
-                cols.append(tf.where(hit, dy3, zeros))
-            else:
-                cols.append(dy3 * (1.0 / (ph * pw)))
-        rows.append(tf.reshape(tf.stack(cols, axis=2), [batch * oh, ow * pw, c]))
-    dx = tf.reshape(tf.stack(rows, axis=1), [batch, oh * ph, ow * pw, c])
-    if oh * ph != h or ow * pw != w:
-        dx = tf.pad(dx, [[0, 0], [0, h - oh * ph], [0, w - ow * pw], [0, 0]])
-    return dx
-
-
-def backward(steps: list[Step], ws: list[tf.Tensor], caches, dlogits,
-             batch: int) -> list[tf.Tensor | None]:
-    """Gradients of the loss w.r.t. every weight, given dL/dlogits."""
-    grads: list[tf.Tensor | None] = [None] * len(ws)
-    d = dlogits
-    for k in range(len(steps) - 1, -1, -1):
-        st = steps[k]
-        inp, pre, out = caches[k]
-        if st.relu:
-            d = _relu_grad(d, pre)
-        need_dx = k > 0
-        if st.kind == "dense":
-            grads[st.weights[0]] = tf.matmul(inp, d, transpose_a=True)
-            if len(st.weights) > 1:
-                grads[st.weights[1]] = tf.reduce_sum(d, axis=0)
-            if need_dx:
-                d = tf.matmul(d, ws[st.weights[0]], transpose_b=True)
-        elif st.kind == "conv":
-            grads[st.weights[0]] = _conv_filter_grad(inp, d, st, batch)
-            if len(st.weights) > 1:
-                grads[st.weights[1]] = tf.reduce_sum(d, axis=[0, 1, 2])
-            if need_dx:
-                d = tf.nn.conv2d_transpose(
-                    d, ws[st.weights[0]], [batch, *st.config["in"]],
-                    strides=st.config["s"], padding=st.config["padding"])
-        elif st.kind in ("maxpool", "avgpool"):
-            if need_dx:
-                d = _pool_grad(inp, out, d, st, batch)
-        elif st.kind == "flatten":
-            d = tf.reshape(d, [batch, *st.config["in"]])
-        elif st.kind == "relu":
-            d = _relu_grad(d, inp)
-        elif st.kind == "affine":
-            d = d * st.consts["scale"]
-    return grads
+    # Validate every layer first, so nothing is built on bad input.
+    for layer in model.layers:
+        if type(layer).__name__ != "InputLayer":
+            clone(layer)
+    finals.clear()
+    copy = keras.models.clone_model(model, clone_function=clone)
+    return LoweredModel(copy, "softmax" if finals else "linear", masks)

@@ -23,8 +23,22 @@ def iter_layers(model) -> Iterator:
                 yield from iter_layers(inner)
 
 
-def check_model(model, what: str = "export") -> None:
+def is_sparse_wrapper(layer) -> bool:
+    """A `keras_sparse` SparseWrapper (by class name along the MRO, so
+    tflite_export needs no keras_sparse import)."""
+    return any(c.__name__ == "SparseWrapper" for c in type(layer).__mro__)
+
+
+def check_model(model, what: str = "export",
+                allow_sparse_wrapper: bool = False) -> None:
     """Checks that `model` is a plain, built Keras 3 model.
+
+    Args:
+        model: the model.
+        what: the caller's name, for messages.
+        allow_sparse_wrapper: accept `SparseWrapper` layers (the caller
+            reads their masks through `wrapper.layer` and
+            `wrapper.masked_weights`).
 
     Raises:
         TypeError: `model` is not a `keras.Model` (e.g. a `tf.Module`, a
@@ -38,10 +52,9 @@ def check_model(model, what: str = "export") -> None:
             "keras.Sequential or a functional keras.Model); received "
             f"{type(model).__module__}.{type(model).__qualname__}.")
     wrapped = [
-        layer.name for layer in iter_layers(model)
-        if any(c.__name__ == "SparseWrapper" for c in type(layer).__mro__)
+        layer.name for layer in iter_layers(model) if is_sparse_wrapper(layer)
     ]
-    if wrapped:
+    if wrapped and not allow_sparse_wrapper:
         raise TypeError(
             f"{what} received a model with SparseWrapper layers {wrapped}. "
             "Call `keras_sparse.strip(model)` first: it returns a plain Keras "

@@ -22,13 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("out")
     e.add_argument("--precision", default="float32")
     e.add_argument("--representative", help=".npy of input samples")
-    i = sub.add_parser("inspect", help="list ops and sparse tensors")
+    i = sub.add_parser("inspect", help="list ops, sparse tensors and the "
+                       "runtime metadata")
     i.add_argument("tflite")
     args = p.parse_args(argv)
     if args.cmd == "inspect":
         from tflite_export.flatbuffer_inspect import inspect_flatbuffer
+        from tflite_export.metadata import read_metadata
 
-        print(json.dumps(inspect_flatbuffer(args.tflite).to_dict(), indent=2))
+        info = inspect_flatbuffer(args.tflite).to_dict()
+        info["metadata"] = read_metadata(args.tflite)
+        print(json.dumps(info, indent=2))
         return 0
     import keras
     import numpy as np

@@ -14,6 +14,7 @@ from tflite_export import convert as _convert
 from tflite_export import flatbuffer_inspect as _inspect
 from tflite_export import verify as _verify
 from tflite_export._atomic import atomic_write_bytes
+from tflite_export.metadata import add_metadata, inference_metadata
 from tflite_export._validate import check_model, check_output_path
 from tflite_export.report import ExportReport
 
@@ -217,6 +218,9 @@ def export_inference(
         warnings.warn(f"export_inference('{path}', precision={precision!r}): "
                       + fallback, UserWarning, stacklevel=2)
     passed = [a for a in attempts if a.ok][0]
+    # The resolver requirement travels inside the file (runner reads it);
+    # metadata does not change what the interpreter executes.
+    data = add_metadata(data, inference_metadata(resolver, precision))
     summary = _inspect.inspect_flatbuffer(data)
     dense_bytes = None
     if compare_dense:

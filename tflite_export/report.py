@@ -102,7 +102,13 @@ class TrainableExportReport:
         flex_ops: ops that would need the Flex delegate (must be empty).
         num_weights: trainable weight tensors.
         num_masked: kernels whose pruned entries are kept at exact zero.
-        weight_names: names of the weights in `get_weights` order.
+        weight_names: names of `get_weights` / `set_weights`, in order
+            (trained weights, then BN moving statistics with
+            `batchnorm="train"`).
+        state_names: names of `get_state` / `set_state` (the weights, the
+            optimizer slots `<weight>__slot<k>`, then `step`).
+        frozen_layers: layers with `trainable=False` (constants on device).
+        batchnorm: `"frozen"` or `"train"`.
         notes: plain-words remarks.
     """
 
@@ -116,6 +122,9 @@ class TrainableExportReport:
     num_weights: int
     num_masked: int
     weight_names: list[str]
+    state_names: list[str]
+    frozen_layers: list[str]
+    batchnorm: str
     notes: list[str]
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,41 +7,54 @@ The exported `.tflite` has these signatures:
 - `infer(x) -> {"output"}`: forward pass (logits, or probabilities when
   the Keras model ends with softmax); any batch size.
 - `get_weights() -> {name: tensor}` and `set_weights(**{name: tensor})
-  -> {"step"}`: read / restore the trainable weights (the names are in
-  `TrainableExportReport.weight_names`). Optimizer slots are not part of
-  them.
+  -> {"step"}`: read / restore what trains on the device (the names are in
+  `TrainableExportReport.weight_names`). Frozen layers are not part of
+  them. Values given at pruned positions are dropped: pruned entries stay
+  exactly 0 whatever the storage.
+- `get_state() -> {name: tensor}` and `set_state(**{name: tensor}) ->
+  {"step"}`: a checkpoint, i.e. the weights plus the optimizer slots
+  (`<weight>__slot<k>`) and the step counter (`step`), so that a resumed
+  run continues exactly (`TrainableExportReport.state_names`).
 
-With `weight_storage="sparse"` a pruned kernel is stored compactly: its
-variable holds only the non-zero values (shape `[nnz]`), a constant int32
-tensor holds their flat indices, and every use scatters them into the dense
-kernel (SCATTER_ND); the gradient is gathered back at the same indices
-(GATHER_ND) and the optimizer slots are `[nnz]` too. Nothing needs to be
-run after loading, and pruned weights are exactly zero by construction.
+How the gradient is built: the `train` signature runs the Keras model's
+own forward (`stateless_call` on a re-wired copy of its graph, see
+`tflite_export._layers`) under `tf.GradientTape`, and asks the tape for the
+gradient of the logits times `dL/dlogits` (the softmax cross-entropy
+gradient, written out in `tflite_export._train_math`). The few ops whose
+TensorFlow gradient has no TFLite builtin carry a `tf.custom_gradient`
+(`tflite_export._grad_ops`), so the converter needs only TFLITE_BUILTINS.
+The tape records only ops that depend on a trained weight, so no backward
+runs below the lowest trainable layer: a frozen backbone costs a forward
+pass only (sparse back-propagation as in TinyTL and PockEngine).
 
-Forward and backward are written by hand (`tflite_export._layers`) so that
-the converter needs only TFLITE_BUILTINS. A `tf.Module` does not track the
-variables of a Keras 3 model it holds, so the module creates its own
-`tf.Variable`s from the model's weights explicitly.
+Which weights train: the model's `trainable_variables`, except those of
+BatchNormalization layers unless `batchnorm="train"`. Everything else
+(layers with `trainable=False`, frozen BN) is a constant of the file; with
+`weight_storage="sparse"` a frozen kernel that is at least half zeros is
+stored as its non-zeros (a read-only variable: a constant scatter would be
+folded back into a dense constant by the converter) plus int32 indices.
 
-Pruned weights (exact zeros of the kernels at export time) are kept at
-exact zero: with `weight_storage="dense"` by a constant boolean mask that
-selects both the gradient and the update; with `weight_storage="sparse"`
-because the pruned entries are not variables at all (only the stored
-indices are scattered).
+With `weight_storage="sparse"` a pruned trainable kernel is stored
+compactly: its variable holds only the non-zero values (shape `[nnz]`), a
+constant int32 tensor holds their flat indices, and every use scatters them
+into the dense kernel (SCATTER_ND); the gradient is gathered back at the
+same indices (GATHER_ND) and the optimizer slots are `[nnz]` too. Nothing
+needs to be run after loading, and pruned weights are exactly zero by
+construction. With `weight_storage="dense"` a constant boolean mask selects
+both the gradient and the update.
 
 Why not dense variables filled by an init signature: the converter stores
 every variable's initial value as a dense buffer of the variable's shape
 (all-zero buffers of one shape are shared), so dense-shaped variables cost
-the full dense bytes however they are initialized (measured: 8.98 MB for
-the 90%-sparse benchmark MLP vs 7.45 MB dense inference).
+the full dense bytes however they are initialized.
 
-On device, BatchNormalization is frozen and Dropout is the identity (see
-`export_trainable`).
+The file carries its runtime requirements in the flatbuffer metadata
+(`tflite_export.metadata`), so a bare `.tflite` runs through the runner.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
 import tempfile
 from typing import Any
@@ -51,6 +64,7 @@ import tensorflow as tf
 
 from tflite_export import _layers
 from tflite_export import _train_math as tm
+from tflite_export import metadata as meta
 from tflite_export._atomic import atomic_write_bytes
 from tflite_export._validate import check_model, check_output_path
 from tflite_export.flatbuffer_inspect import inspect_flatbuffer
@@ -63,54 +77,81 @@ def _sig_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
+@dataclasses.dataclass
+class WeightSpec:
+    """One model variable as the device sees it.
+
+    Attributes:
+        name: signature name (`<layer>_<weight>`).
+        variable: the Keras variable.
+        value: its float32 value at export time.
+        mask: bool array of the kept entries (trained kernels that contain
+            exact zeros), else None.
+        role: `"train"` (optimizer-updated variable), `"state"` (updated
+            by the forward: BN moving statistics with `batchnorm="train"`)
+            or `"const"` (frozen, a constant of the file).
+    """
+
+    name: str
+    variable: Any
+    value: np.ndarray
+    mask: np.ndarray | None
+    role: str
+
+
 class TrainingModule(tf.Module):
-    """Holds explicit variables and the signature functions.
+    """Holds the device variables and the signature functions.
 
     Args:
-        steps: plan from `_layers.plan_model`.
-        weights: list of `(name, np.ndarray)`.
-        masks: per weight, a bool array (kernels with pruned entries) or
-            None.
+        lowered: `_layers.LoweredModel`.
+        specs: one `WeightSpec` per variable of `lowered.model`.
         loss: `LossSpec`.
         optimizer: `OptimizerSpec`.
         batch_size: fixed batch of the `train` signature.
         input_shape: per-sample input shape.
         num_classes: width of the logits.
-        final_activation: `linear` or `softmax` (applied by `infer`).
-        compact: if True, every masked weight with at most half of its
-            entries non-zero is a `[nnz]` variable of its non-zeros plus a
-            constant `[nnz, 1]` int32 tensor of flat indices (see the
+        compact: if True, every masked trained weight with at most half of
+            its entries non-zero is a `[nnz]` variable of its non-zeros plus
+            a constant `[nnz, 1]` int32 tensor of flat indices (see the
             module docstring); its optimizer slots are `[nnz]` as well.
     """
 
-    def __init__(self, steps, weights, masks, loss, optimizer, batch_size,
-                 input_shape, num_classes, final_activation, compact=False):
+    def __init__(self, lowered, specs, loss, optimizer, batch_size,
+                 input_shape, num_classes, compact=False):
         super().__init__(name="sparse_trainable")
-        self._steps = steps
+        # A plain holder: tf.Module must not track the Keras model.
+        self._keras = _Holder(lowered)
         self._loss = loss
         self._opt = optimizer
         self._batch = int(batch_size)
         self._num_classes = int(num_classes)
-        self._final = final_activation
-        self.weight_names = [_sig_name(n) for n, _ in weights]
-        self._shapes = [tuple(int(d) for d in w.shape) for _, w in weights]
-        self._has_mask = [m is not None for m in masks]
-        # Per weight: None (dense variable) or the [nnz, 1] int32 constant
-        # of the flat indices of the stored non-zeros.
+        self._final = lowered.final_activation
+        self._specs = specs
+        trained = [s for s in specs if s.role == "train"]
+        states = [s for s in specs if s.role == "state"]
+        self.weight_names = [s.name for s in trained]
+        self.state_var_names = [s.name for s in states]
+        self._shapes = [tuple(s.value.shape) for s in trained]
+        self._has_mask = [s.mask is not None for s in trained]
+        # Per trained weight: None (dense variable) or the [nnz, 1] int32
+        # constant of the flat indices of the stored non-zeros.
         self._indices = []
         self._masks = []
         initial = []
-        for (_, w), m in zip(weights, masks):
-            flat = w.reshape(-1).astype(np.float32)
-            nz = np.flatnonzero(m.reshape(-1)) if m is not None else None
+        for s in trained:
+            flat = s.value.reshape(-1)
+            nz = np.flatnonzero(s.mask.reshape(-1)) if s.mask is not None \
+                else None
             if compact and nz is not None and 2 * len(nz) <= flat.size:
                 self._indices.append(tf.constant(nz.astype(np.int32)[:, None]))
                 self._masks.append(None)  # pruned entries are not stored
                 initial.append(flat[nz])
             else:
                 self._indices.append(None)
-                self._masks.append(None if m is None else tf.constant(m))
-                initial.append(w.astype(np.float32))
+                self._masks.append(None if s.mask is None
+                                   else tf.constant(s.mask))
+                initial.append(s.value * s.mask if s.mask is not None
+                               else s.value)
         # Explicitly created, so tf.Module tracks them (a held Keras 3 model
         # would not expose its variables to tf.Module tracking).
         self.vars = [tf.Variable(v, name=n)
@@ -118,7 +159,26 @@ class TrainingModule(tf.Module):
         self.slots = [[tf.Variable(tf.zeros(v.shape), name=f"{n}_slot{k}")
                        for k in range(optimizer.num_slots)]
                       for v, n in zip(self.vars, self.weight_names)]
+        self.state_vars = [tf.Variable(s.value, name=s.name) for s in states]
+        # Frozen kernels that are mostly zero: non-zeros + flat indices,
+        # scattered on use, like trained kernels under sparse storage.
+        frozen = {}
+        for s in specs:
+            if compact and s.role == "const" and s.variable.name.endswith(
+                    "kernel") and 2 * np.count_nonzero(s.value) <= s.value.size:
+                nz = np.flatnonzero(s.value.reshape(-1))
+                frozen[id(s.variable)] = (
+                    tf.Variable(s.value.reshape(-1)[nz], trainable=False,
+                                name=f"{s.name}_frozen"),
+                    nz.astype(np.int32)[:, None])
+        self.frozen_vars = [v for v, _ in frozen.values()]
+        # Kept out of tf.Module tracking (a dict keyed by ids).
+        self._keras.frozen = frozen
         self.step = tf.Variable(0.0, name="step")
+        self._slot_names = [f"{n}__slot{k}" for n in self.weight_names
+                            for k in range(optimizer.num_slots)]
+        self._slot_shapes = [tuple(v.shape) for v in self.vars
+                             for _ in range(optimizer.num_slots)]
         label_spec = (tf.TensorSpec([self._batch], tf.int32, name="y")
                       if loss.kind == "sparse" else
                       tf.TensorSpec([self._batch, self._num_classes],
@@ -132,7 +192,30 @@ class TrainingModule(tf.Module):
         self.get_weights = tf.function(self._get_weights, input_signature=[])
         self.set_weights = tf.function(self._set_weights, input_signature=[
             tf.TensorSpec(shape, tf.float32, name=n)
-            for shape, n in zip(self._shapes, self.weight_names)])
+            for shape, n in zip(self._weight_shapes(), self.weights_out)])
+        self.get_state = tf.function(self._get_state, input_signature=[])
+        self.set_state = tf.function(self._set_state, input_signature=[
+            tf.TensorSpec(shape, tf.float32, name=n)
+            for shape, n in zip(self._state_shapes(), self.state_names)])
+
+    # ------------------------------------------------------------- names
+
+    @property
+    def weights_out(self) -> list[str]:
+        """Names of `get_weights` / `set_weights`: the trained weights and
+        the forward-updated state (BN moving statistics)."""
+        return self.weight_names + self.state_var_names
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of `get_state` / `set_state`."""
+        return self.weights_out + self._slot_names + ["step"]
+
+    def _weight_shapes(self):
+        return self._shapes + [tuple(v.shape) for v in self.state_vars]
+
+    def _state_shapes(self):
+        return self._weight_shapes() + self._slot_shapes + [()]
 
     @property
     def num_compact(self) -> int:
@@ -140,12 +223,11 @@ class TrainingModule(tf.Module):
         return sum(i is not None for i in self._indices)
 
     def signatures(self) -> dict[str, Any]:
-        return {
-            "train": self.train.get_concrete_function(),
-            "infer": self.infer.get_concrete_function(),
-            "get_weights": self.get_weights.get_concrete_function(),
-            "set_weights": self.set_weights.get_concrete_function(),
-        }
+        return {name: getattr(self, name).get_concrete_function()
+                for name in ("train", "infer", "get_weights", "set_weights",
+                             "get_state", "set_state")}
+
+    # ------------------------------------------------------------ storage
 
     def _dense(self, k, stored):
         idx = self._indices[k]
@@ -155,25 +237,72 @@ class TrainingModule(tf.Module):
         return tf.reshape(
             tf.scatter_nd(idx, stored, [int(np.prod(shape))]), shape)
 
-    def _compact(self, k, dense):
+    def _gather(self, k, dense):
+        """The stored form of a dense-shaped tensor (a gradient)."""
         idx = self._indices[k]
         if idx is None:
             return dense
         return tf.gather_nd(tf.reshape(dense, [-1]), idx)
 
+    def _compact(self, k, dense):
+        """The stored form of a value given to `set_weights`: pruned
+        entries dropped (sparse storage) or set to 0 (dense storage)."""
+        if self._indices[k] is None and self._masks[k] is not None:
+            return tf.where(self._masks[k], dense, 0.0)
+        return self._gather(k, dense)
+
+    # ------------------------------------------------------------ forward
+
+    def _call(self, trained, x, training_state: bool):
+        """Runs the Keras forward with `trained` (dense tensors) in place
+        of the trained variables; returns `(output, new state values)`."""
+        model = self._keras.lowered.model
+        values = {}
+        t = iter(trained)
+        s = iter(self.state_vars)
+        for spec in self._specs:
+            if spec.role == "train":
+                values[id(spec.variable)] = next(t)
+            elif spec.role == "state":
+                values[id(spec.variable)] = next(s).read_value()
+            elif id(spec.variable) in self._keras.frozen:
+                vals, idx = self._keras.frozen[id(spec.variable)]
+                values[id(spec.variable)] = tf.reshape(tf.scatter_nd(
+                    tf.constant(idx), vals.read_value(),
+                    [spec.value.size]), spec.value.shape)
+            else:
+                values[id(spec.variable)] = tf.constant(spec.value)
+        tv = [values[id(v)] for v in model.trainable_variables]
+        ntv = [values[id(v)] for v in model.non_trainable_variables]
+        out, new_ntv = model.stateless_call(tv, ntv, x,
+                                            training=training_state)
+        updates = []
+        if training_state and self.state_vars:
+            new = {id(v): val for v, val in
+                   zip(model.non_trainable_variables, new_ntv)}
+            states = [sp for sp in self._specs if sp.role == "state"]
+            updates = [new[id(sp.variable)] for sp in states]
+        return out, updates
+
     def _train(self, x, y):
         stored = [v.read_value() for v in self.vars]
-        ws = [self._dense(k, s) for k, s in enumerate(stored)]
-        logits, caches = _layers.forward(self._steps, ws, x, keep=True)
+        dense = [self._dense(k, s) for k, s in enumerate(stored)]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(dense)
+            logits, new_states = self._call(dense, x, training_state=True)
         loss, dz = tm.cross_entropy(self._loss, logits, y, self._num_classes,
                                     self._batch)
-        grads = _layers.backward(self._steps, ws, caches, dz, self._batch)
+        grads = tape.gradient(logits, dense, output_gradients=dz)
         step = self.step.read_value()
         for k, (var, w, g, slots) in enumerate(zip(self.vars, stored, grads,
                                                    self.slots)):
+            if g is None:  # does not reach the output
+                g = tf.zeros_like(dense[k])
             slot_values = [s.read_value() for s in slots]
-            tm.apply_update(self._opt, var, w, self._compact(k, g), slots,
+            tm.apply_update(self._opt, var, w, self._gather(k, g), slots,
                             slot_values, step, self._masks[k])
+        for var, val in zip(self.state_vars, new_states):
+            var.assign(val)
         self.step.assign_add(1.0)
         return {"loss": loss}
 
@@ -182,23 +311,60 @@ class TrainingModule(tf.Module):
                 for k, v in enumerate(self.vars)]
 
     def _infer(self, x):
-        out, _ = _layers.forward(self._steps, self._weights(), x, keep=False)
+        out, _ = self._call(self._weights(), x, training_state=False)
         if self._final == "softmax":
             out = tf.nn.softmax(out)
         return {"output": out}
 
+    # ---------------------------------------------------------- weights
+
     def _get_weights(self):
-        return dict(zip(self.weight_names, self._weights()))
+        values = self._weights() + [v.read_value() for v in self.state_vars]
+        return dict(zip(self.weights_out, values))
 
     def _set_weights(self, *values):
-        for k, (v, val) in enumerate(zip(self.vars, values)):
+        n = len(self.vars)
+        for k, (v, val) in enumerate(zip(self.vars, values[:n])):
             v.assign(self._compact(k, val))
+        for v, val in zip(self.state_vars, values[n:]):
+            v.assign(val)
         return {"step": self.step.read_value()}
+
+    def _get_state(self):
+        values = self._weights() + [v.read_value() for v in self.state_vars]
+        values += [s.read_value() for slots in self.slots for s in slots]
+        values.append(self.step.read_value())
+        return dict(zip(self.state_names, values))
+
+    def _set_state(self, *values):
+        nw = len(self.weights_out)
+        self._set_weights(*values[:nw])
+        slots = [s for group in self.slots for s in group]
+        for k, (s, val) in enumerate(zip(slots, values[nw:nw + len(slots)])):
+            owner = k // max(self._opt.num_slots, 1)
+            if self._masks[owner] is not None:
+                val = tf.where(self._masks[owner], val, 0.0)
+            s.assign(val)
+        self.step.assign(values[-1])
+        return {"step": self.step.read_value()}
+
+
+class _Holder:
+    """Keeps the Keras model out of tf.Module's object tracking."""
+
+    __slots__ = ("lowered", "frozen")
+
+    def __init__(self, lowered):
+        self.lowered = lowered
 
 
 def _convert_module(module: TrainingModule) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        # The custom gradients are already part of the traced `train`
+        # graph; the infer signature's (unused) ones need not be saved.
+        tf.saved_model.save(module, tmp, signatures=module.signatures(),
+                            options=tf.saved_model.SaveOptions(
+                                experimental_custom_gradients=False))
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         conv.experimental_enable_resource_variables = True
@@ -216,19 +382,67 @@ def _convert_module(module: TrainingModule) -> bytes:
                 "accepted (no Flex).") from None
 
 
+def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
+    """Classifies every variable of `lowered.model` (see `WeightSpec`)."""
+    trainable = {id(v) for v in model.trainable_variables}
+    bn_vars = {}
+    owner = {}
+    for layer in model.layers:
+        for v in layer.weights:
+            owner.setdefault(id(v), layer.name)
+            if type(layer).__name__ == "BatchNormalization":
+                bn_vars[id(v)] = layer
+    specs = []
+    seen = set()
+    for v in lowered.model.variables:
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        value = np.asarray(v, dtype=np.float32) \
+            if "float" in str(v.dtype) else np.asarray(v)
+        wrapper_mask = lowered.masks.get(id(v))
+        if wrapper_mask is not None:
+            value = value * wrapper_mask  # pruned entries are exact zeros
+        bn = bn_vars.get(id(v))
+        train_bn = batchnorm == "train" and bn is not None and bn.trainable
+        if id(v) in trainable and (bn is None or train_bn):
+            role = "train"
+        elif train_bn and id(v) in {id(bn.moving_mean),
+                                    id(bn.moving_variance)}:
+            role = "state"
+        else:
+            role = "const"
+        mask = None
+        if role == "train" and wrapper_mask is not None:
+            mask = wrapper_mask != 0 if np.any(wrapper_mask == 0) else None
+        elif role == "train" and v.name.endswith("kernel") and \
+                np.any(value == 0):
+            mask = value != 0
+        name = f"{owner[id(v)]}_{v.name}" if id(v) in owner else v.path
+        specs.append(WeightSpec(_sig_name(name), v, value, mask, role))
+    names = [s.name for s in specs if s.role != "const"]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"Weights {dup} have the same signature name; give "
+                         "the layers unique names.")
+    return specs
+
+
 def build_module(model, optimizer, loss, batch_size: int = 32,
                  label_smoothing: float | None = None,
-                 weight_storage: str = "dense") -> TrainingModule:
+                 weight_storage: str = "dense",
+                 batchnorm: str = "frozen") -> TrainingModule:
     """Validates the inputs and builds the `TrainingModule` (no file I/O).
 
     Raises:
         TypeError / ValueError: see `export_trainable`.
     """
-    check_model(model, "export_trainable")
+    check_model(model, "export_trainable", allow_sparse_wrapper=True)
     if weight_storage not in WEIGHT_STORAGE:
         raise ValueError(f"weight_storage must be one of {WEIGHT_STORAGE}; "
                          f"received {weight_storage!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or \
+            batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; received "
                          f"{batch_size!r}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -236,9 +450,15 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
                          f"single-output models; '{model.name}' has "
                          f"{len(model.inputs)} inputs and "
                          f"{len(model.outputs)} outputs.")
+    if len(model.outputs[0].shape) != 2:
+        raise ValueError(
+            "export_trainable needs a model whose output is (batch, "
+            f"classes); '{model.name}' outputs shape "
+            f"{tuple(model.outputs[0].shape)}.")
     lspec = tm.loss_spec(loss, label_smoothing)
     ospec = tm.optimizer_spec(optimizer)
-    steps, weights, final_act = _layers.plan_model(model)
+    lowered = _layers.lower_model(model, batchnorm)
+    final_act = lowered.final_activation
     if lspec.from_logits and final_act == "softmax":
         raise ValueError("The model ends with softmax but the loss has "
                          "from_logits=True; use from_logits=False.")
@@ -246,20 +466,21 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
         raise ValueError(
             "The loss has from_logits=False but the model does not end with "
             "softmax; pass from_logits=True for a model that outputs logits.")
-    arrays = [(n, np.asarray(v, dtype=np.float32)) for n, v in weights]
-    masks = []
-    for (n, w) in arrays:
-        is_kernel = n.endswith("_kernel")
-        masks.append((w != 0) if is_kernel and np.any(w == 0) else None)
+    specs = weight_specs(model, lowered, batchnorm)
+    if not any(s.role == "train" for s in specs):
+        raise ValueError(
+            f"Model '{model.name}' has no trainable weights (every layer has "
+            "trainable=False); nothing would train on the device.")
     num_classes = int(model.outputs[0].shape[-1])
-    return TrainingModule(steps, arrays, masks, lspec, ospec, batch_size,
+    return TrainingModule(lowered, specs, lspec, ospec, batch_size,
                           tuple(model.inputs[0].shape[1:]), num_classes,
-                          final_act, compact=(weight_storage == "sparse"))
+                          compact=(weight_storage == "sparse"))
 
 
 def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
                      label_smoothing: float | None = None,
                      weight_storage: str = "dense",
+                     batchnorm: str = "frozen",
                      compare_dense: bool = True) -> TrainableExportReport:
     """Exports a sparse Keras 3 model for on-device training in TFLite.
 
@@ -268,8 +489,14 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     that contain exact zeros keep them exactly zero through training.
 
     Args:
-        model: a plain Keras 3 Sequential (or chain-shaped functional)
-            model; see `tflite_export._layers` for the supported layers.
+        model: a Keras 3 Sequential or functional model (any DAG of the
+            layers listed in `tflite_export._layers`), single input,
+            `(batch, classes)` output: a `keras_sparse.sparsify` model
+            (its masks are read from the `SparseWrapper` layers) or a
+            plain one such as `keras_sparse.strip(model)` (exact zeros of
+            the kernels are the pruned entries). Layers with
+            `trainable=False` are frozen on the device (constants, no
+            backward below the lowest trainable layer).
         path: output `.tflite` path.
         optimizer: `keras.optimizers.SGD` (momentum, nesterov) or
             `keras.optimizers.Adam`, with a constant learning rate.
@@ -281,30 +508,33 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             for the sparse loss, which in Keras has no such option).
         weight_storage: `"dense"`: every weight is a dense variable and a
             constant bool mask (1 byte per entry) keeps pruned entries
-            zero. `"sparse"`: kernels with at least half of their entries
-            pruned are stored as their non-zero values (a `[nnz]`
+            zero. `"sparse"`: trainable kernels with at least half of their
+            entries pruned are stored as their non-zero values (a `[nnz]`
             variable) + int32 flat indices, scattered into the dense
-            kernel by every signature; the file is ~12 bytes per non-zero
-            (value, index, one zero buffer shared by the optimizer slots)
-            instead of ~9 bytes per weight. Same signatures, same
-            results; nothing to run after loading. `set_weights` ignores
-            values given at pruned positions (they stay 0).
+            kernel by every signature. Same signatures, same results;
+            nothing to run after loading.
+        batchnorm: `"frozen"` (default): BatchNormalization runs in
+            inference mode with its moving statistics, gamma and beta are
+            constants. `"train"`: trainable BN layers use batch statistics
+            in `train`, gamma/beta train and the moving statistics are
+            updated (and returned by `get_weights`), like Keras'
+            `train_on_batch`.
         compare_dense: also measure the dense float32 inference export.
 
-    Layers whose training behaviour differs from inference: on device,
-    `BatchNormalization` is frozen (moving statistics, gamma and beta are
-    constants, not trained) and `Dropout` is the identity. Keras by default
-    trains BN with batch statistics and applies dropout, so the Keras model
-    that trains identically has its BN layers set `trainable=False` and its
-    Dropout rates 0; the report's `notes` list the affected layers.
+    Dropout is the identity on the device. Keras by default trains BN with
+    batch statistics and applies dropout, so the Keras model that trains
+    identically to `batchnorm="frozen"` has its BN layers set
+    `trainable=False` and its Dropout rates 0; the report's `notes` list
+    the affected layers.
 
     Returns:
         A `TrainableExportReport`.
 
     Raises:
-        TypeError: not a Keras 3 model, or SparseWrapper layers present.
+        TypeError: not a Keras 3 model.
         ValueError: unsupported layers, activations (non-ReLU), optimizer,
-            loss or options; ops without builtin lowering.
+            loss or options; ops without builtin lowering. Nothing is
+            written.
 
     Example:
 
@@ -317,7 +547,7 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     """
     path = check_output_path(path)
     module = build_module(model, optimizer, loss, batch_size,
-                          label_smoothing, weight_storage)
+                          label_smoothing, weight_storage, batchnorm)
     data = _convert_module(module)
     summary = inspect_flatbuffer(data)
     flex = [op for op in summary.op_counts
@@ -325,27 +555,39 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if flex:
         raise ValueError(f"Converted training model contains non-builtin ops "
                          f"{flex}; refusing to write it.")
+    data = meta.add_metadata(data, meta.trainable_metadata(
+        module.weights_out, module._weight_shapes(), module.state_names,
+        module._loss.kind, module._num_classes, batch_size),
+        strip_tensor_names=True)
     dense_bytes = None
     if compare_dense:
         from tflite_export.convert import convert
 
-        dense_bytes = len(convert(model, "float32", sparsity=False))
+        # The re-wired copy has no mask variables (a SparseWrapper model
+        # would add one constant per masked kernel to the dense file).
+        dense_bytes = len(convert(module._keras.lowered.model, "float32",
+                                  sparsity=False))
     notes = []
-    bn = [l.name for l in model.layers
-          if type(l).__name__ == "BatchNormalization" and l.trainable]
-    if bn:
-        notes.append(f"BatchNormalization layers {bn} are frozen on device "
-                     "(inference statistics, gamma/beta not trained).")
+    frozen_bn = [l.name for l in model.layers
+                 if type(l).__name__ == "BatchNormalization" and l.trainable
+                 and batchnorm == "frozen"]
+    if frozen_bn:
+        notes.append(f"BatchNormalization layers {frozen_bn} are frozen on "
+                     "device (inference statistics, gamma/beta not trained).")
     drop = [l.name for l in model.layers
             if type(l).__name__ == "Dropout" and l.rate > 0]
     if drop:
         notes.append(f"Dropout layers {drop} are identity on device (no "
                      "dropout in the train signature).")
+    frozen = [l.name for l in model.layers
+              if not l.trainable and l.weights]
+    if frozen:
+        notes.append(f"Layers {frozen} have trainable=False: constants on "
+                     "device, not in get_weights/set_weights.")
     if weight_storage == "sparse":
         notes.append(
             f"{module.num_compact} of {len(module.vars)} weights stored as "
-            "non-zero values + int32 indices; set_weights ignores values at "
-            "their pruned positions (they stay exactly 0).")
+            "non-zero values + int32 indices.")
     report = TrainableExportReport(
         path=path,
         num_bytes=len(data),
@@ -356,7 +598,10 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         flex_ops=flex,
         num_weights=len(module.vars),
         num_masked=sum(module._has_mask),
-        weight_names=list(module.weight_names),
+        weight_names=list(module.weights_out),
+        state_names=list(module.state_names),
+        frozen_layers=frozen,
+        batchnorm=batchnorm,
         notes=notes,
     )
     atomic_write_bytes(path, data)

@@ -1,5 +1,4 @@
 import os
-import subprocess
 
 import keras
 import numpy as np
@@ -10,9 +9,8 @@ import tflite_export
 from tflite_export.trainable import build_module
 from tflite_export.verify import make_interpreter
 
-from tflite_helpers import (keras_reference_steps, mlp,
-                            require_tflite_runtime_python, small_cnn,
-                            zero_out)
+from tflite_helpers import (keras_reference_steps, mlp, small_cnn,
+                            train_in_tflite_runtime, zero_out)
 
 B = 8
 STEPS = 20
@@ -285,8 +283,10 @@ def test_set_weights_roundtrip_and_softmax_output(tmp_path, rng):
            zip(report.weight_names, model.get_weights())}
     interp.get_signature_runner("set_weights")(**new)
     got = interp.get_signature_runner("get_weights")()
-    for n in new:
-        np.testing.assert_array_equal(got[n], new[n])
+    for n, w in zip(report.weight_names, model.get_weights()):
+        # Dense storage too: values at pruned positions are dropped.
+        want = np.where(w != 0, 0.25, 0.0) if n.endswith("kernel") else new[n]
+        np.testing.assert_array_equal(got[n], want)
 
 
 def test_sparse_weight_storage_is_smaller_than_dense_inference(tmp_path):
@@ -330,9 +330,27 @@ def test_sparse_weight_storage_is_smaller_than_dense_inference(tmp_path):
         keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9))),
      "schedules"),
     (dict(model=lambda: keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
-        keras.layers.MaxPooling2D(pool_size=3, strides=1),
-        keras.layers.Flatten(), keras.layers.Dense(2)])), "pool_size == strides"),
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, dilation_rate=2),
+        keras.layers.Flatten(), keras.layers.Dense(2)])), "dilation_rate=1"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4),
+        keras.layers.ReLU(negative_slope=0.1), keras.layers.Dense(2)])),
+     "negative_slope"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4, activation="softmax"),
+        keras.layers.Dense(2)])), "only on the layer that produces"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((4, 8)), keras.layers.Dense(4),
+        keras.layers.Flatten(), keras.layers.Dense(2)])), "2-D inputs only"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.Sequential([keras.layers.Dense(4)]),
+        keras.layers.Dense(2)])), "nested model"),
+    (dict(model=lambda: keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(4, activation="tanh")])),
+     "'tanh'"),
+    (dict(batchnorm="moving"), r"batchnorm must be one of \('frozen', "
+                               r"'train'\); received 'moving'"),
+    (dict(batch_size=0), "batch_size must be a positive int"),
     (dict(model=lambda: keras.Sequential([
         keras.Input((8,)), keras.layers.Dense(4),
         keras.layers.LayerNormalization(), keras.layers.Dense(2)])),
@@ -343,40 +361,15 @@ def test_bad_training_inputs_raise_before_writing(tmp_path, bad, match):
     opt = bad.get("optimizer", lambda: keras.optimizers.SGD(0.1))()
     loss = bad.get("loss", lambda: keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))()
+    options = {k: bad[k] for k in ("batchnorm", "batch_size") if k in bad}
     with pytest.raises(ValueError, match=match):
         tflite_export.export_trainable(model, str(tmp_path / "t.tflite"),
-                                       opt, loss)
+                                       opt, loss, **options)
     assert os.listdir(tmp_path) == []
 
 
 def _train_in_tflite_runtime(tmp_path, path, xs, ys):
-    """get_weights, one train step per batch, get_weights and infer on the
-    first batch, in the tflite-runtime 2.14 venv (no TensorFlow, no Keras
-    imported)."""
-    py = require_tflite_runtime_python()
-    np.savez(tmp_path / "batches.npz", xs=xs, ys=ys)
-    script = f"""
-import sys, numpy as np
-from tflite_runtime.interpreter import Interpreter
-assert "tensorflow" not in sys.modules and "keras" not in sys.modules
-it = Interpreter(model_path={path!r}); it.allocate_tensors()
-d = np.load({str(tmp_path / 'batches.npz')!r})
-w0 = it.get_signature_runner("get_weights")()
-train = it.get_signature_runner("train")
-losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(d["xs"], d["ys"])]
-w1 = it.get_signature_runner("get_weights")()
-out = it.get_signature_runner("infer")(x=d["xs"][0])["output"]
-np.savez({str(tmp_path / 'out.npz')!r}, losses=np.array(losses), out=out,
-         **{{"w0_" + k: v for k, v in w0.items()}},
-         **{{"w1_" + k: v for k, v in w1.items()}})
-"""
-    res = subprocess.run([py, "-c", script], capture_output=True, text=True,
-                         timeout=180)
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = np.load(tmp_path / "out.npz")
-    w0 = {k[3:]: out[k] for k in out.files if k.startswith("w0_")}
-    w1 = {k[3:]: out[k] for k in out.files if k.startswith("w1_")}
-    return out["losses"], w0, w1, out["out"]
+    return train_in_tflite_runtime(tmp_path, path, xs, ys)
 
 
 def _check_against_keras(report, losses, w0, w1, k_losses, k_weights):
@@ -426,3 +419,315 @@ def test_frozen_batchnorm_and_identity_dropout_in_tflite_runtime_214(
     np.testing.assert_allclose(out, np.asarray(trained(xs[0],
                                                        training=False)),
                                rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ DAGs
+
+def _tiny_resnet(bn_trainable=False):
+    import keras_sparse
+
+    model = _bn_randomized(keras_sparse.models.cifar_resnet(
+        8, input_shape=(8, 8, 1), width=4))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = bn_trainable
+    return zero_out(model, 0.3)
+
+
+def _dag_zoo():
+    """Every supported layer type in one branching graph."""
+    inp = keras.Input((9, 9, 2))
+    a = keras.layers.ZeroPadding2D(((1, 0), (0, 1)))(inp)
+    a = keras.layers.Conv2D(4, 3, strides=2, padding="same",
+                            activation="relu")(a)
+    b = keras.layers.SeparableConv2D(4, 3, padding="same",
+                                     activation="relu6")(inp)
+    b = keras.layers.MaxPooling2D(3, strides=2, padding="same")(b)
+    c = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2,
+                                     padding="valid")(inp)
+    c = keras.layers.Activation("relu")(c)
+    c = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(c)
+    c = keras.layers.Conv2D(4, 1, use_bias=False)(c)
+    x = keras.layers.Add()([a, b])
+    x = keras.layers.Concatenate()([x, c])
+    x = keras.layers.BatchNormalization(trainable=False)(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.AveragePooling2D(2, strides=1)(x)
+    g = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    g = keras.layers.Reshape((8,))(g)
+    f = keras.layers.Flatten()(x)
+    f = keras.layers.Dropout(0.0)(f)
+    f = keras.layers.Dense(8, activation="relu")(f)
+    x = keras.layers.Add()([f, g])
+    out = keras.layers.Dense(5)(x)
+    return _bn_randomized(zero_out(keras.Model(inp, out), 0.4))
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_every_supported_layer_in_a_dag_matches_keras(tmp_path, rng,
+                                                      storage):
+    model = _dag_zoo()
+    xs, ys = _data(rng, (9, 9, 2), 5, categorical=False)
+    path = str(tmp_path / "t.tflite")
+    opt = lambda: keras.optimizers.Adam(3e-3)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = tflite_export.export_trainable(model, path, opt(), loss,
+                                            batch_size=B, compare_dense=False,
+                                            weight_storage=storage)
+    assert report.flex_ops == []
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    train = interp.get_signature_runner("train")
+    before = interp.get_signature_runner("get_weights")()
+    losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    after = interp.get_signature_runner("get_weights")()
+    k_losses, k_weights = keras_reference_steps(model, opt(), loss, xs, ys)
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    for name, kw in zip(report.weight_names, k_weights):
+        np.testing.assert_allclose(after[name], kw, rtol=1e-3,
+                                   atol=1e-3 * np.max(np.abs(kw)))
+        if name.endswith("kernel"):
+            assert np.all(after[name][before[name] == 0] == 0.0)
+
+
+def test_batchnorm_train_matches_keras_training_mode(tmp_path, rng):
+    model = _tiny_resnet(bn_trainable=True)
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    path = str(tmp_path / "t.tflite")
+    opt = lambda: keras.optimizers.SGD(0.05, momentum=0.9)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = tflite_export.export_trainable(
+        model, path, opt(), loss, batch_size=B, compare_dense=False,
+        batchnorm="train")
+    assert report.batchnorm == "train"
+    assert "stem_bn_gamma" in report.weight_names
+    assert "stem_bn_moving_mean" in report.weight_names
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    train = interp.get_signature_runner("train")
+    losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    after = interp.get_signature_runner("get_weights")()
+    # Keras reference: BN in training mode, moving statistics updated.
+    km = _masked_clone(model)
+    km.compile(optimizer=opt(), loss=loss, jit_compile=False)
+    k_losses = [float(km.train_on_batch(x, y)) for x, y in zip(xs, ys)]
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    for v in km.weights:
+        name = v.path.replace("/", "_")
+        np.testing.assert_allclose(after[name], np.asarray(v), rtol=1e-3,
+                                   atol=1e-4)
+    # infer uses the (updated) moving statistics, like Keras inference.
+    out = interp.get_signature_runner("infer")(x=xs[0])["output"]
+    np.testing.assert_allclose(out, np.asarray(km(xs[0], training=False)),
+                               rtol=1e-3, atol=1e-4)
+
+
+# ------------------------------------------------------ frozen layers
+
+def _masked_clone(model):
+    """A Keras copy whose pruned kernel entries stay zero in training."""
+    from tflite_helpers import mask_constraint
+
+    km = keras.models.clone_model(model)
+    km.set_weights(model.get_weights())
+    for layer in km.layers:
+        if getattr(layer, "kernel", None) is not None:
+            layer.kernel.constraint = mask_constraint(
+                (np.asarray(layer.kernel) != 0).astype("float32"))
+    return km
+
+
+def _freeze_all_but(model, names):
+    for layer in model.layers:
+        layer.trainable = layer.name in names
+    return model
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_head_only_training_keeps_backbone_constant(tmp_path, rng, storage):
+    model = _freeze_all_but(_tiny_resnet(), {"logits"})
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    path = str(tmp_path / "t.tflite")
+    opt = lambda: keras.optimizers.Adam(1e-2)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = tflite_export.export_trainable(model, path, opt(), loss,
+                                            batch_size=B,
+                                            compare_dense=False,
+                                            weight_storage=storage)
+    # Sparse storage keeps the frozen (70% zero) kernels compact too.
+    assert ("SCATTER_ND" in report.operators) == (storage == "sparse")
+    # Only the head trains, is saved and restored.
+    assert report.weight_names == ["logits_kernel", "logits_bias"]
+    assert "stem_conv" in report.frozen_layers
+    assert any("trainable=False" in n for n in report.notes)
+    # No backward below the head: no conv input or filter gradients.
+    assert "TRANSPOSE_CONV" not in report.operators
+    assert report.operators.get("CONV_2D", 0) == 2 * 9  # train + infer fwd
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    infer = interp.get_signature_runner("infer")
+    y0 = infer(x=xs[0])["output"]
+    head0 = interp.get_signature_runner("get_weights")()
+    train = interp.get_signature_runner("train")
+    losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    after = interp.get_signature_runner("get_weights")()
+    # The device backbone is bit-identical after training: with the
+    # initial head restored, the output is bit-identical too.
+    interp.get_signature_runner("set_weights")(**head0)
+    np.testing.assert_array_equal(infer(x=xs[0])["output"], y0)
+    interp.get_signature_runner("set_weights")(**after)
+    km = _masked_clone(model)
+    backbone = {v.path: np.asarray(v).copy()
+                for v in km.weights if not v.path.startswith("logits")}
+    km.compile(optimizer=opt(), loss=loss, jit_compile=False)
+    k_losses = [float(km.train_on_batch(x, y)) for x, y in zip(xs, ys)]
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    head = km.get_layer("logits")
+    np.testing.assert_allclose(after["logits_kernel"], np.asarray(head.kernel),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(after["logits_bias"], np.asarray(head.bias),
+                               rtol=1e-4, atol=1e-6)
+    # Keras leaves the frozen backbone bit-identical; so does the device:
+    # its output is the Keras backbone (original weights) + the device head.
+    for v in km.weights:
+        if v.path in backbone:
+            np.testing.assert_array_equal(np.asarray(v), backbone[v.path])
+    head.kernel.assign(after["logits_kernel"])
+    head.bias.assign(after["logits_bias"])
+    np.testing.assert_allclose(
+        interp.get_signature_runner("infer")(x=xs[0])["output"],
+        np.asarray(km(xs[0], training=False)), rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_stem_trains_the_rest_like_keras(tmp_path, rng):
+    model = _tiny_resnet()
+    model.get_layer("stem_conv").trainable = False
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    path = str(tmp_path / "t.tflite")
+    opt = lambda: keras.optimizers.SGD(0.05, momentum=0.9)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = tflite_export.export_trainable(model, path, opt(), loss,
+                                            batch_size=B,
+                                            compare_dense=False)
+    assert "stem_conv_kernel" not in report.weight_names
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    train = interp.get_signature_runner("train")
+    losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    k_losses, _ = keras_reference_steps(model, opt(), loss, xs, ys)
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+
+
+def test_all_layers_frozen_is_rejected(tmp_path):
+    model = _freeze_all_but(mlp((8, 4, 3)), set())
+    with pytest.raises(ValueError, match="no trainable weights"):
+        tflite_export.export_trainable(
+            model, str(tmp_path / "t.tflite"), keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------- save and restore
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+@pytest.mark.parametrize("density", [0.3, 0.7])
+def test_set_weights_and_set_state_never_write_pruned_positions(
+        tmp_path, rng, storage, density):
+    # density 0.3: compact under "sparse"; 0.7: a dense variable + mask
+    # under both storages.
+    model = zero_out(mlp((12, 16, 4)), density)
+    path = str(tmp_path / "t.tflite")
+    report = tflite_export.export_trainable(
+        model, path, keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        batch_size=4, compare_dense=False, weight_storage=storage)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    w0 = interp.get_signature_runner("get_weights")()
+    noisy = {n: (rng.standard_normal(w.shape) + 3.0).astype(np.float32)
+             for n, w in w0.items()}
+    interp.get_signature_runner("set_weights")(**noisy)
+    state = interp.get_signature_runner("get_state")()
+    assert set(state) == set(report.state_names)
+    noisy_state = {n: (rng.standard_normal(v.shape) + 3.0).astype(np.float32)
+                   for n, v in state.items()}
+    noisy_state["step"] = np.array(5.0, np.float32)
+    for sig, values in (("set_weights", noisy), ("set_state", noisy_state)):
+        interp.get_signature_runner(sig)(**values)
+        got = interp.get_signature_runner("get_weights")()
+        for n in w0:
+            if n.endswith("kernel"):
+                pruned = w0[n] == 0
+                assert pruned.any()
+                assert np.all(got[n][pruned] == 0.0)
+                np.testing.assert_array_equal(got[n][~pruned],
+                                              values[n][~pruned])
+        for _ in range(3):
+            interp.get_signature_runner("train")(
+                x=rng.standard_normal((4, 12)).astype(np.float32),
+                y=rng.integers(0, 4, 4).astype(np.int32))
+        got = interp.get_signature_runner("get_weights")()
+        for n in w0:
+            if n.endswith("kernel"):
+                assert np.all(got[n][w0[n] == 0] == 0.0)
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_restored_state_continues_exactly(tmp_path, rng, storage):
+    model = _tiny_resnet()
+    path = str(tmp_path / "t.tflite")
+    tflite_export.export_trainable(
+        model, path, keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        batch_size=B, compare_dense=False, weight_storage=storage)
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    with open(path, "rb") as f:
+        data = f.read()
+    a = make_interpreter(data)
+    train = a.get_signature_runner("train")
+    full = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs, ys)]
+    final = a.get_signature_runner("get_state")()
+    b = make_interpreter(data)
+    train = b.get_signature_runner("train")
+    first = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs[:7], ys[:7])]
+    ckpt = {k: np.array(v) for k, v in
+            b.get_signature_runner("get_state")().items()}
+    assert float(ckpt["step"]) == 7.0
+    c = make_interpreter(data)  # a fresh "device" resumes
+    c.get_signature_runner("set_state")(**ckpt)
+    train = c.get_signature_runner("train")
+    rest = [float(train(x=x, y=y)["loss"]) for x, y in zip(xs[7:], ys[7:])]
+    assert first + rest == full  # bit-identical continuation
+    resumed = c.get_signature_runner("get_state")()
+    for k in final:
+        np.testing.assert_array_equal(resumed[k], final[k])
+
+
+def test_dag_and_batchnorm_train_in_tflite_runtime_214(tmp_path, rng):
+    model = _dag_zoo()
+    xs, ys = _data(rng, (9, 9, 2), 5, categorical=False)
+    opt = lambda: keras.optimizers.Adam(3e-3)  # noqa: E731
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    path = str(tmp_path / "zoo.tflite")
+    report = tflite_export.export_trainable(model, path, opt(), loss,
+                                            batch_size=B, compare_dense=False,
+                                            weight_storage="sparse")
+    losses, w0, w1, _ = _train_in_tflite_runtime(tmp_path, path, xs, ys)
+    k_losses, k_weights = keras_reference_steps(model, opt(), loss, xs, ys)
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    for name in report.weight_names:
+        if name.endswith("kernel"):
+            assert np.all(w1[name][w0[name] == 0] == 0.0)
+    model = _tiny_resnet(bn_trainable=True)
+    xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
+    path = str(tmp_path / "bn.tflite")
+    tflite_export.export_trainable(model, path, opt(), loss, batch_size=B,
+                                   compare_dense=False, batchnorm="train")
+    losses, _, w1, _ = _train_in_tflite_runtime(tmp_path, path, xs, ys)
+    km = _masked_clone(model)
+    km.compile(optimizer=opt(), loss=loss, jit_compile=False)
+    k_losses = [float(km.train_on_batch(x, y)) for x, y in zip(xs, ys)]
+    np.testing.assert_allclose(losses, k_losses, rtol=1e-4)
+    np.testing.assert_allclose(w1["stem_bn_moving_mean"],
+                               np.asarray(km.get_layer("stem_bn").moving_mean),
+                               rtol=1e-3, atol=1e-5)

@@ -112,3 +112,51 @@ def keras_reference_steps(model, optimizer, loss, xs, ys):
     km.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     losses = [float(km.train_on_batch(x, y)) for x, y in zip(xs, ys)]
     return losses, [np.asarray(v) for v in km.trainable_weights]
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial BN statistics and affine parameters (in place)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(
+                rng.uniform(0.5, 2.0, n).astype("float32"))
+    return model
+
+
+def train_in_tflite_runtime(tmp_path, path, xs, ys):
+    """get_weights, one train step per batch, get_weights and infer on the
+    first batch, in the tflite-runtime 2.14 venv (no TensorFlow, no Keras
+    imported). Returns `(losses, weights before, weights after, output)`."""
+    import subprocess
+
+    py = require_tflite_runtime_python()
+    np.savez(tmp_path / "batches.npz", xs=xs, ys=ys)
+    script = f"""
+import sys, numpy as np
+from tflite_runtime.interpreter import Interpreter
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+it = Interpreter(model_path={str(path)!r}); it.allocate_tensors()
+d = np.load({str(tmp_path / 'batches.npz')!r})
+w0 = it.get_signature_runner("get_weights")()
+train = it.get_signature_runner("train")
+losses = [float(train(x=x, y=y)["loss"]) for x, y in zip(d["xs"], d["ys"])]
+w1 = it.get_signature_runner("get_weights")()
+out = it.get_signature_runner("infer")(x=d["xs"][0])["output"]
+np.savez({str(tmp_path / 'out.npz')!r}, losses=np.array(losses), out=out,
+         **{{"w0_" + k: v for k, v in w0.items()}},
+         **{{"w1_" + k: v for k, v in w1.items()}})
+"""
+    res = subprocess.run([py, "-c", script], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    w0 = {k[3:]: out[k] for k in out.files if k.startswith("w0_")}
+    w1 = {k[3:]: out[k] for k in out.files if k.startswith("w1_")}
+    return out["losses"], w0, w1, out["out"]
