@@ -7,7 +7,7 @@ both up, then alternates them in one process: each round times `--steps`
 `train_on_batch` calls of one model then the other on the same fixed batches
 (the order flips every round). Many short rounds keep both models equally
 exposed to other load on a shared machine. Reports the median per-step time over rounds
-and the sparse/dense ratio (the issue's target is <= 1.05x), plus the median
+and the sparse/dense ratio (the issue's target is <= 1.03x), plus the median
 of the per-round paired ratios.
 
     python -m benchmarks.step_time            # 40 rounds x 10 steps
@@ -41,7 +41,7 @@ from benchmarks._common import (
     write_json,
 )
 
-TARGET_RATIO = 1.05
+TARGET_RATIO = 1.03  # issue: forward masking must keep static masks <= 1.03x dense
 
 
 def _model_builders() -> dict[str, Callable[[], keras.Model]]:
