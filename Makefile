@@ -119,7 +119,7 @@ bench-tflite: venv data
 bench-on-device: venv
 	$(VENV_PY) -m benchmarks.on_device_train $(BENCH_ARGS)
 
-# Cost table (BENCHMARK.md): runs the step-time parts (TF-MOT peer in
+# Cost table (docs/benchmark_protocol.md): runs the step-time parts (TF-MOT peer in
 # $(TFMOT_VENV)), reads dst_overhead.json and tflite_bench.json.
 # BENCH_ARGS="--quick", "--only step peer", "--from-results", "--run-latency".
 bench-cost: venv data tfmot-venv

@@ -1,4 +1,4 @@
-"""Cost table (../shared/BENCHMARK.md, "Cost table"): one command, four parts.
+"""Cost table (docs/benchmark_protocol.md, "Cost table"): one command, four parts.
 
     python -m benchmarks.cost                  # everything (make bench-cost)
     python -m benchmarks.cost --quick          # smaller step-time runs
@@ -411,7 +411,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     s = result.get("sections", {})
     lines = ["# Cost table", "",
              f"Written by `{result.get('command', 'python -m benchmarks.cost')}` "
-             "(protocol: `../shared/BENCHMARK.md`, \"Cost table\"). Each part says when, on what "
+             "(protocol: `docs/benchmark_protocol.md`, \"Cost table\"). Each part says when, on what "
              "machine and under what load it was measured; parts read from another benchmark's "
              "JSON say which file.", ""]
     if any(load_note(sec).startswith("**") for sec in s.values() if isinstance(sec, dict)):

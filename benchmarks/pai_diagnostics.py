@@ -8,7 +8,7 @@ ERK per-layer budgets, SNIP on 256 training images, GraSP on 10 per class,
 SynFlow 100 iterations; GraSP with the library default, temperature 200 on
 the logits as in the authors' code), plus GraSP at temperature 1 (the
 library's earlier default, with which the table's GraSP rows were first
-run: `benchmarks/results/accuracy_grasp_t1.jsonl`):
+run: `benchmarks/results/archive/accuracy_grasp_t1.jsonl`):
 
 - the share of *negative* weights among the kept entries of each layer
   (a random mask keeps ~50%);

@@ -54,7 +54,7 @@ class KillAt(keras.callbacks.Callback):
 
 
 def small_cnn_functional(input_shape=(12, 12, 1), num_classes=4):
-    """A tiny version of BENCHMARK.md's Model A for fast tests."""
+    """A tiny version of docs/benchmark_protocol.md's Model A for fast tests."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
     x = keras.layers.MaxPooling2D()(x)
