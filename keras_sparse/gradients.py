@@ -4,9 +4,10 @@ Design choice. Keras callbacks never see the batch, and the training step is
 compiled (XLA by default), so capturing the batch itself needs variables of
 unknown shape, which XLA rejects. Instead, the gradients the training step
 already computes are captured: the gradient of the loss w.r.t. a masked
-kernel is dense (the mask acts through exact zeros in the kernel, enforced by
-a constraint after each update, not by a multiplication in the forward
-pass). `GradientCapture.install()` wraps `optimizer.apply` (the public method
+kernel is dense (the wrapper multiplies the kernel by its mask in the
+forward pass through `keras_sparse.layers.sparse_wrapper.masked_forward`,
+whose gradient is the identity, so pruned entries receive the gradient
+`dL/dW_ij` that RigL ranks). `GradientCapture.install()` wraps `optimizer.apply` (the public method
 `train_step` reaches through `apply_gradients`) of the model's optimizer and
 forces `model.make_train_function(force=True)`, so the next trace copies the
 gradients of the masked weights into non-trainable buffers, but only on the
