@@ -140,7 +140,7 @@ def bench_inference(quick, tmp, rows, checkpoint=None):
             path = os.path.join(tmp, f"{arch}_{pattern}_{prec}.tflite")
             r = tflite_export.export_inference(
                 model, path, precision=prec, representative_data=data_rep,
-                measure_latency=False, compare_dense=False)
+                measure_latency=False, compare_dense=False, optimize="sparse")
             with open(path, "rb") as f:
                 data = f.read()
             lat = alternated_latency({

@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("out")
     e.add_argument("--precision", default="float32")
     e.add_argument("--representative", help=".npy of input samples")
+    e.add_argument("--optimize", default="latency",
+                   choices=("latency", "size", "sparse"),
+                   help="keep the faster encoding (default), the smaller "
+                   "file, or the sparse encoding")
     i = sub.add_parser("inspect", help="list ops, sparse tensors and the "
                        "runtime metadata")
     i.add_argument("tflite")
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     model = keras.saving.load_model(args.model)
     rep = np.load(args.representative) if args.representative else None
     report = export_inference(model, args.out, precision=args.precision,
-                              representative_data=rep)
+                              representative_data=rep, optimize=args.optimize)
     print(report.to_markdown())
     return 0
 

@@ -18,6 +18,13 @@ from tflite_export.metadata import add_metadata, inference_metadata
 from tflite_export._validate import check_model, check_output_path
 from tflite_export.report import ExportReport
 
+OPTIMIZE = ("latency", "size", "sparse")
+# Latencies within this relative difference, or within TIE_FLOOR_US (below
+# what a Python timing loop around `invoke()` resolves), are a tie: the
+# smaller file wins.
+TIE_TOLERANCE = 0.03
+TIE_FLOOR_US = 1.0
+
 
 def _as_input_list(x, model, name) -> list[np.ndarray]:
     arrays = list(x) if isinstance(x, (list, tuple)) else [x]
@@ -69,6 +76,7 @@ def export_inference(
     latency_invokes: int = 200,
     compare_dense: bool = True,
     write_report_json: bool = True,
+    optimize: str = "latency",
     seed: int = 0,
 ) -> ExportReport:
     """Exports a sparse Keras 3 model to a verified `.tflite` file.
@@ -91,6 +99,20 @@ def export_inference(
     FULLY_CONNECTED kernel (no DENSIFY). int8 weights with 1x4 blocks, which
     the converter writes element-wise CSR, are re-encoded BSR 1x4 (still
     expanded by DENSIFY; see `tflite_export._reencode`).
+
+    Never silently slower: when the sparse file verifies, the same model is
+    also converted without sparse encoding at the same precision and
+    verified, and `optimize` picks the file that is written. `"latency"`
+    (default) times both side by side (alternated rounds, medians of
+    `latency_invokes` batch-1 single-thread invokes each) and keeps the
+    faster one; latencies within `TIE_TOLERANCE` (3%) or `TIE_FLOOR_US`
+    (1 us) count as a tie and the smaller file is kept. `"size"` keeps the
+    smaller file. `"sparse"` keeps
+    the sparse encoding whenever it verifies (the converter's choice, e.g.
+    to benchmark the encodings themselves). `report.encoding_choice` says
+    what was chosen and why, with both sizes and, for `"latency"`, both
+    latencies. The latency is that of the machine running the export: on a
+    phone, export there or pass `"size"`/`"sparse"` deliberately.
 
     Known converter limitation: block-sparse float16 is written BSR and fed
     to DEQUANTIZE without DENSIFY, giving NaN; verification catches it and
@@ -116,6 +138,7 @@ def export_inference(
         compare_dense: also convert dense float32 to report the size ratio.
         write_report_json: also write `<path>.json` with the report (the
             runner reads its `op_resolver`).
+        optimize: `"latency"`, `"size"` or `"sparse"` (see above).
         seed: seed for the default noise inputs.
 
     Returns:
@@ -124,7 +147,7 @@ def export_inference(
     Raises:
         TypeError: `model` is not a Keras 3 model, still has SparseWrapper
             layers, or inputs have the wrong type.
-        ValueError: unknown precision, `int8_full` without
+        ValueError: unknown precision or `optimize`, `int8_full` without
             representative data, or layers without a builtin lowering.
         ExportVerificationError: no correct configuration was found.
 
@@ -142,6 +165,13 @@ def export_inference(
     path = check_output_path(path)
     _convert.check_precision(precision)
     _convert.check_calibration(precision, representative_data)
+    if optimize not in OPTIMIZE:
+        raise ValueError(f"`optimize` must be one of {list(OPTIMIZE)}. "
+                         f"Received: optimize={optimize!r}.")
+    if optimize == "latency" and (not isinstance(latency_invokes, int)
+                                  or latency_invokes < 1):
+        raise ValueError("`latency_invokes` must be a positive int. "
+                         f"Received: {latency_invokes!r}.")
     if sample_inputs is None:
         inputs = _default_samples(model, representative_data, num_samples,
                                   seed)
@@ -217,6 +247,15 @@ def export_inference(
         notes.append(fallback)
         warnings.warn(f"export_inference('{path}', precision={precision!r}): "
                       + fallback, UserWarning, stacklevel=2)
+    choice, dense_attempts, dense_winner = _choose_encoding(
+        model, precision, representative_data, inputs, reference, optimize,
+        latency_invokes, data, resolver)
+    attempt_log += [dict(dataclasses.asdict(a), sparse_encoding=False,
+                         reencoded=False) for a in dense_attempts]
+    if dense_winner is not None:
+        data, resolver = dense_winner
+        attempts = dense_attempts
+    notes.append(choice["reason"])
     passed = [a for a in attempts if a.ok][0]
     # The resolver requirement travels inside the file (runner reads it);
     # metadata does not change what the interpreter executes.
@@ -227,8 +266,10 @@ def export_inference(
         dense_bytes = len(_convert.convert(model, "float32", sparsity=False))
     latency = None
     if measure_latency:
-        latency = _verify.measure_latency(data, resolver,
-                                          num_invokes=latency_invokes)
+        latency = choice.get(f"{choice['chosen']}_latency_us")
+        if latency is None:
+            latency = _verify.measure_latency(data, resolver,
+                                              num_invokes=latency_invokes)
     report = ExportReport(
         path=path,
         precision=precision,
@@ -246,8 +287,64 @@ def export_inference(
         latency_us=latency,
         notes=notes,
         attempts=attempt_log,
+        encoding_choice=choice,
     )
     atomic_write_bytes(path, data)
     if write_report_json:
         atomic_write_bytes(path + ".json", report.to_json().encode())
     return report
+
+
+def _choose_encoding(model, precision, representative_data, inputs, reference,
+                     optimize, latency_invokes, sparse_content, sparse_resolver):
+    """Which encoding `export_inference` writes, sparse or dense, and why.
+
+    Returns:
+        `(choice, dense_attempts, dense_winner)`: `choice` is the report's
+        `encoding_choice` dict; `dense_attempts` the verification attempts
+        of the dense file (empty if it was not verified); `dense_winner` is
+        `(dense_content, dense_resolver)` when the dense file is to be
+        written, else None.
+    """
+    choice = {"optimize": optimize, "chosen": "sparse", "reason": "",
+              "sparse_bytes": len(sparse_content), "dense_bytes": None,
+              "sparse_latency_us": None, "dense_latency_us": None}
+    if not _inspect.inspect_flatbuffer(sparse_content).sparse_tensors:
+        choice.update(chosen="dense", sparse_bytes=None,
+                      dense_bytes=len(sparse_content),
+                      reason="Encoding: dense (the file has no sparse tensors).")
+        return choice, [], None
+    if optimize == "sparse":
+        choice["reason"] = "Encoding: sparse (optimize='sparse' keeps it)."
+        return choice, [], None
+    dense = _convert.convert(model, precision, sparsity=False,
+                             representative_data=representative_data)
+    choice["dense_bytes"] = len(dense)
+    smaller = "sparse" if len(sparse_content) <= len(dense) else "dense"
+    sizes = f"{len(sparse_content)} bytes sparse vs {len(dense)} dense"
+    if optimize == "size" and smaller == "sparse":
+        choice["reason"] = f"Encoding: sparse, the smaller file ({sizes})."
+        return choice, [], None
+    resolver, attempts = _verify.verify(dense, inputs, reference, precision)
+    if resolver is None:
+        choice["reason"] = ("Encoding: sparse; the dense file does not match "
+                            "Keras in any interpreter configuration.")
+        return choice, attempts, None
+    if optimize == "size":
+        choice.update(chosen="dense",
+                      reason=f"Encoding: dense, the smaller file ({sizes}).")
+        return choice, attempts, (dense, resolver)
+    t_sparse, t_dense = _verify.compare_latency(
+        [(sparse_content, sparse_resolver), (dense, resolver)],
+        num_invokes=latency_invokes)
+    choice.update(sparse_latency_us=t_sparse, dense_latency_us=t_dense)
+    times = (f"batch-1 single-thread medians {t_sparse:.1f} us sparse vs "
+             f"{t_dense:.1f} us dense, measured side by side; {sizes}")
+    if abs(t_sparse - t_dense) <= max(TIE_TOLERANCE * t_dense, TIE_FLOOR_US):
+        chosen, why = smaller, "a tie in latency, the smaller file"
+    elif t_sparse < t_dense:
+        chosen, why = "sparse", "the faster file"
+    else:
+        chosen, why = "dense", "the faster file"
+    choice.update(chosen=chosen, reason=f"Encoding: {chosen}, {why} ({times}).")
+    return choice, attempts, ((dense, resolver) if chosen == "dense" else None)

@@ -34,6 +34,9 @@ class ExportReport:
         latency_us: median batch-1 single-thread invoke time, or None.
         notes: fallbacks and detected runtime faults, in plain words.
         attempts: every configuration tried, with its error or result.
+        encoding_choice: which encoding was written and why (`optimize`,
+            `chosen`, `reason`, `sparse_bytes`, `dense_bytes`,
+            `sparse_latency_us`, `dense_latency_us`).
     """
 
     path: str
@@ -52,6 +55,7 @@ class ExportReport:
     latency_us: float | None
     notes: list[str]
     attempts: list[dict[str, Any]]
+    encoding_choice: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

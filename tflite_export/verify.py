@@ -147,12 +147,7 @@ def measure_latency(model_content: bytes, resolver: str = "default",
                     num_invokes: int = 200, warmup: int = 20,
                     num_threads: int = 1) -> float:
     """Median batch-1 `invoke()` time in microseconds (single thread)."""
-    interp = make_interpreter(model_content, resolver, num_threads)
-    rng = np.random.default_rng(0)
-    for d in interp.get_input_details():
-        shape = [1 if s < 0 else int(s) for s in d["shape_signature"]] or [1]
-        x = rng.standard_normal(shape).astype(np.float32)
-        interp.set_tensor(d["index"], _quantize(x, d))
+    interp = _timed_interpreter(model_content, resolver, num_threads)
     for _ in range(warmup):
         interp.invoke()
     times = np.empty(num_invokes)
@@ -161,3 +156,49 @@ def measure_latency(model_content: bytes, resolver: str = "default",
         interp.invoke()
         times[i] = time.perf_counter() - t0
     return float(np.median(times) * 1e6)
+
+
+def _timed_interpreter(model_content: bytes, resolver: str, num_threads: int):
+    interp = make_interpreter(model_content, resolver, num_threads)
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        shape = [1 if s < 0 else int(s) for s in d["shape_signature"]] or [1]
+        x = rng.standard_normal(shape).astype(np.float32)
+        interp.set_tensor(d["index"], _quantize(x, d))
+    return interp
+
+
+def compare_latency(files: Sequence[tuple[bytes, str]], num_invokes: int = 200,
+                    warmup: int = 20, rounds: int = 10,
+                    num_threads: int = 1) -> list[float]:
+    """Median batch-1 `invoke()` times (microseconds) of several files, side by side.
+
+    The files run in alternated rounds in one process (the order flips every
+    round), so load from other processes falls on all of them alike; each
+    gets `num_invokes` timed invokes in all, after `warmup` untimed ones.
+
+    Args:
+        files: `(model_content, resolver)` pairs.
+        num_invokes: timed invokes per file.
+        warmup: untimed invokes per file first.
+        rounds: alternation rounds.
+        num_threads: interpreter threads.
+
+    Returns:
+        The median invoke time of each file, in the order given.
+    """
+    interps = [_timed_interpreter(c, r, num_threads) for c, r in files]
+    for interp in interps:
+        for _ in range(warmup):
+            interp.invoke()
+    per_round = max(1, num_invokes // rounds)
+    times: list[list[float]] = [[] for _ in interps]
+    order = list(range(len(interps)))
+    for _ in range(rounds):
+        for i in order:
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                interps[i].invoke()
+                times[i].append(time.perf_counter() - t0)
+        order.reverse()
+    return [float(np.median(t) * 1e6) for t in times]

@@ -14,6 +14,11 @@ from tflite_helpers import mlp, small_cnn, zero_out
 PRECISIONS = ["float32", "float16", "int8_dynamic", "int8_full"]
 
 
+def _export(*args, **kwargs):
+    """`export_inference` keeping the sparse encoding: these tests check it."""
+    return tflite_export.export_inference(*args, optimize="sparse", **kwargs)
+
+
 def _model(kind):
     if kind == "mlp_block":
         return zero_out(mlp((64, 128, 64, 10)), 0.1, block=4)
@@ -32,7 +37,7 @@ def test_export_matches_keras_in_litert(tmp_path, rng, kind, precision):
     model = _model(kind)
     rep = rng.random((32,) + _shape(kind)).astype(np.float32)
     path = str(tmp_path / "m.tflite")
-    report = tflite_export.export_inference(
+    report = _export(
         model, path, precision=precision, representative_data=rep,
         latency_invokes=20, compare_dense=True)
     assert os.path.exists(path)
@@ -51,7 +56,7 @@ def test_export_matches_keras_in_litert(tmp_path, rng, kind, precision):
 
 def test_block_sparse_dense_stays_on_sparse_fc_kernel(tmp_path):
     model = _model("mlp_block")
-    report = tflite_export.export_inference(
+    report = _export(
         model, str(tmp_path / "b.tflite"), latency_invokes=10)
     summary = inspect_flatbuffer(str(tmp_path / "b.tflite"))
     assert "DENSIFY" not in summary.operators
@@ -70,7 +75,7 @@ def test_block_sparse_dense_stays_on_sparse_fc_kernel(tmp_path):
 
 def test_unstructured_weights_are_csr_with_densify(tmp_path):
     model = _model("mlp_random")
-    report = tflite_export.export_inference(
+    report = _export(
         model, str(tmp_path / "r.tflite"), latency_invokes=10)
     assert report.sparse_tensors
     assert all(t["format"] == "CSR" for t in report.sparse_tensors)
@@ -82,7 +87,7 @@ def test_int8_1x16_block_xnnpack_fault_is_detected(tmp_path, rng):
     # Sparse int8 FC under the default XNNPACK delegate fails to prepare or
     # gives wrong outputs; the export must fall back to the builtin resolver.
     model = zero_out(mlp((64, 128, 16)), 0.1, block=16)
-    report = tflite_export.export_inference(
+    report = _export(
         model, str(tmp_path / "q.tflite"), precision="int8_dynamic",
         latency_invokes=10)
     default = [a for a in report.attempts if a["resolver"] == "default"
@@ -98,7 +103,7 @@ def test_report_json_written_next_to_model(tmp_path):
     import json
 
     path = str(tmp_path / "m.tflite")
-    report = tflite_export.export_inference(_model("mlp_block"), path,
+    report = _export(_model("mlp_block"), path,
                                             measure_latency=False)
     with open(path + ".json") as f:
         saved = json.load(f)
@@ -112,7 +117,7 @@ def test_relu_after_bias_free_matmul_survives_conversion(tmp_path, rng):
     # seen to vanish in conversion. Negative pre-activations make it visible.
     model = zero_out(mlp((32, 64, 8), use_bias=False), 0.5)
     x = rng.standard_normal((8, 32)).astype(np.float32)
-    report = tflite_export.export_inference(
+    report = _export(
         model, str(tmp_path / "nb.tflite"), sample_inputs=x,
         measure_latency=False)
     hidden = keras.Model(model.inputs, model.layers[0].output)
@@ -137,7 +142,7 @@ def test_batchnorm_model_matches_keras(tmp_path, rng):
                 rng.uniform(0.5, 2.0, n).astype("float32"))
     x = rng.standard_normal((8, 8, 8, 2)).astype(np.float32)
     path = str(tmp_path / "bn.tflite")
-    report = tflite_export.export_inference(model, path, sample_inputs=x,
+    report = _export(model, path, sample_inputs=x,
                                             measure_latency=False,
                                             compare_dense=False)
     with open(path, "rb") as f:
@@ -158,7 +163,7 @@ def test_multi_input_model_matches_keras(tmp_path, rng):
     xs = [rng.standard_normal((6, 12)).astype(np.float32),
           rng.standard_normal((6, 4)).astype(np.float32)]
     path = str(tmp_path / "mi.tflite")
-    report = tflite_export.export_inference(model, path, sample_inputs=xs,
+    report = _export(model, path, sample_inputs=xs,
                                             measure_latency=False,
                                             compare_dense=False)
     assert report.max_abs_err <= report.tolerance
@@ -180,7 +185,7 @@ def test_int8_1x4_blocks_are_reencoded_bsr(tmp_path, rng, precision):
     # (uint16 index per non-zero); the export re-encodes them BSR 1x4.
     model = zero_out(mlp((64, 256, 256, 10)), 0.1, block=4)
     rep = rng.random((32, 64)).astype(np.float32)
-    report = tflite_export.export_inference(
+    report = _export(
         model, str(tmp_path / "q.tflite"), precision=precision,
         representative_data=rep, measure_latency=False)
     kernels = [t for t in report.sparse_tensors if t["shape"][0] == 256]
@@ -196,7 +201,7 @@ def test_int8_1x4_blocks_are_reencoded_bsr(tmp_path, rng, precision):
 def test_block_sparse_float16_falls_back_to_dense_with_warning(tmp_path):
     model = _model("mlp_block")
     with pytest.warns(UserWarning, match="DEQUANTIZE without a DENSIFY"):
-        report = tflite_export.export_inference(
+        report = _export(
             model, str(tmp_path / "h.tflite"), precision="float16",
             measure_latency=False)
     assert not report.sparse_encoding and report.sparse_tensors == []

@@ -28,7 +28,7 @@ def _exports(tmp_path, rng):
     y = rng.integers(0, 4, 40).astype(np.int32)
     np.savez(tmp_path / "data.npz", x=x, y=y)
     inf = str(tmp_path / "inf.tflite")
-    tflite_export.export_inference(model, inf, precision="int8_dynamic",
+    tflite_export.export_inference(model, inf, precision="int8_dynamic", optimize="sparse",
                                    measure_latency=False)
     tr = str(tmp_path / "train.tflite")
     tflite_export.export_trainable(
