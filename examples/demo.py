@@ -239,7 +239,7 @@ def _out_dir(ctx: DemoContext) -> str:
 
 
 def step_tflite_export(ctx: DemoContext) -> None:
-    banner("TFLite export (float32, sparse encoding) and LiteRT agreement")
+    banner("TFLite export (float32, the faster of sparse and dense encoding) and LiteRT agreement")
     import tflite_export
     from tflite_export import runner
 
@@ -257,7 +257,7 @@ def step_tflite_export(ctx: DemoContext) -> None:
     lite_acc = float(np.mean(lite_pred == ctx.y_test[:AGREEMENT_IMAGES]))
     ratio = report.num_bytes / report.dense_float32_bytes if report.dense_float32_bytes else None
     print(f"file: {path}")
-    print(f"bytes: sparse {report.num_bytes:,} vs dense float32 {report.dense_float32_bytes:,}"
+    print(f"bytes: {report.num_bytes:,} vs dense float32 {report.dense_float32_bytes:,}"
           f" ({ratio:.3f}x)" if ratio else f"bytes: {report.num_bytes:,}")
     print(f"runtime path: {report.runtime_path}; op resolver: {report.op_resolver}; "
           f"batch-1 latency {report.latency_us:.0f} us" if report.latency_us else "")
@@ -270,6 +270,7 @@ def step_tflite_export(ctx: DemoContext) -> None:
         "path": path, "bytes": report.num_bytes, "dense_float32_bytes": report.dense_float32_bytes,
         "size_ratio": ratio, "agreement": agreement, "litert_accuracy": lite_acc,
         "images": int(len(x)), "latency_us": report.latency_us, "runtime_path": report.runtime_path,
+        "encoding_choice": report.encoding_choice,
     }
 
 

@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "keras_accuracy": float(np.mean(keras_logits.argmax(-1) == yt))}
     print(f"Keras test accuracy {results['keras_accuracy']:.4f}, sparsity {results['sparsity']:.4f}")
 
-    print(f"\n== Inference export ({args.precision}, sparse encoding), verified in LiteRT")
+    print(f"\n== Inference export ({args.precision}, the faster of sparse and dense encoding), "
+          "verified in LiteRT")
     infer_path = out / f"small_cnn_{args.precision}.tflite"
     report = tflite_export.export_inference(
         plain, str(infer_path), precision=args.precision, representative_data=x[:256],
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "size_ratio": (report.num_bytes / report.dense_float32_bytes
                                   if report.dense_float32_bytes else None),
                    "runtime_path": report.runtime_path, "latency_us": report.latency_us,
+                   "encoding_choice": report.encoding_choice,
                    "agreement": agreement, "litert_accuracy": lite_accuracy, "images": int(len(xt))},
         trainable={"path": str(train_path), "bytes": treport.num_bytes,
                    "weight_storage": treport.weight_storage},

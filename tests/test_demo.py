@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from testing import assert_export_choice_holds
+
 DEMO_PATH = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 
 
@@ -64,7 +66,7 @@ def test_demo_quick_end_to_end(tmp_path, fashion_mnist):
     assert ctx.results["strip"]["max_abs_output_diff"] < 1e-5
     assert ctx.results["dense"]["test_accuracy"] > 0.15
     tfl = ctx.results["tflite"]
-    assert tfl["bytes"] < tfl["dense_float32_bytes"]
+    assert_export_choice_holds(tfl)
     assert tfl["agreement"] >= 0.99 and tfl["images"] == 1000
     on_device = ctx.results["on_device"]
     assert len(on_device["losses"]) == 5 and all(math.isfinite(v) for v in on_device["losses"])

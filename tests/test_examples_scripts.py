@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import pytest
 
+from testing import assert_export_choice_holds
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -68,7 +70,7 @@ def test_export_and_train_on_device_quick_synthetic(tmp_path):
         "--device-samples", "64", "--device-epochs", "1", "--verbose", "0",
         "--out-dir", str(tmp_path)])
     inf = res["inference"]
-    assert inf["bytes"] < inf["dense_float32_bytes"]
+    assert_export_choice_holds(inf)
     assert inf["images"] == 32 and inf["agreement"] >= 0.95
     dev = res["on_device"]
     assert len(dev["losses"]) == 1 and all(math.isfinite(v) for v in dev["losses"])
