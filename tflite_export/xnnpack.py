@@ -605,109 +605,17 @@ def check_xnnpack_sparse(model, *, precision: str = "float32",
         raise TypeError(f"`strict` must be a bool; received {strict!r}.")
     _check_input(model)
     graph = _read_graph(model)
-    n = len(graph.calls)
-    role: dict[int, str] = {}
-    reason: dict[int, str] = {}
-    reasons: list[str] = []
-
-    def block(i: int, why: str) -> None:
-        if role.get(i) != "blocking":
-            role[i] = "blocking"
-            reason[i] = why
-
-    stems = [i for i, c in enumerate(graph.calls)
-             if _conv_kind(c.layer) == "conv" and _stem_problem(graph, i) is None]
-    if not stems:
-        reasons.append("no stem: XNNPACK's sparse subgraph must start with a "
-                       "3x3 stride-2 Conv2D on 3 input channels with padding "
-                       "1 on each side")
-        for i in _first_convs(graph):
-            block(i, _stem_problem(graph, i))
-    inside: set[int] = set(stems)
-    for i in stems:
-        role[i] = "stem"
-        reason[i] = "3x3 stride-2 Conv2D on 3 channels: starts the subgraph"
-        p = _fused_pad(graph, i)
-        if p is not None:
-            role[p], reason[p] = "outside", f"folded into {graph.calls[i].op.name}"
-    heads: set[int] = set()  # GlobalAveragePooling2D calls inside
-    exits: set[int] = set()  # calls whose outputs leave the subgraph
-    queue = list(stems)
-    while queue:
-        i = queue.pop()
-        c = graph.calls[i]
-        nxt = [j for t in c.outputs for j in graph.consumers.get(t, [])]
-        is_gap = _is(c.layer, "GlobalAveragePooling2D") and i not in stems
-        if is_gap:
-            heads.add(i)
-        if is_gap or _pixel(graph, c):
-            # Past the pooling, NCHW and NHWC are the same bytes: the
-            # subgraph may end here (XNNPACK's NCHW->NHWC exit), but only if
-            # no reader of the tensor stays inside.
-            fits = [j for j in nxt if _walk_problem(graph, j) is None]
-            if any(t in graph.model_outputs for t in c.outputs):
-                fits = []  # also a model output: the subgraph ends here
-            if not fits:
-                exits.add(i)
-                continue
-            for j in nxt:
-                if j not in fits:
-                    block(j, f"reads {c.op.name}, whose output also feeds "
-                             "the sparse subgraph; a tensor inside it may "
-                             "only be read by operators on the sparse path")
-            nxt = fits
-        elif any(t in graph.model_outputs for t in c.outputs):
-            block(i, "its output is a model output inside the sparse "
-                     "subgraph; the subgraph must end with "
-                     "GlobalAveragePooling2D")
-            continue
-        for j in nxt:
-            if j in inside or role.get(j) == "blocking":
-                continue
-            why = _walk_problem(graph, j)
-            if why is not None:
-                block(j, why)
-                continue
-            inside.add(j)
-            queue.append(j)
-    for i in heads:
-        role[i] = "head"
-        reason[i] = ("ends the sparse subgraph" if i in exits
-                     else "pools inside the sparse subgraph")
-    # Every operator inside must read tensors produced inside (a producer
-    # behind a blocking layer is explained by that layer already).
-    behind = _downstream(graph, [i for i, r in role.items() if r == "blocking"])
-    for i in sorted(inside - set(stems)):
-        for t in graph.calls[i].inputs:
-            p = graph.producer.get(t)
-            if p is None or (p not in inside and p not in behind):
-                src = ("the model input" if p is None
-                       else graph.calls[p].op.name)
-                block(i, f"reads {src}, which is outside the sparse subgraph")
-                break
-    inside -= {i for i, r in role.items() if r == "blocking"}
-    behind = _downstream(graph, [i for i, r in role.items() if r == "blocking"])
-    if stems and not heads and not any(r == "blocking" for r in role.values()):
-        reasons.append("no GlobalAveragePooling2D ends the sparse subgraph")
-
-    # Sparsity of the 1x1 convolutions inside.
+    walk = _Walk(graph)
     weights = [_prunable(c.op) for c in graph.calls]
-    one = {}
-    for i in inside:
-        layer = graph.calls[i].layer
-        kind = _conv_kind(layer)
-        key = ("kernel" if kind == "conv" and i not in stems
-               else "pointwise_kernel" if kind == "separable" else None)
-        if key and key in weights[i]:
-            w = weights[i][key]
-            one[i] = (int(w.size), int(np.count_nonzero(w == 0)))
+    one = _conv1x1_counts(graph, walk, weights)
     params = sum(p for p, _ in one.values())
     zeros = sum(z for _, z in one.values())
+    reasons = list(walk.reasons)
     low: set[int] = set()
-    if stems and not params:
+    if walk.stems and not params:
         reasons.append("no 1x1 convolution in the sparse subgraph (XNNPACK "
                        "skips subgraphs without one)")
-    elif stems and zeros * 3 <= params * 2:
+    elif walk.stems and zeros * 3 <= params * 2:
         reasons.append(
             f"1x1 filters of the subgraph have {zeros}/{params} "
             f"({zeros / params:.1%}) zeros; XNNPACK needs more than 2/3")
@@ -715,20 +623,163 @@ def check_xnnpack_sparse(model, *, precision: str = "float32",
     if precision not in SPARSE_PRECISIONS:
         reasons.append(f"precision '{precision}': XNNPACK's sparse path runs "
                        f"float operators only ({', '.join(SPARSE_PRECISIONS)})")
-
-    blocking = [i for i in range(n) if role.get(i) == "blocking"]
+    blocking = walk.blocking()
     if blocking:
         reasons.append("layers block the sparse subgraph: "
                        + ", ".join(graph.calls[i].op.name for i in blocking))
+    checks = _layer_checks(graph, walk, weights, one, low)
+    report = XnnpackSparseReport(
+        qualifies=not reasons, reasons=tuple(reasons), precision=precision,
+        layers=tuple(checks), conv1x1_params=params, conv1x1_zeros=zeros,
+        prunable_params=sum(ch.prunable_params
+                            for ch in _distinct(graph, checks)),
+        eligible_params=params)
+    if strict and not report.qualifies:
+        failing = [f"{ch.name}: {ch.reason}" for ch in report.failing_layers]
+        raise ValueError(
+            f"Model {model.name!r} does not qualify for XNNPACK sparse "
+            f"inference: {'; '.join(report.reasons)}."
+            + (" Failing layers: " + "; ".join(failing) if failing else ""))
+    return report
+
+
+class _Walk:
+    """Finds the stems, walks forward to the pooling head and marks every
+    layer call: `role`/`reason` per call index, `inside` (the subgraph),
+    `heads` (GlobalAveragePooling2D calls inside), `reasons` (model level).
+    """
+
+    def __init__(self, graph: _Graph):
+        self.graph = graph
+        self.role: dict[int, str] = {}
+        self.reason: dict[int, str] = {}
+        self.reasons: list[str] = []
+        self.heads: set[int] = set()
+        self.exits: set[int] = set()  # calls whose outputs leave the subgraph
+        self.stems = [i for i, c in enumerate(graph.calls)
+                      if _conv_kind(c.layer) == "conv"
+                      and _stem_problem(graph, i) is None]
+        self.inside: set[int] = set(self.stems)
+        if not self.stems:
+            self.reasons.append(
+                "no stem: XNNPACK's sparse subgraph must start with a 3x3 "
+                "stride-2 Conv2D on 3 input channels with padding 1 on each "
+                "side")
+            for i in _first_convs(graph):
+                self.block(i, _stem_problem(graph, i))
+            return
+        for i in self.stems:
+            self.role[i] = "stem"
+            self.reason[i] = ("3x3 stride-2 Conv2D on 3 channels: starts the "
+                              "subgraph")
+            p = _fused_pad(graph, i)
+            if p is not None:
+                self.role[p] = "outside"
+                self.reason[p] = f"folded into {graph.calls[i].op.name}"
+        self._forward()
+        for i in self.heads:
+            self.role[i] = "head"
+            self.reason[i] = ("ends the sparse subgraph" if i in self.exits
+                              else "pools inside the sparse subgraph")
+        self._inputs_from_inside()
+        if not self.heads and not self.blocking():
+            self.reasons.append(
+                "no GlobalAveragePooling2D ends the sparse subgraph")
+
+    def block(self, i: int, why: str) -> None:
+        if self.role.get(i) != "blocking":
+            self.role[i] = "blocking"
+            self.reason[i] = why
+        self.inside.discard(i)
+
+    def blocking(self) -> list[int]:
+        return sorted(i for i, r in self.role.items() if r == "blocking")
+
+    def _forward(self) -> None:
+        graph = self.graph
+        queue = list(self.stems)
+        while queue:
+            i = queue.pop()
+            c = graph.calls[i]
+            nxt = [j for t in c.outputs for j in graph.consumers.get(t, [])]
+            is_gap = (_is(c.layer, "GlobalAveragePooling2D")
+                      and i not in self.stems)
+            if is_gap:
+                self.heads.add(i)
+            if is_gap or _pixel(graph, c):
+                # Past the pooling, NCHW and NHWC are the same bytes: the
+                # subgraph may end here (XNNPACK's NCHW->NHWC exit), but only
+                # if no reader of the tensor stays inside.
+                fits = [j for j in nxt if _walk_problem(graph, j) is None]
+                if any(t in graph.model_outputs for t in c.outputs):
+                    fits = []  # also a model output: the subgraph ends here
+                if not fits:
+                    self.exits.add(i)
+                    continue
+                for j in nxt:
+                    if j not in fits:
+                        self.block(j, f"reads {c.op.name}, whose output also "
+                                      "feeds the sparse subgraph; a tensor "
+                                      "inside it may only be read by "
+                                      "operators on the sparse path")
+                nxt = fits
+            elif any(t in graph.model_outputs for t in c.outputs):
+                self.block(i, "its output is a model output inside the sparse "
+                              "subgraph; the subgraph must end with "
+                              "GlobalAveragePooling2D")
+                continue
+            for j in nxt:
+                if j in self.inside or self.role.get(j) == "blocking":
+                    continue
+                why = _walk_problem(graph, j)
+                if why is not None:
+                    self.block(j, why)
+                    continue
+                self.inside.add(j)
+                queue.append(j)
+
+    def _inputs_from_inside(self) -> None:
+        """Every operator inside must read tensors produced inside (one
+        behind a blocking layer is explained by that layer already)."""
+        graph = self.graph
+        behind = _downstream(graph, self.blocking())
+        members = set(self.inside)
+        for i in sorted(members - set(self.stems)):
+            for t in graph.calls[i].inputs:
+                p = graph.producer.get(t)
+                if p is None or (p not in members and p not in behind):
+                    src = ("the model input" if p is None
+                           else graph.calls[p].op.name)
+                    self.block(i, f"reads {src}, which is outside the sparse "
+                                  "subgraph")
+                    break
+
+
+def _conv1x1_counts(graph: _Graph, walk: _Walk, weights) -> dict[int, tuple]:
+    """`{call: (entries, zeros)}` of the 1x1 filters inside the subgraph."""
+    one = {}
+    for i in sorted(walk.inside - set(walk.stems)):
+        kind = _conv_kind(graph.calls[i].layer)
+        key = {"conv": "kernel", "separable": "pointwise_kernel"}.get(kind)
+        if key and key in weights[i]:
+            w = weights[i][key]
+            one[i] = (int(w.size), int(np.count_nonzero(w == 0)))
+    return one
+
+
+def _layer_checks(graph: _Graph, walk: _Walk, weights, one,
+                  low) -> list[XnnpackLayerCheck]:
+    behind = _downstream(graph, walk.blocking())
     checks = []
     for i, c in enumerate(graph.calls):
-        r = role.get(i)
-        why = reason.get(i, "")
-        if r is None:
-            r = "sparse_conv" if i in one else "inside" if i in inside else "outside"
-            if r == "outside" and i in behind and i not in heads:
+        role = walk.role.get(i)
+        why = walk.reason.get(i, "")
+        if role is None:
+            role = ("sparse_conv" if i in one
+                    else "inside" if i in walk.inside else "outside")
+            if role == "outside" and i in behind:
                 why = "not checked: behind a blocking layer"
-        if r == "inside" and _is(c.layer, "ZeroPadding2D"):
+        if role == "inside" and _is(c.layer, "ZeroPadding2D"):
             consumer = graph.consumers[c.outputs[0]][0]
             why = f"folded into {graph.calls[consumer].op.name}"
         if i in one:
@@ -738,23 +789,12 @@ def check_xnnpack_sparse(model, *, precision: str = "float32",
                 why += ("; at most 2/3, pulling the pooled share below "
                         "XNNPACK's threshold")
         checks.append(XnnpackLayerCheck(
-            name=c.op.name, class_name=_cls(c.layer), role=r,
-            ok=r != "blocking" and i not in low, reason=why,
+            name=c.op.name, class_name=_cls(c.layer), role=role,
+            ok=role != "blocking" and i not in low, reason=why,
             prunable_params=int(sum(w.size for w in weights[i].values())),
             conv1x1_params=one.get(i, (0, 0))[0],
             conv1x1_zeros=one.get(i, (0, 0))[1]))
-    prunable = sum(ch.prunable_params for ch in _distinct(graph, checks))
-    report = XnnpackSparseReport(
-        qualifies=not reasons, reasons=tuple(reasons), precision=precision,
-        layers=tuple(checks), conv1x1_params=params, conv1x1_zeros=zeros,
-        prunable_params=prunable, eligible_params=params)
-    if strict and not report.qualifies:
-        failing = [f"{ch.name}: {ch.reason}" for ch in report.failing_layers]
-        raise ValueError(
-            f"Model {model.name!r} does not qualify for XNNPACK sparse "
-            f"inference: {'; '.join(report.reasons)}."
-            + (" Failing layers: " + "; ".join(failing) if failing else ""))
-    return report
+    return checks
 
 
 def _walk_problem(graph: _Graph, j: int) -> str | None:

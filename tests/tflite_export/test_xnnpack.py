@@ -221,6 +221,65 @@ def test_threshold_is_strictly_more_than_two_thirds():
     assert (report.conv1x1_zeros, report.conv1x1_params) == (17, 24)
 
 
+def stem(x):
+    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
+    return layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+
+
+def test_squeeze_excite_and_conv_classifier_qualify():
+    # SE block (GAP keepdims -> 1x1 convs -> sigmoid -> Multiply) inside the
+    # subgraph; a 1x1 conv classifier on the pooled 1x1 map, then Flatten.
+    x = inp = keras.Input((16, 16, 3))
+    x = stem(x)
+    x = layers.SeparableConv2D(16, 3, padding="same", name="sep")(x)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(x)
+    s = layers.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
+    s = layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(s)
+    x = layers.Multiply(name="se_mul")([x, s])
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x)
+    x = layers.Conv2D(10, 1, name="classifier")(x)
+    out = layers.Flatten(name="flatten")(x)
+    model = sparse(keras.Model(inp, out), 0.9)
+    report = tflite_export.check_xnnpack_sparse(model)
+    assert report.qualifies, report.to_markdown()
+    layers_ = by_name(report)
+    assert layers_["se_pool"].reason == "pools inside the sparse subgraph"
+    assert layers_["gap"].reason == "pools inside the sparse subgraph"
+    assert layers_["flatten"].role == "outside"
+    # SeparableConv2D counts its pointwise kernel (8 x 16), not its 3x3 part.
+    assert layers_["sep"].role == "sparse_conv"
+    assert layers_["sep"].conv1x1_params == 8 * 16
+    assert {n for n, c in layers_.items() if c.role == "sparse_conv"} == {
+        "sep", "se_reduce", "se_expand", "classifier"}
+
+
+def test_model_output_inside_the_subgraph_blocks_it():
+    inp = keras.Input((16, 16, 3))
+    x = stem(inp)
+    mid = layers.Conv2D(8, 1, name="mid")(x)
+    out = layers.GlobalAveragePooling2D(name="gap")(mid)
+    model = sparse(keras.Model(inp, [out, mid]), 0.9)
+    report = tflite_export.check_xnnpack_sparse(model)
+    failing = {layer.name: layer.reason for layer in report.failing_layers}
+    assert list(failing) == ["mid"]
+    assert "model output" in failing["mid"]
+
+
+def test_tensor_from_outside_the_subgraph_blocks_it():
+    image = keras.Input((16, 16, 3), name="image")
+    extra = keras.Input((8, 8, 8), name="extra")
+    x = layers.Conv2D(8, 1, name="pw")(stem(image))
+    x = keras.ops.add(x, extra)  # a keras.ops operation, not a layer
+    out = layers.GlobalAveragePooling2D(name="gap")(x)
+    report = tflite_export.check_xnnpack_sparse(
+        sparse(keras.Model([image, extra], out), 0.9))
+    failing = {layer.name: layer.reason for layer in report.failing_layers}
+    assert len(failing) == 1
+    (name, reason), = failing.items()
+    assert reason == "reads the model input, which is outside the sparse subgraph"
+    assert by_name(report)[name].class_name == "Add"
+
+
 def test_int8_precision_never_qualifies():
     model = sparse(mobilenet_like())
     for precision in ("int8_dynamic", "int8_full"):
