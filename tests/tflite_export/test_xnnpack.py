@@ -280,6 +280,39 @@ def test_tensor_from_outside_the_subgraph_blocks_it():
     assert by_name(report)[name].class_name == "Add"
 
 
+def _non_identity_batchnorm(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                               for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("bn_after_relu", [False, True])
+def test_converter_emits_the_operators_the_check_assumes(bn_after_relu):
+    # The check reasons about the TFLite operators each Keras layer becomes:
+    # ZeroPadding2D -> PAD, GAP -> MEAN, BatchNormalization folded into the
+    # convolution before it (else MUL/ADD), sparse kernels -> DENSIFY.
+    from tflite_export.convert import convert
+    from tflite_export.flatbuffer_inspect import inspect_flatbuffer
+
+    model = keras_sparse.strip(sparse(_non_identity_batchnorm(
+        mobilenet_like(bn_after_relu=bn_after_relu))))
+    summary = inspect_flatbuffer(convert(model, "float32"))
+    ops = summary.op_counts
+    assert ops["PAD"] == 2 and ops["MEAN"] == 1
+    assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 2
+    assert ops["ADD"] == 1 + bn_after_relu  # residual (+ the unfolded BN)
+    assert ops.get("MUL", 0) == int(bn_after_relu)
+    one_by_one = [t for t in summary.sparse_tensors
+                  if t.shape[1:3] == [1, 1] and len(t.shape) == 4]
+    assert len(one_by_one) == len(ONE_BY_ONE)
+    assert all(t.consumers == ["DENSIFY"] for t in one_by_one)
+    report = tflite_export.check_xnnpack_sparse(model)
+    assert report.qualifies is (not bn_after_relu)
+
+
 def test_int8_precision_never_qualifies():
     model = sparse(mobilenet_like())
     for precision in ("int8_dynamic", "int8_full"):
