@@ -37,12 +37,17 @@ layers as `ZeroPadding2D(1)` + `padding="valid"` (as
 `tfmot.sparsity.keras.PruneForLatencyOnXNNPack` requires too).
 
 Decisions where the sources differ or are silent (conservative: a "yes"
-should hold):
+should hold; docs/xnnpack.md has the user-facing version):
 - `GlobalAveragePooling2D(keepdims=False)` is accepted: the current
   delegate maps `MEAN` with `keep_dims=false` to XNNPACK's global average
   pooling (older delegates rejected it, hence TF-MOT's `keepdims=True`).
+- A pooling whose output feeds other subgraph layers (squeeze-and-excite,
+  a 1x1 convolution classifier) stays inside, as in XNNPACK; TF-MOT stops
+  at the first pooling. Past a pooling (1x1 maps, where NCHW and NHWC are
+  the same bytes) the subgraph may end at any layer.
 - A `BatchNormalization` that is not right after a linear convolution is
-  rejected: it stays `MUL`/`ADD` with 1-D constants, and XNNPACK's sparse
+  rejected: the converter leaves it as `MUL`/`ADD` with 1-D constants
+  (checked in tests/tflite_export/test_xnnpack.py), and XNNPACK's sparse
   path needs 4-D inputs for both.
 - Activations: linear, ReLU, ReLU6, sigmoid, ELU (alpha 1) and leaky ReLU,
   the ones with a TFLite operator in XNNPACK's list; `silu`/`hard_silu`
@@ -341,10 +346,24 @@ def _conv_kind(layer) -> str | None:
     return None
 
 
+def _own_padding(layer):
+    """The convolution's own padding as XNNPACK defines it: explicit
+    ((top, bottom), (left, right)), or None for TensorFlow SAME padding at
+    stride > 1, which XNNPACK keeps implicit (a flag)."""
+    kernel = tuple(layer.kernel_size)
+    if layer.padding == "valid":
+        return ((0, 0), (0, 0))
+    if tuple(layer.strides) == (1, 1):  # XNNPACK makes stride-1 SAME explicit
+        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel)
+    return None
+
+
 def _fused_pad(graph: _Graph, i: int):
-    """The ZeroPadding2D call XNNPACK folds into conv call `i`, or None."""
+    """The ZeroPadding2D call XNNPACK folds into conv call `i`, or None
+    (XNNPACK folds a zero PAD read only by a convolution without implicit
+    SAME padding)."""
     c = graph.calls[i]
-    if c.layer.padding != "valid" or not c.inputs:
+    if _own_padding(c.layer) is None or not c.inputs:
         return None
     p = graph.producer.get(c.inputs[0])
     if p is None or not _is(graph.calls[p].layer, "ZeroPadding2D"):
@@ -354,19 +373,16 @@ def _fused_pad(graph: _Graph, i: int):
     return p
 
 
-def _padding(graph: _Graph, i: int, kernel: tuple, strides: tuple):
-    """Explicit ((top, bottom), (left, right)) padding as XNNPACK sees it,
-    or None for TensorFlow SAME padding that stays implicit (stride > 1)."""
-    layer = graph.calls[i].layer
+def _padding(graph: _Graph, i: int):
+    """Padding ((top, bottom), (left, right)) of conv call `i` after
+    XNNPACK's folding, or None for implicit TensorFlow SAME padding."""
+    own = _own_padding(graph.calls[i].layer)
     p = _fused_pad(graph, i)
-    if p is not None:
-        return tuple(tuple(int(v) for v in side)
-                     for side in graph.calls[p].layer.padding)
-    if layer.padding == "valid":
-        return ((0, 0), (0, 0))
-    if tuple(strides) == (1, 1):  # XNNPACK makes stride-1 SAME explicit
-        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel)
-    return None
+    if own is None or p is None:
+        return own
+    pad = graph.calls[p].layer.padding
+    return tuple((int(a) + o[0], int(b) + o[1])
+                 for (a, b), o in zip(pad, own))
 
 
 _SAME_STRIDE2 = ("padding='same' with stride 2 stays TensorFlow SAME padding "
@@ -402,7 +418,7 @@ def _stem_problem(graph: _Graph, i: int) -> str | None:
         return f"not a stem: strides {strides} (needs 2)"
     if channels != 3:
         return f"not a stem: {channels} input channels (needs 3)"
-    pad = _padding(graph, i, kernel, strides)
+    pad = _padding(graph, i)
     if pad is None:
         return "not a stem: " + _SAME_STRIDE2.format(p=1)
     if pad != ((1, 1), (1, 1)):
@@ -426,7 +442,7 @@ def _conv_problem(graph: _Graph, i: int) -> str | None:
                     "the 3x3 stride-2 stem on 3 channels may be there")
         if strides != (1, 1):
             return f"1x1 Conv2D with strides {strides} (needs 1)"
-        pad = _padding(graph, i, kernel, strides)
+        pad = _padding(graph, i)
         if pad != ((0, 0), (0, 0)):
             return f"1x1 Conv2D with padding {pad} (needs none)"
         return _act_problem(layer.activation, "Conv2D")
@@ -438,7 +454,7 @@ def _conv_problem(graph: _Graph, i: int) -> str | None:
     if strides not in ((1, 1), (2, 2)):
         return f"depthwise strides {strides} (needs 1 or 2)"
     half = (kernel[0] - 1) // 2
-    pad = _padding(graph, i, kernel, strides)
+    pad = _padding(graph, i)
     if pad is None:
         return _SAME_STRIDE2.format(p=half)
     if pad != ((half, half), (half, half)):
@@ -480,9 +496,9 @@ def _inside_problem(graph: _Graph, i: int) -> str | None:
         consumer = graph.consumers.get(c.outputs[0], [])
         if len(consumer) == 1 and _fused_pad(graph, consumer[0]) == i:
             return None
-        return ("ZeroPadding2D not followed by exactly one padding='valid' "
-                "convolution, so XNNPACK cannot fold it (PAD is not on the "
-                "sparse path)")
+        return ("ZeroPadding2D not read by exactly one convolution with "
+                "explicit padding, so XNNPACK cannot fold it (PAD is not on "
+                "the sparse path)")
     if _is(layer, "BatchNormalization"):
         return _bn_problem(graph, i)
     if _is(layer, "Add", "Multiply"):

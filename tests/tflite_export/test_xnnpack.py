@@ -53,6 +53,11 @@ def mobilenet_like(stem="pad_valid", mid_conv=None, bn_after_relu=False,
 ONE_BY_ONE = ("expand", "project", "head_conv")
 
 
+def stem(x):
+    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
+    return layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+
+
 def sparse(model, sparsity=0.8, **per_layer):
     """Sparsify every prunable layer uniformly, or the named ones."""
     if per_layer:
@@ -146,6 +151,47 @@ def test_stem_needs_three_input_channels():
     assert failing == {"stem_conv": "not a stem: 1 input channels (needs 3)"}
 
 
+def test_asymmetric_stem_padding_is_not_a_stem():
+    x = inp = keras.Input((16, 16, 3))
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    x = layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+    x = layers.Conv2D(8, 1)(x)
+    out = layers.GlobalAveragePooling2D()(x)
+    report = tflite_export.check_xnnpack_sparse(
+        sparse(keras.Model(inp, out), 0.9))
+    failing = {layer.name: layer.reason for layer in report.failing_layers}
+    assert failing == {"stem_conv": "not a stem: padding ((0, 1), (0, 1)) "
+                                    "(needs 1 on each side)"}
+
+
+def test_padded_1x1_conv_blocks_it():
+    x = inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 1, name="pw")(layers.ZeroPadding2D(1)(stem(x)))
+    out = layers.GlobalAveragePooling2D()(x)
+    report = tflite_export.check_xnnpack_sparse(
+        sparse(keras.Model(inp, out), 0.9))
+    failing = {layer.name: layer.reason for layer in report.failing_layers}
+    assert failing == {"pw": "1x1 Conv2D with padding ((1, 1), (1, 1)) "
+                             "(needs none)"}
+
+
+def test_padding_folds_into_stride1_same_depthwise_too():
+    # XNNPACK folds a PAD into a convolution whose SAME padding it made
+    # explicit (stride 1): 1 + 1 on each side is not a 3x3 depthwise's 1.
+    x = inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 1, name="pw")(stem(x))
+    x = layers.ZeroPadding2D(1, name="pad")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.Conv2D(8, 1, name="pw2")(x)
+    out = layers.GlobalAveragePooling2D()(x)
+    report = tflite_export.check_xnnpack_sparse(
+        sparse(keras.Model(inp, out), 0.9))
+    failing = {layer.name: layer.reason for layer in report.failing_layers}
+    assert failing == {"dw": "depthwise padding ((2, 2), (2, 2)) (needs 1 on "
+                             "each side)"}
+    assert by_name(report)["pad"].reason == "folded into dw"
+
+
 def test_3x3_conv_inside_the_subgraph_blocks_it():
     report = tflite_export.check_xnnpack_sparse(
         sparse(mobilenet_like(mid_conv="3x3")))
@@ -219,11 +265,6 @@ def test_threshold_is_strictly_more_than_two_thirds():
     report = tflite_export.check_xnnpack_sparse(model)
     assert report.qualifies
     assert (report.conv1x1_zeros, report.conv1x1_params) == (17, 24)
-
-
-def stem(x):
-    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
-    return layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
 
 
 def test_squeeze_excite_and_conv_classifier_qualify():
