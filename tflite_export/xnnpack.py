@@ -97,9 +97,6 @@ _ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "elu", "leaky_relu")
 _PRUNABLE_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel",
                    "embeddings")
 
-ROLES = ("stem", "sparse_conv", "inside", "head", "outside", "blocking")
-
-
 @dataclasses.dataclass(frozen=True)
 class XnnpackLayerCheck:
     """One layer call of the model, seen from XNNPACK's sparse path.
@@ -551,13 +548,15 @@ def _check_precision(precision) -> str:
 
 
 def _check_input(model) -> None:
-    check_model(model, "check_xnnpack_sparse", allow_sparse_wrapper=True)
-    if not (isinstance(model, keras.Sequential)
+    if isinstance(model, keras.Model) and not (
+            isinstance(model, keras.Sequential)
             or isinstance(model, keras.Function)):
         raise TypeError(
             "check_xnnpack_sparse reads the layer graph of Sequential and "
             f"functional models; received subclassed model {model.name!r} "
-            f"of type {type(model).__name__}.")
+            f"of type {type(model).__name__}. Build the network with the "
+            "functional API.")
+    check_model(model, "check_xnnpack_sparse", allow_sparse_wrapper=True)
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built; build it on "
                          "keras.Input(...) first.")

@@ -395,15 +395,14 @@ def test_mobilenet_v2_small_needs_explicit_stride2_padding():
 
 def test_check_does_not_change_the_model():
     model = sparse(mobilenet_like())
+    model.compile("sgd", "mse")  # the replay copies the compile config
     before = [w.numpy().copy() for w in model.weights]
-    n_layers = len(model.layers)
+    config = model.get_config()
     tflite_export.check_xnnpack_sparse(model)
-    assert len(model.layers) == n_layers
+    assert model.get_config() == config
+    assert len(model.weights) == len(before)
     for b, w in zip(before, model.weights):
         np.testing.assert_array_equal(b, w.numpy())
-    # The layers were not called again: each still has one call site.
-    x = np.zeros((1, 16, 16, 3), np.float32)
-    np.testing.assert_allclose(model(x), model(x))
 
 
 def test_report_serializes():
@@ -432,13 +431,13 @@ def test_rejects_subclassed_models():
 
     net = Net()
     net(np.zeros((1, 8, 8, 3), np.float32))
-    with pytest.raises((TypeError, ValueError), match="subclassed|inputs"):
+    with pytest.raises(TypeError, match="subclassed model .* of type Net"):
         tflite_export.check_xnnpack_sparse(net)
 
 
 def test_rejects_unbuilt_model():
     model = keras.Sequential([layers.Conv2D(4, 1)])
-    with pytest.raises(ValueError, match="inputs|not built"):
+    with pytest.raises(ValueError, match="without inputs"):
         tflite_export.check_xnnpack_sparse(model)
 
 
