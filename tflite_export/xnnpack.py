@@ -594,7 +594,7 @@ def check_xnnpack_sparse(model, *, precision: str = "float32",
 
     Raises:
         TypeError: `model` is not a Keras 3 model, is a subclassed model,
-            or `precision` is not a str.
+            `precision` is not a str or `strict` is not a bool.
         ValueError: the model is not built or has no inputs, `precision`
             is unknown, or `strict=True` and the model does not qualify.
 
