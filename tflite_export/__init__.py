@@ -1,8 +1,10 @@
 """Export sparse Keras 3 models to TFLite / LiteRT.
 
 Inference export with sparse tensor encoding (verified in the LiteRT
-interpreter), builtin-only on-device training export, flatbuffer inspection
-and a device-side runner that needs only a TFLite runtime and numpy.
+interpreter), builtin-only on-device training export, flatbuffer inspection,
+a device-side runner that needs only a TFLite runtime and numpy, and a
+static check of XNNPACK's sparse-inference layout rules
+(`check_xnnpack_sparse`).
 
 The heavy entry points are loaded lazily so that
 `python -m tflite_export.runner` never imports TensorFlow or Keras.
@@ -25,6 +27,9 @@ __all__ = [
     "export_trainable",
     "inspect_flatbuffer",
     "PRECISIONS",
+    "check_xnnpack_sparse",
+    "XnnpackSparseReport",
+    "XnnpackLayerCheck",
 ]
 
 _LAZY = {
@@ -35,6 +40,9 @@ _LAZY = {
     "export_trainable": ("tflite_export.trainable", "export_trainable"),
     "inspect_flatbuffer": ("tflite_export.flatbuffer_inspect", "inspect_flatbuffer"),
     "PRECISIONS": ("tflite_export.convert", "PRECISIONS"),
+    "check_xnnpack_sparse": ("tflite_export.xnnpack", "check_xnnpack_sparse"),
+    "XnnpackSparseReport": ("tflite_export.xnnpack", "XnnpackSparseReport"),
+    "XnnpackLayerCheck": ("tflite_export.xnnpack", "XnnpackLayerCheck"),
 }
 
 
