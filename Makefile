@@ -23,6 +23,7 @@ TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
+.PHONY: lint
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-on-device bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device tost-example
 .PHONY: bench-neurrev bench-dormant bench-tost bench-pai
@@ -31,6 +32,7 @@ help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
 	@echo "make test        fast test suite (sets everything up)"
 	@echo "make test-all    all tests, including those marked slow"
+	@echo "make lint        ruff check . (CI runs it first)"
 	@echo "make bench-step  step-time benchmark, sparse vs dense"
 	@echo "make venv        create $(VENV) and pip install -e '.[$(EXTRAS)]'"
 	@echo "make tflrt-venv  legacy tflite-runtime 2.14 venv (numpy<2) for runner tests"
@@ -78,6 +80,9 @@ data:
 		echo "WARNING: $(FASHION_MNIST_DIR) is missing and apt-get is unavailable;"; \
 		echo "         keras_sparse.datasets will try keras.datasets (network) instead."; \
 	fi
+
+lint: venv
+	$(VENV_PY) -m ruff check .
 
 test: venv tflrt-venv data
 	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)

@@ -29,7 +29,7 @@ EXTRAS = {
     # TensorFlow >= 2.20 no longer pulls in TensorBoard; SparsityLogger's
     # per-layer scalars go through keras.callbacks.TensorBoard, which needs it.
     "tensorboard": ["tensorboard>=2.17"],
-    "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout>=2", "tensorboard>=2.17"],
+    "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout>=2", "tensorboard>=2.17", "ruff>=0.6"],
     "tflite": ["ai-edge-litert"],
     "bench": ["matplotlib>=3.7", "tqdm>=4.60"],
     "examples": [

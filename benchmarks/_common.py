@@ -8,7 +8,8 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -24,7 +25,7 @@ def machine_info() -> dict[str, Any]:
     except AttributeError:  # not on Linux
         affinity = None
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),

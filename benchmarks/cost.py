@@ -47,7 +47,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ def run_step(settings: dict[str, int], progress, methods: list[str], models: lis
     static = []
     for name in models:
         resumed = f"step/static/{name}" in checkpoint.pieces
-        static.append(checkpoint.run(f"step/static/{name}", lambda: static_row(name)))
+        static.append(checkpoint.run(f"step/static/{name}", lambda name=name: static_row(name)))
         if resumed:
             progress.update(2 * args.rounds)
 
@@ -132,7 +131,7 @@ def run_step(settings: dict[str, int], progress, methods: list[str], models: lis
 
     dst = []
     for method in methods:
-        dst.append(checkpoint.run(f"step/dst/{method}", lambda: dst_row(method)))
+        dst.append(checkpoint.run(f"step/dst/{method}", lambda method=method: dst_row(method)))
         progress.update(1)
     return _stamp({
         "config": {"sparsity": SPARSITY, "distribution": DISTRIBUTION, "batch_size": args.batch_size,
@@ -220,7 +219,7 @@ def run_latency(settings: dict[str, int], progress, methods: list[str],
         for method in methods:
             progress.set_postfix_str(f"update latency {key} {method}")
 
-            def measure():
+            def measure(method=method, shapes=shapes):
                 with contextlib.redirect_stdout(io.StringIO()):
                     return dst_overhead.update_latency([method], shapes, settings["latency_repeats"])
 

@@ -41,7 +41,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # keras warns when a probe model is called with a bare array instead of {"image": x}.
@@ -339,7 +340,7 @@ def render(rows, choice, budget, n_train, machine, plots=()) -> str:
         "S&A fallback: weights it pruned by magnitude because no negative active weight was left.",
         f"dormant %: ReLU channels zero on >= 99% of a fixed batch of {PROBE_SIZE} training images.",
     ]
-    md = [f"## NeurRev relaxation sweep", machine_markdown(machine),
+    md = ["## NeurRev relaxation sweep", machine_markdown(machine),
           "\n".join(f"- {n}" for n in notes), markdown_table(headers, table)]
     if choice:
         md.append(

@@ -28,7 +28,6 @@ Per model:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -534,7 +534,7 @@ def run_multi_worker(scenarios: list[str], num_workers: int = 2, timeout: float 
     import tensorflow as tf
 
     start = time.monotonic()
-    for attempt in (1, 2):
+    for attempt in (1, 2):  # noqa: B007 (read after the loop)
         with tempfile.TemporaryDirectory() as out_dir:
             codes, timed_out, outputs = _launch_workers(scenarios, num_workers, timeout, out_dir)
             snaps = []

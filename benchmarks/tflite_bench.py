@@ -163,14 +163,14 @@ def bench_inference(quick, tmp, rows, checkpoint=None):
 
     for arch, pattern, block in tqdm(configs, desc="inference exports"):
         rows.extend(checkpoint.run(f"inference/{arch}/{pattern}",
-                                   lambda: measure(arch, pattern, block)))
+                                   lambda arch=arch, pattern=pattern, block=block: measure(arch, pattern, block)))
 
 
 def bench_training(quick, tmp, train_rows, checkpoint=None):
     """Appends one row per model to `train_rows`; each model is one piece of `checkpoint`."""
     checkpoint = checkpoint or PieceCheckpoint(None, {})
     for arch in ["mlp", "cnn"]:
-        train_rows.append(checkpoint.run(f"training/{arch}", lambda: _train_row(quick, tmp, arch)))
+        train_rows.append(checkpoint.run(f"training/{arch}", lambda arch=arch: _train_row(quick, tmp, arch)))
 
 
 def _train_row(quick, tmp, arch):
@@ -351,7 +351,7 @@ def main(argv=None):
     import importlib.metadata as md
 
     res = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        "date": datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"),
         "quick": args.quick,
         "invokes": 60 if args.quick else 400,

@@ -101,7 +101,7 @@ def load(args):
         n, source = info.splits["train"].num_examples, "tensorflow-datasets"
     except Exception as e:  # no tfds, or no network
         if not args.smoke:
-            raise SystemExit(f"Cannot load {args.dataset} with tensorflow-datasets: {e}")
+            raise SystemExit(f"Cannot load {args.dataset} with tensorflow-datasets: {e}") from e
         print(f"[smoke] tensorflow-datasets unavailable ({type(e).__name__}); synthetic data")
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)

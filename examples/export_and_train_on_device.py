@@ -48,11 +48,11 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
     import keras_sparse as ks
 
-import keras
-import tflite_export
-from tflite_export import runner
-from keras_sparse.datasets import load_fashion_mnist
-from keras_sparse.models import small_cnn
+import keras  # noqa: E402
+import tflite_export  # noqa: E402
+from tflite_export import runner  # noqa: E402
+from keras_sparse.datasets import load_fashion_mnist  # noqa: E402
+from keras_sparse.models import small_cnn  # noqa: E402
 
 QUICK_TRAIN, QUICK_TEST, QUICK_DEVICE = 5000, 1000, 512  # the notebook's QUICK settings
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 512, 128

@@ -46,8 +46,8 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
     import keras_sparse as ks
 
-import keras
-import tflite_export
+import keras  # noqa: E402
+import tflite_export  # noqa: E402
 
 SHAPE = (16, 16, 1)
 BASE_CLASSES, USER_CLASSES = 10, 4

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 __all__ = ["PARALLEL_ABOVE", "map_weights"]
 

@@ -144,7 +144,7 @@ class _FitRecord:
 
 
 # Keyed weakly by model; the values hold no reference to the model.
-_FITS: "weakref.WeakKeyDictionary[keras.Model, _FitRecord]" = weakref.WeakKeyDictionary()
+_FITS: weakref.WeakKeyDictionary[keras.Model, _FitRecord] = weakref.WeakKeyDictionary()
 
 # Fewer planned mask updates than this draw a warning at the start of `fit`.
 MIN_UPDATES = 3

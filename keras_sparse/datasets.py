@@ -12,7 +12,6 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 
@@ -45,7 +44,7 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -106,7 +105,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def _candidate_dirs(data_dir: Optional[PathLike]) -> list[Path]:
+def _candidate_dirs(data_dir: PathLike | None) -> list[Path]:
     dirs = []
     if data_dir is not None:
         dirs.append(Path(data_dir))
@@ -135,7 +134,7 @@ def _prepare(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_fashion_mnist(
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
     allow_download: bool = True,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Loads Fashion-MNIST (60k train / 10k test, 28x28 grayscale, 10 classes).
@@ -215,7 +214,7 @@ _CIFAR_NAMES = ("cifar10", "cifar100")
 
 def load_cifar(
     name: str = "cifar10",
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Loads CIFAR-10 or CIFAR-100 through tensorflow-datasets.
 

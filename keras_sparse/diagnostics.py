@@ -9,7 +9,6 @@ Reference:
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from keras_sparse.layers.sparse_wrapper import SparseWrapper
 from keras_sparse.model_utils import iter_leaf_layers

@@ -48,7 +48,7 @@ __all__ = ["GradientCapture", "installed_capture"]
 _OWNER = "_keras_sparse_capture"
 
 
-def installed_capture(optimizer) -> "GradientCapture | None":
+def installed_capture(optimizer) -> GradientCapture | None:
     """The keras_sparse `GradientCapture` wrapping `optimizer.apply`, or None.
 
     Args:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
@@ -105,7 +106,7 @@ class LotteryTicket:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LotteryTicket":
+    def load(cls, path: str | os.PathLike) -> LotteryTicket:
         """Reads a ticket written by `save` (without history or model)."""
         with np.load(os.fspath(path), allow_pickle=False) as f:
             masks = {k[5:]: f[k].astype(np.float32) for k in f.files if k.startswith("mask:")}

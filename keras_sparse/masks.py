@@ -10,7 +10,7 @@ Masks are float arrays of 0.0 and 1.0 with the shape of the weight they mask.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ share.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 

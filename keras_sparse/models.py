@@ -10,7 +10,7 @@ that study or replace activations can find them. Every model outputs
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import warnings
 
 import keras
 import numpy as np

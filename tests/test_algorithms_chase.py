@@ -76,7 +76,7 @@ def test_invariants_exact_sparsity_channels_only_removed(build):
     budget = _active(sparse)
     chase = Chase(channel_sparsity=0.5, update_interval=10, stop_step=100, seed=0)
     removed_before = None
-    for step, targets in _run_updates(sparse, chase, range(10, 101, 10), total_steps=100):
+    for _step, targets in _run_updates(sparse, chase, range(10, 101, 10), total_steps=100):
         assert _active(sparse) == budget  # exact overall sparsity, budget conserved
         removed = chase.removed_channels()
         if removed_before is not None:
@@ -149,7 +149,7 @@ def test_min_channel_ratio_keeps_a_floor_per_layer():
     chase = Chase(channel_sparsity=0.75, min_channel_ratio=1.0, update_interval=10, stop_step=10)
     for _ in _run_updates(sparse, chase, [10], total_steps=10):
         pass
-    for name, r in chase.removed_channels().items():
+    for r in chase.removed_channels().values():
         assert (~r).sum() >= int(len(r) * 0.25)
 
 

@@ -5,7 +5,6 @@ import importlib
 import importlib.util
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import pytest

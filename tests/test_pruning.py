@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-import keras_sparse
 from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse import pruning

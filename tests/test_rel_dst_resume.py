@@ -268,8 +268,9 @@ def _strip_training_state(src, dst):
             if item.filename.endswith(".weights.h5"):
                 buffer = io.BytesIO(data)
                 with h5py.File(buffer, "a") as f:
-                    doomed = []
-                    f.visit(lambda name: doomed.append(name) if ":" in name.rsplit("/", 1)[-1] else None)
+                    names = []
+                    f.visit(names.append)
+                    doomed = [n for n in names if ":" in n.rsplit("/", 1)[-1]]
                     assert doomed, "the file should hold training state"
                     for name in doomed:
                         del f[name]

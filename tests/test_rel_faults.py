@@ -47,10 +47,9 @@ def test_sparsify_fuzz_works_or_raises_clearly(kinds, width, length, sparsity, d
     inputs = keras.Input((length, 3))
     x = inputs
     for i, kind in enumerate(kinds):
-        x = LAYERS[kind](width)
-        x._name = f"l{i}"  # stable names the dict strategy can hit
-        x = x(inputs if i == 0 else prev)  # noqa: F821
-        prev = x
+        layer = LAYERS[kind](width)
+        layer._name = f"l{i}"  # stable names the dict strategy can hit
+        x = layer(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
     before = [w.copy() for w in model.get_weights()]
     try:

@@ -49,7 +49,7 @@ def test_every_layer_type_keeps_pruned_weights_zero_after_training(case):
     assert [w.name for w in wrapper.masked_weights] == names
     assert [m.name for _, _, m in wrapper.masked_weights] == [f"{n}_mask" for n in names]
     before = [w.numpy().copy() for _, w, _ in wrapper.masked_weights]
-    for _, weight, mask in wrapper.masked_weights:
+    for _, _weight, mask in wrapper.masked_weights:
         assert mask.numpy().sum() == keras_sparse.masks.num_active(int(np.prod(mask.shape)), 0.5)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
     x, y = _data(input_shape, case == "embedding")

@@ -35,7 +35,8 @@ their masks are read from `wrapper.masked_weights`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -312,7 +313,7 @@ def _lower(layer, is_output: bool, batchnorm: str,
 
 def _has_input(layer) -> bool:
     try:
-        layer.input
+        _ = layer.input
     except (AttributeError, ValueError):
         return False
     return True

@@ -11,7 +11,8 @@ patterns are stored CSR and expanded by a DENSIFY op at load time.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf

@@ -107,8 +107,6 @@ def _op_name(model, op) -> str:
 
 
 def _classify(sparsity, rank: int) -> tuple[str, list[int]]:
-    order = [int(v) for v in sparsity.TraversalOrderAsNumpy()] if (
-        sparsity.TraversalOrderLength()) else list(range(rank))
     block_map = [int(v) for v in sparsity.BlockMapAsNumpy()] if (
         sparsity.BlockMapLength()) else []
     if not block_map:

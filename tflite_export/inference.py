@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 

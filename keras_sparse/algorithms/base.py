@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, MutableMapping, Sequence
+from typing import Any
+from collections.abc import MutableMapping, Sequence
 
 import keras
 import numpy as np
@@ -42,7 +43,7 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier: Any) -> "Updater":
+def get(identifier: Any) -> Updater:
     """An updater from a name, a config dict or an instance (like `keras.regularizers.get`).
 
     Args:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -278,7 +278,9 @@ class MEST(Updater):
         return np.abs(weight) + self.gradient_weight * np.abs(grad)
 
     def get_config(self):
-        listed = (lambda v: None if v is None else list(v))
+        def listed(v):
+            return None if v is None else list(v)
+
         return {**super().get_config(), "gradient_weight": self.gradient_weight,
                 "lower_bound": listed(self.lower_bound), "upper_bound": self.upper_bound,
                 "stage_boundaries": listed(self.stage_boundaries)}
@@ -418,7 +420,7 @@ class NeurRev(RigL):
                 f"0 < p <= {s_global:.4f} (or p=None for the default, "
                 f"{self.default_ratio():g} * (1 - s) per weight)."
             )
-        for t, mask in zip(targets, masks):
+        for mask in masks:
             s = 1.0 - float(mask.mean())
             # A weight cannot relax below sparsity 0 (ERK leaves some dense).
             p = min(self.default_ratio() * (1.0 - s) if self.p is None else self.p, s)

@@ -14,7 +14,7 @@ masks `cell.recurrent_kernel` as `recurrent_kernel`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
+from collections.abc import Mapping
 
 import keras
 import numpy as np

@@ -7,7 +7,8 @@ keys `save_masks` writes). Selection from scores reuses
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
 
 import keras
 import numpy as np

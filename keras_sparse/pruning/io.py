@@ -8,7 +8,7 @@ tool can be written with `np.savez(path, **{"conv2d/kernel": mask, ...})`.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import keras
 import numpy as np

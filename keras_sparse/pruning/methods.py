@@ -20,7 +20,8 @@ model variable is restored after scoring.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np

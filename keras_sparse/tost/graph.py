@@ -18,7 +18,8 @@ and its call sites unchanged.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import keras
 

@@ -57,7 +57,7 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import keras
 import numpy as np
