@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tflite_export import _dst
 from tflite_export import _layers
 from tflite_export import _train_math as tm
 from tflite_export import metadata as meta
@@ -114,10 +115,13 @@ class TrainingModule(tf.Module):
             its entries non-zero is a `[nnz]` variable of its non-zeros plus
             a constant `[nnz, 1]` int32 tensor of flat indices (see the
             module docstring); its optimizer slots are `[nnz]` as well.
+        dst: a `tflite_export._dst.DSTPlan` (dense storage only): masks
+            become float32 variables that `train` updates on the plan's
+            schedule (see `tflite_export._dst`).
     """
 
     def __init__(self, lowered, specs, loss, optimizer, batch_size,
-                 input_shape, num_classes, compact=False):
+                 input_shape, num_classes, compact=False, dst=None):
         super().__init__(name="sparse_trainable")
         # A plain holder: tf.Module must not track the Keras model.
         self._keras = _Holder(lowered)
@@ -160,6 +164,24 @@ class TrainingModule(tf.Module):
                        for k in range(optimizer.num_slots)]
                       for v, n in zip(self.vars, self.weight_names)]
         self.state_vars = [tf.Variable(s.value, name=s.name) for s in states]
+        # Dynamic sparse training: every masked dense-stored kernel's mask is
+        # a float32 variable (1.0 kept) updated by `train`.
+        self._dst = dst
+        self.mask_vars = []
+        self._dst_tables = []
+        if dst is not None:
+            for k, (s, m) in enumerate(zip(trained, self._masks)):
+                if m is None:
+                    continue
+                mask = s.mask.astype(np.float32)
+                table = _dst.drop_counts(dst, int(mask.sum()))
+                self.mask_vars.append(tf.Variable(mask, name=f"{s.name}_mask"))
+                self._dst_tables.append((k, table, int(table.max())))
+                self._masks[k] = None  # replaced by the variable
+            self.dst_regrown = tf.Variable(0.0, name="dst_regrown")
+        # Trained weight index -> index in mask_vars (ints: not tracked).
+        self._mask_index = {k: i for i, (k, _, _) in
+                            enumerate(self._dst_tables)}
         # Frozen kernels that are mostly zero: non-zeros + flat indices,
         # scattered on use, like trained kernels under sparse storage.
         frozen = {}
@@ -207,15 +229,32 @@ class TrainingModule(tf.Module):
         return self.weight_names + self.state_var_names
 
     @property
+    def mask_names(self) -> list[str]:
+        """Checkpoint names of the mask variables (`<weight>__mask`)."""
+        return [f"{self.weight_names[k]}__mask" for k, _, _ in
+                self._dst_tables]
+
+    @property
     def state_names(self) -> list[str]:
         """Names of `get_state` / `set_state`."""
-        return self.weights_out + self._slot_names + ["step"]
+        dst = self.mask_names + ["dst_regrown"] if self._dst else []
+        return self.weights_out + self._slot_names + dst + ["step"]
 
     def _weight_shapes(self):
         return self._shapes + [tuple(v.shape) for v in self.state_vars]
 
     def _state_shapes(self):
-        return self._weight_shapes() + self._slot_shapes + [()]
+        dst = [tuple(v.shape) for v in self.mask_vars] + [()] \
+            if self._dst else []
+        return self._weight_shapes() + self._slot_shapes + dst + [()]
+
+    def _mask(self, k):
+        """Bool mask of trained weight `k` (a constant, the current mask
+        variable under DST, or None)."""
+        i = self._mask_index.get(k)
+        if i is not None:
+            return self.mask_vars[i].read_value() > 0.0
+        return self._masks[k]
 
     @property
     def num_compact(self) -> int:
@@ -247,8 +286,9 @@ class TrainingModule(tf.Module):
     def _compact(self, k, dense):
         """The stored form of a value given to `set_weights`: pruned
         entries dropped (sparse storage) or set to 0 (dense storage)."""
-        if self._indices[k] is None and self._masks[k] is not None:
-            return tf.where(self._masks[k], dense, 0.0)
+        mask = self._mask(k)
+        if self._indices[k] is None and mask is not None:
+            return tf.where(mask, dense, 0.0)
         return self._gather(k, dense)
 
     # ------------------------------------------------------------ forward
@@ -294,17 +334,77 @@ class TrainingModule(tf.Module):
                                     self._batch)
         grads = tape.gradient(logits, dense, output_gradients=dz)
         step = self.step.read_value()
+        grads = [tf.zeros_like(dense[k]) if g is None else g  # g is None:
+                 for k, g in enumerate(grads)]  # does not reach the output
         for k, (var, w, g, slots) in enumerate(zip(self.vars, stored, grads,
                                                    self.slots)):
-            if g is None:  # does not reach the output
-                g = tf.zeros_like(dense[k])
             slot_values = [s.read_value() for s in slots]
             tm.apply_update(self._opt, var, w, self._gather(k, g), slots,
-                            slot_values, step, self._masks[k])
+                            slot_values, step, self._mask(k))
         for var, val in zip(self.state_vars, new_states):
             var.assign(val)
         self.step.assign_add(1.0)
-        return {"loss": loss}
+        if self._dst is None:
+            return {"loss": loss}
+        return {"loss": loss, **self._dst_update(grads)}
+
+    def _dst_update(self, grads):
+        """The mask update after the optimizer step (`tflite_export._dst`):
+        runs (an IF) at the plan's update steps; returns `sparsity` (of the
+        masked kernels) and `regrown` (new entries at the last update)."""
+        plan = self._dst
+        t = tf.cast(self.step.read_value(), tf.int32)
+        j = tf.math.floordiv(t, plan.interval)
+        is_update = tf.logical_and(
+            tf.equal(t - j * plan.interval, 0),
+            tf.logical_and(t > plan.start, t <= plan.stop))
+        update = j - (plan.first + 1)
+        masks = [v.read_value() for v in self.mask_vars]
+        weights = [self.vars[k].read_value() for k, _, _ in self._dst_tables]
+        slots = [[s.read_value() for s in self.slots[k]]
+                 for k, _, _ in self._dst_tables]
+
+        def run():
+            new_masks, new_weights, new_slots, regrown = [], [], [], []
+            for i, (k, table, k_max) in enumerate(self._dst_tables):
+                shape = self._shapes[k]
+                size = int(np.prod(shape))
+                m = tf.reshape(masks[i], [size])
+                if k_max == 0:
+                    fresh = tf.zeros([size])
+                    new_m = m
+                else:
+                    n = tf.gather(tf.constant(table), tf.clip_by_value(
+                        update, 0, len(table) - 1))
+                    w = tf.reshape(weights[i], [size])
+                    if plan.kind == "rigl":
+                        grow = tf.abs(tf.reshape(grads[k], [size]))
+                    else:
+                        grow = _dst.set_scores(plan.seed, t, k, size,
+                                                tf.minimum(t, 0))
+                    new_m, fresh = _dst.prune_and_grow(m, w, grow, n, k_max)
+                keep = tf.reshape((1.0 - fresh) * new_m, shape)
+                new_masks.append(tf.reshape(new_m, shape))
+                new_weights.append(weights[i] * keep)
+                new_slots.append([s * tf.reshape(1.0 - fresh, shape)
+                                  for s in slots[i]])
+                regrown.append(tf.reduce_sum(fresh))
+            return new_masks, new_weights, new_slots, tf.add_n(regrown)
+
+        def skip():
+            return masks, weights, slots, self.dst_regrown.read_value()
+
+        new_masks, new_weights, new_slots, regrown = tf.cond(is_update, run,
+                                                             skip)
+        for i, (k, _, _) in enumerate(self._dst_tables):
+            self.mask_vars[i].assign(new_masks[i])
+            self.vars[k].assign(new_weights[i])
+            for s, val in zip(self.slots[k], new_slots[i]):
+                s.assign(val)
+        self.dst_regrown.assign(regrown)
+        active = tf.add_n([tf.reduce_sum(m) for m in new_masks])
+        total = float(sum(int(v.shape.num_elements()) for v in self.mask_vars))
+        return {"sparsity": 1.0 - active / total, "regrown": regrown}
 
     def _weights(self):
         return [self._dense(k, v.read_value())
@@ -333,17 +433,27 @@ class TrainingModule(tf.Module):
     def _get_state(self):
         values = self._weights() + [v.read_value() for v in self.state_vars]
         values += [s.read_value() for slots in self.slots for s in slots]
+        if self._dst is not None:
+            values += [v.read_value() for v in self.mask_vars]
+            values.append(self.dst_regrown.read_value())
         values.append(self.step.read_value())
         return dict(zip(self.state_names, values))
 
     def _set_state(self, *values):
         nw = len(self.weights_out)
-        self._set_weights(*values[:nw])
         slots = [s for group in self.slots for s in group]
+        if self._dst is not None:
+            # Masks first: the weights and slots below are masked by them.
+            at = nw + len(slots)
+            for v, val in zip(self.mask_vars, values[at:]):
+                v.assign(tf.where(val > 0.0, 1.0, 0.0))
+            self.dst_regrown.assign(values[at + len(self.mask_vars)])
+        self._set_weights(*values[:nw])
         for k, (s, val) in enumerate(zip(slots, values[nw:nw + len(slots)])):
             owner = k // max(self._opt.num_slots, 1)
-            if self._masks[owner] is not None:
-                val = tf.where(self._masks[owner], val, 0.0)
+            mask = self._mask(owner)
+            if mask is not None:
+                val = tf.where(mask, val, 0.0)
             s.assign(val)
         self.step.assign(values[-1])
         return {"step": self.step.read_value()}
@@ -431,7 +541,8 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
 def build_module(model, optimizer, loss, batch_size: int = 32,
                  label_smoothing: float | None = None,
                  weight_storage: str = "dense",
-                 batchnorm: str = "frozen") -> TrainingModule:
+                 batchnorm: str = "frozen", algorithm=None,
+                 total_steps: int | None = None) -> TrainingModule:
     """Validates the inputs and builds the `TrainingModule` (no file I/O).
 
     Raises:
@@ -457,6 +568,19 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
             f"{tuple(model.outputs[0].shape)}.")
     lspec = tm.loss_spec(loss, label_smoothing)
     ospec = tm.optimizer_spec(optimizer)
+    dst = None
+    if algorithm is not None:
+        dst = _dst.plan(algorithm, total_steps)
+        if weight_storage != "dense":
+            raise ValueError(
+                "export_trainable(algorithm=...) needs weight_storage="
+                f"'dense' (masks as variables). Received: weight_storage="
+                f"{weight_storage!r}. Sparse storage with on-device mask "
+                "updates (indices as variables) is not implemented yet.")
+    elif total_steps is not None:
+        raise ValueError(
+            "export_trainable: `total_steps` is only used with `algorithm=`. "
+            f"Received: total_steps={total_steps!r}, algorithm=None.")
     lowered = _layers.lower_model(model, batchnorm)
     final_act = lowered.final_activation
     if lspec.from_logits and final_act == "softmax":
@@ -474,14 +598,15 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
     num_classes = int(model.outputs[0].shape[-1])
     return TrainingModule(lowered, specs, lspec, ospec, batch_size,
                           tuple(model.inputs[0].shape[1:]), num_classes,
-                          compact=(weight_storage == "sparse"))
+                          compact=(weight_storage == "sparse"), dst=dst)
 
 
 def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
                      label_smoothing: float | None = None,
                      weight_storage: str = "dense",
                      batchnorm: str = "frozen",
-                     compare_dense: bool = True) -> TrainableExportReport:
+                     compare_dense: bool = True, algorithm=None,
+                     total_steps: int | None = None) -> TrainableExportReport:
     """Exports a sparse Keras 3 model for on-device training in TFLite.
 
     The file runs in ai-edge-litert and tflite-runtime (>= 2.14) with
@@ -520,6 +645,22 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             updated (and returned by `get_weights`), like Keras'
             `train_on_batch`.
         compare_dense: also measure the dense float32 inference export.
+        algorithm: None (default: masks are constants, static sparse
+            training) or what `keras_sparse.algorithms.get` takes, for
+            dynamic sparse training on the device: `"set"`, `"rigl"`, a
+            config dict or a `keras_sparse.algorithms.SET`/`RigL` instance
+            (other algorithms are refused). The masks of the masked
+            kernels become variables, and `train` updates them on the
+            algorithm's schedule, counted by the device's own step (from 0
+            at export); `train` then also returns `sparsity` (of the
+            masked kernels) and `regrown` (entries grown at the last
+            update), and checkpoints hold the masks (`<weight>__mask`) and
+            `dst_regrown`. Needs `weight_storage="dense"`. Design and the
+            deviations from the Keras callback: `tflite_export._dst`.
+        total_steps: planned number of device train steps; required when
+            the algorithm's start/stop steps are fractions of training
+            (it resolves them and the drop-fraction decay, like the
+            callback's `total_steps`).
 
     Dropout is the identity on the device. Keras by default trains BN with
     batch statistics and applies dropout, so the Keras model that trains
@@ -547,7 +688,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     """
     path = check_output_path(path)
     module = build_module(model, optimizer, loss, batch_size,
-                          label_smoothing, weight_storage, batchnorm)
+                          label_smoothing, weight_storage, batchnorm,
+                          algorithm, total_steps)
     data = _convert_module(module)
     summary = inspect_flatbuffer(data)
     flex = [op for op in summary.op_counts
@@ -584,6 +726,12 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if frozen:
         notes.append(f"Layers {frozen} have trainable=False: constants on "
                      "device, not in get_weights/set_weights.")
+    if module._dst is not None:
+        p = module._dst
+        notes.append(
+            f"On-device {p.kind.upper()}: {len(module.mask_vars)} masks are "
+            f"variables, {len(p.fractions)} updates every {p.interval} steps "
+            f"in ({p.start}, {p.stop}].")
     if weight_storage == "sparse":
         notes.append(
             f"{module.num_compact} of {len(module.vars)} weights stored as "
