@@ -386,8 +386,9 @@ class TrainingModule(tf.Module):
                 keep = tf.reshape((1.0 - fresh) * new_m, shape)
                 new_masks.append(tf.reshape(new_m, shape))
                 new_weights.append(weights[i] * keep)
-                new_slots.append([s * tf.reshape(1.0 - fresh, shape)
-                                  for s in slots[i]])
+                # Slots of new and of dropped entries are zeroed: pruned
+                # entries hold zero slots, as after `set_state`.
+                new_slots.append([s * keep for s in slots[i]])
                 regrown.append(tf.reduce_sum(fresh))
             return new_masks, new_weights, new_slots, tf.add_n(regrown)
 

@@ -1,0 +1,289 @@
+"""On-device dynamic sparse training (`export_trainable(algorithm=...)`)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sparse
+import tflite_export
+from keras_sparse import masks as mask_math
+from tflite_export import _dst
+from tflite_export.verify import make_interpreter
+
+B = 8
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((12,)), keras.layers.Dense(24, activation="relu"),
+        keras.layers.Dense(5)])
+
+
+def _sparse(seed=0):
+    return keras_sparse.sparsify(_model(seed), 0.7, distribution="uniform",
+                                 keep_dense=None, seed=seed)
+
+
+def _batches(rng, steps):
+    xs = rng.standard_normal((steps, B, 12)).astype(np.float32)
+    ys = rng.integers(0, 5, (steps, B)).astype(np.int32)
+    return xs, ys
+
+
+def _export(tmp_path, model, algorithm, opt=None, **kw):
+    path = str(tmp_path / "dst.tflite")
+    report = tflite_export.export_trainable(
+        model, path, opt or keras.optimizers.SGD(0.1), LOSS, batch_size=B,
+        compare_dense=False, algorithm=algorithm, **kw)
+    with open(path, "rb") as f:
+        interp = make_interpreter(f.read())
+    return report, interp
+
+
+def _run(interp, xs, ys):
+    """Per step: train outputs and get_state after the step."""
+    train = interp.get_signature_runner("train")
+    get_state = interp.get_signature_runner("get_state")
+    outs, states = [], []
+    for x, y in zip(xs, ys):
+        outs.append({k: float(v) for k, v in train(x=x, y=y).items()})
+        states.append({k: np.array(v) for k, v in get_state().items()})
+    return outs, states
+
+
+KERNELS = ("dense_kernel", "dense_1_kernel")
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("algorithm, kw, match", [
+    ("nope", {}, r"Unknown.*'nope'.*On device: \['rigl', 'set'\]"),
+    ("neurrev", {}, r"NeurRev.*cannot run on the device.*\['rigl', 'set'\]"),
+    ("gmp", {}, r"GMP.*cannot run on the device"),
+    (keras_sparse.algorithms.RigLITOP(), {}, r"RigLITOP.*cannot run"),
+    (keras_sparse.algorithms.RigL(stop_step=0.75), {},
+     r"stop_step=0.75.*total_steps=None.*Pass `total_steps=`"),
+    ({"class_name": "set", "config": {"start_step": 0.1, "stop_step": 50}},
+     {}, r"start_step=0.1.*total_steps"),
+    ("rigl", {"total_steps": 0}, r"total_steps.*Received: 0"),
+    ("rigl", {"total_steps": 100, "weight_storage": "sparse"},
+     r"weight_storage='dense'.*Received: weight_storage='sparse'"),
+    (None, {"total_steps": 100}, r"total_steps.*only used with `algorithm=`"),
+    (keras_sparse.algorithms.SET(structure="n:m", stop_step=10), {},
+     r"structure='unstructured'.*Received: structure='n:m'"),
+])
+def test_bad_algorithm_is_refused_before_writing(tmp_path, algorithm, kw,
+                                                 match):
+    path = tmp_path / "x.tflite"
+    with pytest.raises(ValueError, match=match):
+        tflite_export.export_trainable(
+            keras_sparse.strip(_sparse()), str(path), keras.optimizers.SGD(0.1),
+            LOSS, batch_size=B, compare_dense=False, algorithm=algorithm, **kw)
+    assert not path.exists()
+
+
+def test_wrong_identifier_type_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="Could not interpret algorithm"):
+        tflite_export.export_trainable(
+            keras_sparse.strip(_sparse()), str(tmp_path / "x.tflite"),
+            keras.optimizers.SGD(0.1), LOSS, algorithm=3.5)
+
+
+def test_plan_resolves_fractions_and_decay_like_keras():
+    algo = keras_sparse.algorithms.RigL(update_interval=10, start_step=0.1,
+                                        stop_step=0.5, drop_fraction=0.4)
+    p = _dst.plan(algo, 200)
+    assert (p.start, p.stop) == (20, 100)
+    assert p.update_steps() == [30, 40, 50, 60, 70, 80, 90, 100]
+    algo.setup([keras_sparse.algorithms.Target(
+        "k", keras.Variable(np.ones((4, 4))),
+        keras.Variable(np.ones((4, 4))), 0.0)], 200)
+    assert p.fractions == [algo.drop_fraction_at(t) for t in p.update_steps()]
+    counts = _dst.drop_counts(p, 37)
+    assert counts.tolist() == [int(round(f * 37)) for f in p.fractions]
+    assert counts[0] > counts[-1] == 0  # cosine decay down to 0 at stop
+
+
+# ------------------------------------------------------------ RigL parity
+
+def _keras_rigl_masks(sparse, algo, xs, ys):
+    """Masks and kernels of a Keras DST fit after every step."""
+    sparse.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                   loss=LOSS, jit_compile=False)
+    wrappers = [l for l in sparse.layers
+                if isinstance(l, keras_sparse.layers.SparseWrapper)]
+    record = []
+
+    def after(batch, logs):
+        record.append([(np.asarray(w.masked_weights[0][2]) > 0,
+                        np.asarray(w.masked_weights[0][1])) for w in wrappers])
+
+    sparse.fit(xs.reshape(-1, 12), ys.reshape(-1), batch_size=B, epochs=1,
+               shuffle=False, verbose=0, callbacks=[
+                   keras_sparse.callbacks.DynamicSparseTraining(algo),
+                   keras.callbacks.LambdaCallback(on_train_batch_end=after)])
+    return record
+
+
+def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
+    steps = 12
+    xs, ys = _batches(rng, steps)
+    make = lambda: keras_sparse.algorithms.RigL(  # noqa: E731
+        update_interval=3, stop_step=10, drop_fraction=0.5)
+    sparse = _sparse()
+    report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
+                             keras.optimizers.SGD(0.1, momentum=0.9))
+    outs, states = _run(interp, xs, ys)
+    keras_record = _keras_rigl_masks(sparse, make(), xs, ys)
+    changed = 0
+    for t in range(steps):
+        for name, (k_mask, k_w) in zip(KERNELS, keras_record[t]):
+            d_mask = states[t][f"{name}__mask"] > 0
+            np.testing.assert_array_equal(d_mask, k_mask, err_msg=f"step {t + 1}")
+            np.testing.assert_allclose(states[t][name], k_w, atol=1e-5)
+            if t and not np.array_equal(d_mask, states[t - 1][f"{name}__mask"] > 0):
+                changed += 1
+    # Updates at steps 3, 6, 9 changed the masks (a real test of parity).
+    assert changed >= 4
+    assert [o["regrown"] > 0 for o in outs][2] and outs[0]["regrown"] == 0
+
+
+# ------------------------------------------------------- SET invariants
+
+def test_set_invariants_and_replay(tmp_path, rng):
+    steps = 10
+    xs, ys = _batches(rng, steps)
+    algo = keras_sparse.algorithms.SET(update_interval=2, stop_step=8,
+                                       drop_fraction=0.5, seed=7)
+    plain = keras_sparse.strip(_sparse())
+    report, interp = _export(tmp_path, plain, algo,
+                             keras.optimizers.Adam(1e-2))
+    w0 = interp.get_signature_runner("get_weights")()
+    counts = {n: int(np.count_nonzero(w0[n])) for n in KERNELS}
+    outs, states = _run(interp, xs, ys)
+    p = _dst.plan(algo, None)
+    prev = {n: (w0[n] != 0).astype(np.float32) for n in KERNELS}
+    total = sum(w0[n].size for n in KERNELS)
+    regrown_total = 0
+    for t, (out, st) in enumerate(zip(outs, states), start=1):
+        new_total = 0
+        for i, n in enumerate(KERNELS):
+            m = st[f"{n}__mask"]
+            assert set(np.unique(m)) <= {0.0, 1.0}
+            assert int(m.sum()) == counts[n]  # count conserved per kernel
+            assert np.all(st[n][m == 0] == 0.0)  # pruned entries exactly 0
+            for k in (0, 1):
+                assert np.all(st[f"{n}__slot{k}"][m == 0] == 0.0)
+            fresh = (m > 0) & (prev[n] == 0)
+            if t in p.update_steps():
+                assert np.all(st[n][fresh] == 0.0)  # regrown weights 0
+                for k in (0, 1):  # ... and their Adam slots reset
+                    assert np.all(st[f"{n}__slot{k}"][fresh] == 0.0)
+            else:
+                assert not fresh.any()
+            new_total += int(fresh.sum())
+            prev[n] = m
+        if t in p.update_steps():
+            assert out["regrown"] == new_total
+            regrown_total += new_total
+        assert out["sparsity"] == pytest.approx(
+            1.0 - sum(counts.values()) / total)
+    assert regrown_total > 0
+
+
+def test_set_update_equals_numpy_replay_with_the_hash(tmp_path, rng):
+    """One SET update on the device is `keras_sparse.masks.prune_and_grow`
+    with |w| drop scores and `set_scores_np` grow scores."""
+    xs, ys = _batches(rng, 2)
+    algo = keras_sparse.algorithms.SET(update_interval=2, stop_step=2,
+                                       drop_fraction=0.4, seed=3,
+                                       drop_fraction_decay="constant")
+    plain = keras_sparse.strip(_sparse(1))
+    _, interp = _export(tmp_path, plain, algo)
+    train = interp.get_signature_runner("train")
+    get_state = interp.get_signature_runner("get_state")
+    train(x=xs[0], y=ys[0])
+    before = get_state()
+    # The weights after step 2's optimizer step, without an update: the
+    # same file with the update moved past the run.
+    _, ref = _export(tmp_path, plain, keras_sparse.algorithms.SET(
+        update_interval=3, stop_step=3))
+    ref.get_signature_runner("train")(x=xs[0], y=ys[0])
+    ref.get_signature_runner("train")(x=xs[1], y=ys[1])
+    w_after_step = ref.get_signature_runner("get_weights")()
+    train(x=xs[1], y=ys[1])
+    after = get_state()
+    # Hash keys are the indices among the trained weights (kernel, bias, ...).
+    for k, name in zip((0, 2), KERNELS):
+        m = before[f"{name}__mask"]
+        n_drop = int(round(0.4 * m.sum()))
+        grow = _dst.set_scores_np(3, 2, k, m.size).reshape(m.shape)
+        new_m, grown = mask_math.prune_and_grow(
+            m, np.abs(w_after_step[name]), grow.astype(np.float64), n_drop)
+        np.testing.assert_array_equal(after[f"{name}__mask"], new_m)
+        fresh = (grown > 0) & (m == 0)
+        np.testing.assert_allclose(after[name],
+                                   w_after_step[name] * new_m * ~fresh,
+                                   atol=1e-6)
+
+
+def test_set_hash_grows_uniformly_over_eligible_positions():
+    size, eligible, n, updates = 600, 300, 30, 400
+    rng = np.random.default_rng(0)
+    ok = np.zeros(size, bool)
+    ok[rng.choice(size, eligible, replace=False)] = True
+    hits = np.zeros(size)
+    for step in range(1, updates + 1):
+        s = np.where(ok, _dst.set_scores_np(5, step * 10, 1, size), -1)
+        hits[np.argsort(-s, kind="stable")[:n]] += 1
+    assert hits[~ok].sum() == 0
+    expected = updates * n / eligible
+    chi2 = float(((hits[ok] - expected) ** 2 / expected).sum())
+    # chi-square with 299 dof: mean 299, sd ~24.5; 400 is ~4 sd.
+    assert chi2 < 400, chi2
+    assert len(set(_dst.set_scores_np(5, 10, 1, size))) > 0.99 * size
+
+
+# ------------------------------------------------------ state and weights
+
+def test_checkpoint_mid_run_continues_exactly(tmp_path, rng):
+    steps, cut = 12, 5
+    xs, ys = _batches(rng, steps)
+    algo = {"class_name": "rigl", "config": {"update_interval": 2,
+                                             "stop_step": 10}}
+    plain = keras_sparse.strip(_sparse())
+    report, interp = _export(tmp_path, plain, algo,
+                             keras.optimizers.SGD(0.1, momentum=0.9))
+    assert {f"{n}__mask" for n in KERNELS} <= set(report.state_names)
+    assert report.state_names[-2:] == ["dst_regrown", "step"]
+    outs, states = _run(interp, xs, ys)
+    _, fresh = _export(tmp_path, plain, algo,
+                       keras.optimizers.SGD(0.1, momentum=0.9))
+    fresh.get_signature_runner("set_state")(**states[cut - 1])
+    outs2, states2 = _run(fresh, xs[cut:], ys[cut:])
+    assert outs2 == outs[cut:]
+    for a, b in zip(states2, states[cut:]):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng):
+    xs, ys = _batches(rng, 6)
+    plain = keras_sparse.strip(_sparse())
+    _, interp = _export(tmp_path, plain, keras_sparse.algorithms.RigL(
+        update_interval=2, stop_step=6, drop_fraction=0.5))
+    _run(interp, xs, ys)
+    w = interp.get_signature_runner("get_weights")()
+    st = interp.get_signature_runner("get_state")()
+    for n, v in zip(KERNELS, plain.layers):
+        assert w[n].shape == tuple(v.kernel.shape)
+        assert np.all(w[n][st[f"{n}__mask"] == 0] == 0.0)
+    # set_weights cannot write pruned positions of the current mask.
+    ones = {k: np.ones_like(v) for k, v in w.items()}
+    interp.get_signature_runner("set_weights")(**ones)
+    w2 = interp.get_signature_runner("get_weights")()
+    for n in KERNELS:
+        np.testing.assert_array_equal(w2[n], st[f"{n}__mask"])
