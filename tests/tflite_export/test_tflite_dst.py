@@ -287,3 +287,29 @@ def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng):
     w2 = interp.get_signature_runner("get_weights")()
     for n in KERNELS:
         np.testing.assert_array_equal(w2[n], st[f"{n}__mask"])
+
+
+# ----------------------------------------------------- tflite-runtime 2.14
+
+@pytest.mark.parametrize("name", ["set", "rigl"])
+def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
+                                                           name):
+    from tflite_helpers import train_in_tflite_runtime
+
+    xs, ys = _batches(rng, 8)
+    algo = {"class_name": name, "config": {"update_interval": 2,
+                                           "stop_step": 8, "seed": 1}}
+    plain = keras_sparse.strip(_sparse())
+    _export(tmp_path, plain, algo, keras.optimizers.Adam(1e-2))
+    with open(tmp_path / "dst.tflite", "rb") as f:
+        litert = make_interpreter(f.read())
+    outs, _ = _run(litert, xs, ys)
+    w_litert = litert.get_signature_runner("get_weights")()
+    losses, w0, w1, _ = train_in_tflite_runtime(
+        tmp_path, tmp_path / "dst.tflite", xs, ys)
+    np.testing.assert_allclose(losses, [o["loss"] for o in outs], rtol=1e-5)
+    for n in KERNELS:
+        assert np.count_nonzero(w0[n]) >= np.count_nonzero(w1[n]) > 0
+        assert not np.array_equal(w0[n] != 0, w1[n] != 0)  # masks moved
+        np.testing.assert_array_equal(w1[n] != 0, w_litert[n] != 0)
+        np.testing.assert_allclose(w1[n], w_litert[n], atol=1e-5)
