@@ -313,3 +313,36 @@ def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
         assert not np.array_equal(w0[n] != 0, w1[n] != 0)  # masks moved
         np.testing.assert_array_equal(w1[n] != 0, w_litert[n] != 0)
         np.testing.assert_allclose(w1[n], w_litert[n], atol=1e-5)
+
+
+# ------------------------------------------------------------------ runner
+
+def test_runner_logs_sparsity_and_regrown_and_resumes_exactly(tmp_path, rng):
+    from tflite_export import runner
+
+    x = rng.standard_normal((6 * B, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 6 * B).astype(np.int32)
+    algo = keras_sparse.algorithms.RigL(update_interval=4, stop_step=10)
+    plain = keras_sparse.strip(_sparse())
+    _export(tmp_path, plain, algo)
+    path = str(tmp_path / "dst.tflite")
+    lines = []
+    interp = runner.make_interpreter(path)
+    runner.train_epochs(interp, x, y, 1, seed=0, log=lines.append)
+    dst_lines = [ln for ln in lines if "sparsity" in ln]
+    assert len(dst_lines) == 1
+    masks = runner.get_state(interp)
+    counts = sum(masks[f"{n}__mask"].sum() for n in KERNELS)
+    size = sum(masks[f"{n}__mask"].size for n in KERNELS)
+    assert f"sparsity {1 - counts / size:.4f}" in dst_lines[0]
+    assert "regrown at the last mask update" in dst_lines[0]
+    # Update at step 4 of 6 grew entries.
+    assert not dst_lines[0].endswith("update 0")
+    runner.save_checkpoint(interp, str(tmp_path / "c.npz"), 1)
+    runner.train_epochs(interp, x, y, 2, seed=0, log=None, start_epoch=1)
+    resumed = runner.make_interpreter(path)
+    assert runner.load_checkpoint(resumed, str(tmp_path / "c.npz")) == 1
+    runner.train_epochs(resumed, x, y, 2, seed=0, log=None, start_epoch=1)
+    a, b = runner.get_state(interp), runner.get_state(resumed)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
