@@ -46,6 +46,10 @@ Deviations from the Keras side (documented in docs/on_device.md):
   own steps, not the Keras optimizer's iterations before export.
 - No ITOP set / churn statistics on the device.
 - Only `structure="unstructured"`.
+- The slots of dropped entries are zeroed as well (Keras keeps them). They
+  never reach a weight (pruned entries take no update, and a regrown
+  entry's slots are reset), so weights and masks are unchanged by this; it
+  keeps "pruned entries hold zero slots" true, which `set_state` relies on.
 """
 
 from __future__ import annotations

@@ -43,6 +43,13 @@ needs to be run after loading, and pruned weights are exactly zero by
 construction. With `weight_storage="dense"` a constant boolean mask selects
 both the gradient and the update.
 
+With `algorithm=` (SET or RigL, dense storage), the masks are float32
+variables instead and `train` updates them on the algorithm's schedule
+after the optimizer step, returning `sparsity` and `regrown` too; the
+checkpoint signatures carry the masks (`<weight>__mask`) and
+`dst_regrown`. Design and deviations from the Keras callback:
+`tflite_export._dst`.
+
 Why not dense variables filled by an init signature: the converter stores
 every variable's initial value as a dense buffer of the variable's shape
 (all-zero buffers of one shape are shared), so dense-shaped variables cost
