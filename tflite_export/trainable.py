@@ -366,51 +366,44 @@ class TrainingModule(tf.Module):
             tf.equal(t - j * plan.interval, 0),
             tf.logical_and(t > plan.start, t <= plan.stop))
         update = j - (plan.first + 1)
-        masks = [v.read_value() for v in self.mask_vars]
-        weights = [self.vars[k].read_value() for k, _, _ in self._dst_tables]
-        slots = [[s.read_value() for s in self.slots[k]]
-                 for k, _, _ in self._dst_tables]
-
         def run():
-            new_masks, new_weights, new_slots, regrown = [], [], [], []
+            # Reads and writes happen only here: steps without an update
+            # copy nothing.
+            regrown = []
             for i, (k, table, k_max) in enumerate(self._dst_tables):
+                if k_max == 0:
+                    continue
                 shape = self._shapes[k]
                 size = int(np.prod(shape))
-                m = tf.reshape(masks[i], [size])
-                if k_max == 0:
-                    fresh = tf.zeros([size])
-                    new_m = m
+                m = tf.reshape(self.mask_vars[i].read_value(), [size])
+                w = self.vars[k].read_value()
+                n = tf.gather(tf.constant(table), tf.clip_by_value(
+                    update, 0, len(table) - 1))
+                if plan.kind == "rigl":
+                    grow = tf.abs(tf.reshape(grads[k], [size]))
                 else:
-                    n = tf.gather(tf.constant(table), tf.clip_by_value(
-                        update, 0, len(table) - 1))
-                    w = tf.reshape(weights[i], [size])
-                    if plan.kind == "rigl":
-                        grow = tf.abs(tf.reshape(grads[k], [size]))
-                    else:
-                        grow = _dst.set_scores(plan.seed, t, k, size,
-                                                tf.minimum(t, 0))
-                    new_m, fresh = _dst.prune_and_grow(m, w, grow, n, k_max)
+                    grow = _dst.set_scores(plan.seed, t, k, size,
+                                            tf.minimum(t, 0))
+                new_m, fresh = _dst.prune_and_grow(
+                    m, tf.reshape(w, [size]), grow, n, k_max)
                 keep = tf.reshape((1.0 - fresh) * new_m, shape)
-                new_masks.append(tf.reshape(new_m, shape))
-                new_weights.append(weights[i] * keep)
+                self.mask_vars[i].assign(tf.reshape(new_m, shape))
+                self.vars[k].assign(w * keep)
                 # Slots of new and of dropped entries are zeroed: pruned
                 # entries hold zero slots, as after `set_state`.
-                new_slots.append([s * keep for s in slots[i]])
+                for s in self.slots[k]:
+                    s.assign(s.read_value() * keep)
                 regrown.append(tf.reduce_sum(fresh))
-            return new_masks, new_weights, new_slots, tf.add_n(regrown)
+            total = tf.add_n(regrown) if regrown else tf.constant(0.0)
+            self.dst_regrown.assign(total)
+            return total
 
         def skip():
-            return masks, weights, slots, self.dst_regrown.read_value()
+            return self.dst_regrown.read_value()
 
-        new_masks, new_weights, new_slots, regrown = tf.cond(is_update, run,
-                                                             skip)
-        for i, (k, _, _) in enumerate(self._dst_tables):
-            self.mask_vars[i].assign(new_masks[i])
-            self.vars[k].assign(new_weights[i])
-            for s, val in zip(self.slots[k], new_slots[i]):
-                s.assign(val)
-        self.dst_regrown.assign(regrown)
-        active = tf.add_n([tf.reduce_sum(m) for m in new_masks])
+        regrown = tf.cond(is_update, run, skip)
+        active = tf.add_n([tf.reduce_sum(v.read_value())
+                           for v in self.mask_vars])
         total = float(sum(int(v.shape.num_elements()) for v in self.mask_vars))
         return {"sparsity": 1.0 - active / total, "regrown": regrown}
 
