@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 # Algorithms whose update the device graph reproduces, by registry name.
-ON_DEVICE = ("rigl", "set")
+ON_DEVICE = ("neurrev", "rigl", "set")
 
 _M = 2147483647  # 2**31 - 1, a prime: hash values fit int32, products int64
 
@@ -70,13 +70,15 @@ class DSTPlan:
     """The resolved schedule of an on-device algorithm.
 
     Attributes:
-        kind: `"set"` or `"rigl"`.
+        kind: `"set"`, `"rigl"` or `"neurrev"`.
         interval: steps between updates.
         start: updates happen at steps `t > start`.
         stop: and `t <= stop`.
         seed: the algorithm's seed (SET's hash).
         fractions: drop fraction of each update, in update order (update
             `j` is at step `(start // interval + 1 + j) * interval`).
+        p: NeurRev's relaxation (None: `relax_ratio * (1 - s)` per kernel).
+        relax_ratio: NeurRev's default share of the non-zero budget.
     """
 
     kind: str
@@ -85,6 +87,8 @@ class DSTPlan:
     stop: int
     seed: int
     fractions: list[float]
+    p: float | None = None
+    relax_ratio: float = 0.1
 
     @property
     def first(self) -> int:
@@ -122,7 +126,8 @@ def plan(algorithm, total_steps) -> DSTPlan:
         ) from None
     # Exact classes: a subclass (RigLITOP, NeurRev, ...) changes counts,
     # scores or state in ways the device graph does not reproduce.
-    kind = {algorithms.SET: "set", algorithms.RigL: "rigl"}.get(type(algo))
+    kind = {algorithms.SET: "set", algorithms.RigL: "rigl",
+            algorithms.NeurRev: "neurrev"}.get(type(algo))
     if kind is None:
         raise ValueError(
             f"export_trainable(algorithm=...): {type(algo).__name__} "
@@ -154,7 +159,50 @@ def plan(algorithm, total_steps) -> DSTPlan:
     n_updates = max(0, stop // interval - start // interval)
     steps = [(start // interval + 1 + j) * interval for j in range(n_updates)]
     fractions = [float(algo.fraction_schedule(t, start, stop)) for t in steps]
+    if kind == "neurrev":
+        return DSTPlan(kind, interval, start, stop, algo.seed, fractions,
+                       algo.p, algo.default_ratio())
     return DSTPlan(kind, interval, start, stop, algo.seed, fractions)
+
+
+def relaxation(p: DSTPlan, mask: np.ndarray) -> int:
+    """NeurRev's extra growth `round(p * size)` of a kernel (as `NeurRev.setup`)."""
+    s = 1.0 - float(mask.mean())
+    frac = min(p.relax_ratio * (1.0 - s) if p.p is None else p.p, s)
+    n = int(round(frac * mask.size))
+    return min(n, mask.size - int(mask.sum()))
+
+
+def check_relaxation(p: DSTPlan, masks: list[np.ndarray]) -> None:
+    """NeurRev's `s - p >= 0` over the masked kernels (as `NeurRev.setup`).
+
+    Raises:
+        ValueError: `p` above the sparsity of the masked kernels.
+    """
+    if p.kind != "neurrev" or p.p is None or not masks:
+        return
+    total = sum(m.size for m in masks)
+    s = 1.0 - sum(float(np.count_nonzero(m)) for m in masks) / total
+    if s - p.p < -1e-9:
+        raise ValueError(
+            f"NeurRev's relaxed sparsity s - p must be >= 0, but the masked "
+            f"kernels' sparsity is s={s:.4f} and p={p.p}. Accepted: "
+            f"0 < p <= {s:.4f} (or p=None).")
+
+
+def counts(p: DSTPlan, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(n_drop, n_grow)` tables (int32, one entry per update) of a kernel.
+
+    SET/RigL grow what they drop; NeurRev grows `relaxation` more (capped
+    by the free entries, as `NeurRev.counts`) and Search & Awake prunes
+    `n_grow - n_drop` back.
+    """
+    drop = drop_counts(p, int(mask.sum()))
+    if p.kind != "neurrev":
+        return drop, drop
+    free = mask.size - int(mask.sum())
+    grow = np.minimum(drop + relaxation(p, mask), free + drop)
+    return drop, grow.astype(np.int32)
 
 
 def drop_counts(p: DSTPlan, n_active: int) -> np.ndarray:
@@ -218,7 +266,8 @@ def _select(scores: tf.Tensor, k: int, n: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def prune_and_grow(mask: tf.Tensor, weight: tf.Tensor, grow: tf.Tensor,
-                   n: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+                   n: tf.Tensor, k: int, n_grow: tf.Tensor | None = None,
+                   k_grow: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """One kernel's update on flat tensors.
 
     Args:
@@ -226,8 +275,10 @@ def prune_and_grow(mask: tf.Tensor, weight: tf.Tensor, grow: tf.Tensor,
         weight: float32 `[size]`, after the optimizer step.
         grow: `[size]` grow scores (float32 `|grad|` or int32 hash), higher
             first.
-        n: int32 scalar, entries to drop and grow (<= k).
+        n: int32 scalar, entries to drop (and grow, unless `n_grow`; <= k).
         k: static int, the largest `n` of the schedule (>= 1).
+        n_grow, k_grow: entries to grow and their static bound, when they
+            differ from `n`, `k` (NeurRev).
 
     Returns:
         `(new_mask, new_entries)`: float32 `[size]` 0/1; `new_entries` marks
@@ -235,11 +286,43 @@ def prune_and_grow(mask: tf.Tensor, weight: tf.Tensor, grow: tf.Tensor,
     """
     size = int(mask.shape[0])
     neg_inf = tf.constant(-np.inf, tf.float32)
-    drop = _select(tf.where(mask > 0.0, -tf.abs(weight), neg_inf), k, n, size)
-    kept = mask * (1.0 - drop)
+    kept = mask
+    if k > 0:
+        drop = _select(tf.where(mask > 0.0, -tf.abs(weight), neg_inf), k, n,
+                       size)
+        kept = mask * (1.0 - drop)
     if grow.dtype == tf.int32:
         scores = tf.where(kept > 0.0, tf.constant(-1, tf.int32), grow)
     else:
         scores = tf.where(kept > 0.0, neg_inf, grow)
-    grown = _select(scores, k, n, size)
+    grown = _select(scores, k if k_grow is None else k_grow,
+                    n if n_grow is None else n_grow, size)
     return kept + grown, grown * (1.0 - mask)
+
+
+def search_and_awake(mask: tf.Tensor, weight: tf.Tensor, delta: tf.Tensor,
+                     n: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """NeurRev's Search & Awake on flat tensors (`keras_sparse.masks.search_and_awake`).
+
+    Prunes the `n` (<= k) active negative entries with the smallest
+    `delta`; if fewer are negative, the rest by the smallest `|weight|`
+    among the remaining active entries. Ties to the lowest index.
+
+    Returns:
+        `(new_mask, awakened)`: float32 `[size]` and the number of negative
+        entries pruned (float32 scalar).
+    """
+    size = int(mask.shape[0])
+    neg_inf = tf.constant(-np.inf, tf.float32)
+    scores = tf.where(tf.logical_and(mask > 0.0, weight < 0.0), -delta,
+                      neg_inf)
+    values, idx = tf.math.top_k(scores, k=k, sorted=True)
+    take = tf.cast(tf.logical_and(tf.range(k) < n, values > neg_inf),
+                   tf.float32)
+    chosen = tf.scatter_nd(tf.expand_dims(idx, 1), take, [size])
+    awakened = tf.reduce_sum(take)
+    left = mask * (1.0 - chosen)
+    rest = n - tf.cast(awakened, tf.int32)
+    by_magnitude = _select(tf.where(left > 0.0, -tf.abs(weight), neg_inf), k,
+                           rest, size)
+    return left * (1.0 - by_magnitude), awakened

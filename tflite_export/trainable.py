@@ -174,18 +174,27 @@ class TrainingModule(tf.Module):
         # Dynamic sparse training: every masked dense-stored kernel's mask is
         # a float32 variable (1.0 kept) updated by `train`.
         self._dst = dst
+        # NeurRev also keeps its reference weights theta* (the weights after
+        # the previous update; at export: the exported weights).
         self.mask_vars = []
-        self._dst_tables = []
+        self.reference_vars = []
+        self._dst_tables = []  # (trained index, n_drop table, n_grow table)
         if dst is not None:
             for k, (s, m) in enumerate(zip(trained, self._masks)):
                 if m is None:
                     continue
                 mask = s.mask.astype(np.float32)
-                table = _dst.drop_counts(dst, int(mask.sum()))
+                drop, grow = _dst.counts(dst, mask)
                 self.mask_vars.append(tf.Variable(mask, name=f"{s.name}_mask"))
-                self._dst_tables.append((k, table, int(table.max())))
+                if dst.kind == "neurrev":
+                    self.reference_vars.append(tf.Variable(
+                        s.value * mask, name=f"{s.name}_reference"))
+                self._dst_tables.append((k, drop, grow))
                 self._masks[k] = None  # replaced by the variable
             self.dst_regrown = tf.Variable(0.0, name="dst_regrown")
+            self.dst_awakened = tf.Variable(0.0, name="dst_awakened")
+            _dst.check_relaxation(dst, [s.mask for s in trained
+                                        if s.mask is not None])
         # Trained weight index -> index in mask_vars (ints: not tracked).
         self._mask_index = {k: i for i, (k, _, _) in
                             enumerate(self._dst_tables)}
@@ -235,24 +244,32 @@ class TrainingModule(tf.Module):
         the forward-updated state (BN moving statistics)."""
         return self.weight_names + self.state_var_names
 
-    @property
-    def mask_names(self) -> list[str]:
-        """Checkpoint names of the mask variables (`<weight>__mask`)."""
-        return [f"{self.weight_names[k]}__mask" for k, _, _ in
-                self._dst_tables]
+    def _dst_state(self) -> list[tuple[str, tf.Variable]]:
+        """Checkpoint entries of on-device DST, in order: the masks
+        (`<weight>__mask`), NeurRev's reference weights
+        (`<weight>__reference`), `dst_regrown`, NeurRev's `dst_awakened`."""
+        if self._dst is None:
+            return []
+        names = [self.weight_names[k] for k, _, _ in self._dst_tables]
+        out = [(f"{n}__mask", v) for n, v in zip(names, self.mask_vars)]
+        out += [(f"{n}__reference", v)
+                for n, v in zip(names, self.reference_vars)]
+        out.append(("dst_regrown", self.dst_regrown))
+        if self._dst.kind == "neurrev":
+            out.append(("dst_awakened", self.dst_awakened))
+        return out
 
     @property
     def state_names(self) -> list[str]:
         """Names of `get_state` / `set_state`."""
-        dst = self.mask_names + ["dst_regrown"] if self._dst else []
+        dst = [n for n, _ in self._dst_state()]
         return self.weights_out + self._slot_names + dst + ["step"]
 
     def _weight_shapes(self):
         return self._shapes + [tuple(v.shape) for v in self.state_vars]
 
     def _state_shapes(self):
-        dst = [tuple(v.shape) for v in self.mask_vars] + [()] \
-            if self._dst else []
+        dst = [tuple(v.shape) for _, v in self._dst_state()]
         return self._weight_shapes() + self._slot_shapes + dst + [()]
 
     def _mask(self, k):
@@ -369,43 +386,67 @@ class TrainingModule(tf.Module):
         def run():
             # Reads and writes happen only here: steps without an update
             # copy nothing.
-            regrown = []
-            for i, (k, table, k_max) in enumerate(self._dst_tables):
-                if k_max == 0:
+            regrown, awakened = [], []
+            for i, (k, drop, grow_n) in enumerate(self._dst_tables):
+                if int(grow_n.max()) == 0:
                     continue
                 shape = self._shapes[k]
                 size = int(np.prod(shape))
                 m = tf.reshape(self.mask_vars[i].read_value(), [size])
                 w = self.vars[k].read_value()
-                n = tf.gather(tf.constant(table), tf.clip_by_value(
-                    update, 0, len(table) - 1))
-                if plan.kind == "rigl":
-                    grow = tf.abs(tf.reshape(grads[k], [size]))
-                else:
+                flat_w = tf.reshape(w, [size])
+                at = tf.clip_by_value(update, 0, len(drop) - 1)
+                n_drop = tf.gather(tf.constant(drop), at)
+                n_grow = tf.gather(tf.constant(grow_n), at)
+                if plan.kind == "set":
                     grow = _dst.set_scores(plan.seed, t, k, size,
                                             tf.minimum(t, 0))
+                else:
+                    grow = tf.abs(tf.reshape(grads[k], [size]))
                 new_m, fresh = _dst.prune_and_grow(
-                    m, tf.reshape(w, [size]), grow, n, k_max)
+                    m, flat_w, grow, n_drop, int(drop.max()), n_grow,
+                    int(grow_n.max()))
+                if plan.kind == "neurrev":
+                    # Search & Awake back to the kernel's count, ranked by
+                    # the change since the previous update.
+                    ref = self.reference_vars[i]
+                    delta = tf.abs(flat_w - tf.reshape(ref.read_value(),
+                                                       [size]))
+                    k_prune = int((grow_n - drop).max())
+                    if k_prune > 0:
+                        new_m, woke = _dst.search_and_awake(
+                            new_m, flat_w * new_m * (1.0 - fresh), delta,
+                            n_grow - n_drop, k_prune)
+                        awakened.append(woke)
+                    fresh = fresh * new_m
                 keep = tf.reshape((1.0 - fresh) * new_m, shape)
                 self.mask_vars[i].assign(tf.reshape(new_m, shape))
                 self.vars[k].assign(w * keep)
+                if plan.kind == "neurrev":
+                    ref.assign(w * keep)
                 # Slots of new and of dropped entries are zeroed: pruned
                 # entries hold zero slots, as after `set_state`.
                 for s in self.slots[k]:
                     s.assign(s.read_value() * keep)
                 regrown.append(tf.reduce_sum(fresh))
             total = tf.add_n(regrown) if regrown else tf.constant(0.0)
+            woke = tf.add_n(awakened) if awakened else tf.constant(0.0)
             self.dst_regrown.assign(total)
-            return total
+            self.dst_awakened.assign(woke)
+            return total, woke
 
         def skip():
-            return self.dst_regrown.read_value()
+            return (self.dst_regrown.read_value(),
+                    self.dst_awakened.read_value())
 
-        regrown = tf.cond(is_update, run, skip)
+        regrown, awakened = tf.cond(is_update, run, skip)
         active = tf.add_n([tf.reduce_sum(v.read_value())
                            for v in self.mask_vars])
         total = float(sum(int(v.shape.num_elements()) for v in self.mask_vars))
-        return {"sparsity": 1.0 - active / total, "regrown": regrown}
+        out = {"sparsity": 1.0 - active / total, "regrown": regrown}
+        if plan.kind == "neurrev":
+            out["awakened"] = awakened
+        return out
 
     def _weights(self):
         return [self._dense(k, v.read_value())
@@ -434,21 +475,19 @@ class TrainingModule(tf.Module):
     def _get_state(self):
         values = self._weights() + [v.read_value() for v in self.state_vars]
         values += [s.read_value() for slots in self.slots for s in slots]
-        if self._dst is not None:
-            values += [v.read_value() for v in self.mask_vars]
-            values.append(self.dst_regrown.read_value())
+        values += [v.read_value() for _, v in self._dst_state()]
         values.append(self.step.read_value())
         return dict(zip(self.state_names, values))
 
     def _set_state(self, *values):
         nw = len(self.weights_out)
         slots = [s for group in self.slots for s in group]
-        if self._dst is not None:
-            # Masks first: the weights and slots below are masked by them.
-            at = nw + len(slots)
-            for v, val in zip(self.mask_vars, values[at:]):
-                v.assign(tf.where(val > 0.0, 1.0, 0.0))
-            self.dst_regrown.assign(values[at + len(self.mask_vars)])
+        # Masks first: the weights and slots below are masked by them.
+        dst_values = values[nw + len(slots):-1]
+        for (name, v), val in zip(self._dst_state(), dst_values):
+            if name.endswith("__mask"):
+                val = tf.where(val > 0.0, 1.0, 0.0)
+            v.assign(val)
         self._set_weights(*values[:nw])
         for k, (s, val) in enumerate(zip(slots, values[nw:nw + len(slots)])):
             owner = k // max(self._opt.num_slots, 1)

@@ -59,8 +59,8 @@ KERNELS = ("dense_kernel", "dense_1_kernel")
 # ------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("algorithm, kw, match", [
-    ("nope", {}, r"Unknown.*'nope'.*On device: \['rigl', 'set'\]"),
-    ("neurrev", {}, r"NeurRev.*cannot run on the device.*\['rigl', 'set'\]"),
+    ("nope", {}, r"Unknown.*'nope'.*On device: \['neurrev', 'rigl', 'set'\]"),
+    ("mest", {}, r"MEST.*cannot run on the device.*\['neurrev', 'rigl', 'set'\]"),
     ("gmp", {}, r"GMP.*cannot run on the device"),
     (keras_sparse.algorithms.RigLITOP(), {}, r"RigLITOP.*cannot run"),
     (keras_sparse.algorithms.RigL(stop_step=0.75), {},
@@ -71,6 +71,8 @@ KERNELS = ("dense_kernel", "dense_1_kernel")
     ("rigl", {"total_steps": 100, "weight_storage": "sparse"},
      r"weight_storage='dense'.*Received: weight_storage='sparse'"),
     (None, {"total_steps": 100}, r"total_steps.*only used with `algorithm=`"),
+    (keras_sparse.algorithms.NeurRev(p=0.9, stop_step=10), {},
+     r"s - p must be >= 0.*p=0.9"),
     (keras_sparse.algorithms.SET(structure="n:m", stop_step=10), {},
      r"structure='unstructured'.*Received: structure='n:m'"),
 ])
@@ -108,7 +110,7 @@ def test_plan_resolves_fractions_and_decay_like_keras():
 
 # ------------------------------------------------------------ RigL parity
 
-def _keras_rigl_masks(sparse, algo, xs, ys):
+def _keras_masks(sparse, algo, xs, ys):
     """Masks and kernels of a Keras DST fit after every step."""
     sparse.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                    loss=LOSS, jit_compile=False)
@@ -136,7 +138,7 @@ def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
     report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
                              keras.optimizers.SGD(0.1, momentum=0.9))
     outs, states = _run(interp, xs, ys)
-    keras_record = _keras_rigl_masks(sparse, make(), xs, ys)
+    keras_record = _keras_masks(sparse, make(), xs, ys)
     changed = 0
     for t in range(steps):
         for name, (k_mask, k_w) in zip(KERNELS, keras_record[t]):
@@ -148,6 +150,35 @@ def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
     # Updates at steps 3, 6, 9 changed the masks (a real test of parity).
     assert changed >= 4
     assert [o["regrown"] > 0 for o in outs][2] and outs[0]["regrown"] == 0
+
+
+def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
+                                                              rng):
+    steps = 12
+    xs, ys = _batches(rng, steps)
+    make = lambda: keras_sparse.algorithms.NeurRev(  # noqa: E731
+        update_interval=3, stop_step=10, drop_fraction=0.5, p=0.1)
+    sparse = _sparse(2)
+    report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
+                             keras.optimizers.SGD(0.1, momentum=0.9))
+    assert {f"{n}__reference" for n in KERNELS} <= set(report.state_names)
+    outs, states = _run(interp, xs, ys)
+    algo = make()
+    keras_record = _keras_masks(sparse, algo, xs, ys)
+    woke = 0.0
+    for t in range(steps):
+        for name, (k_mask, k_w) in zip(KERNELS, keras_record[t]):
+            np.testing.assert_array_equal(states[t][f"{name}__mask"] > 0,
+                                          k_mask, err_msg=f"step {t + 1}")
+            np.testing.assert_allclose(states[t][name], k_w, atol=1e-5)
+        woke += outs[t]["awakened"] if (t + 1) % 3 == 0 else 0.0
+    # theta* is the weights after the last update (step 9), as in Keras.
+    for i, name in enumerate(KERNELS):
+        np.testing.assert_allclose(states[-1][f"{name}__reference"],
+                                   algo._reference[i], atol=1e-5)
+        np.testing.assert_array_equal(states[-1][f"{name}__reference"],
+                                      states[8][name])
+    assert woke > 0  # Search & Awake pruned negative weights
 
 
 # ------------------------------------------------------- SET invariants
@@ -291,7 +322,7 @@ def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng):
 
 # ----------------------------------------------------- tflite-runtime 2.14
 
-@pytest.mark.parametrize("name", ["set", "rigl"])
+@pytest.mark.parametrize("name", ["set", "rigl", "neurrev"])
 def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
                                                            name):
     from tflite_helpers import train_in_tflite_runtime
@@ -346,3 +377,20 @@ def test_runner_logs_sparsity_and_regrown_and_resumes_exactly(tmp_path, rng):
     a, b = runner.get_state(interp), runner.get_state(resumed)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_runner_logs_awakened_for_neurrev(tmp_path, rng):
+    from tflite_export import runner
+
+    x = rng.standard_normal((4 * B, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 4 * B).astype(np.int32)
+    _export(tmp_path, keras_sparse.strip(_sparse()), {
+        "class_name": "neurrev", "config": {"update_interval": 2,
+                                            "stop_step": 4, "p": 0.1}})
+    lines = []
+    interp = runner.make_interpreter(str(tmp_path / "dst.tflite"))
+    runner.train_epochs(interp, x, y, 1, log=lines.append)
+    (line,) = [ln for ln in lines if "sparsity" in ln]
+    woke = int(line.rsplit("awakened ", 1)[1])
+    assert woke == int(interp.get_signature_runner("get_state")()[
+        "dst_awakened"])
