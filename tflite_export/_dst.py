@@ -3,9 +3,9 @@
 `export_trainable(..., algorithm=...)` turns each masked trained kernel's
 mask into a float32 variable (1.0 kept, 0.0 pruned). After the optimizer
 step, the `train` signature counts the step and, at the algorithm's update
-steps, runs SET's or RigL's prune-and-grow with builtin ops only (TOPK_V2,
-SCATTER_ND, SELECT_V2, FLOOR_DIV/FLOOR_MOD, GATHER, IF), exactly as
-`keras_sparse.algorithms.Updater.update` does in Keras:
+steps, runs SET's, RigL's or NeurRev's update with builtin ops only
+(TOPK_V2, SCATTER_ND, SELECT_V2, FLOOR_DIV/FLOOR_MOD, GATHER, IF), exactly
+as `keras_sparse.algorithms.Updater.update` does in Keras:
 
 - Schedule: an update happens after the optimizer step that brings the
   device step to `t` when `t % update_interval == 0` and
@@ -32,6 +32,16 @@ SCATTER_ND, SELECT_V2, FLOOR_DIV/FLOOR_MOD, GATHER, IF), exactly as
 - New entries (grown and inactive before the update) start at 0.0 and
   their optimizer slots are reset to 0; the number of new entries over all
   kernels is the `regrown` output of `train`.
+- NeurRev (`keras_sparse.algorithms.NeurRev`): each kernel keeps its
+  reference weights theta* in a variable (the exported weights, then the
+  weights after each update). It grows `relaxation` more entries than it
+  drops (`p * size`, capped as in `NeurRev.counts`; also precomputed per
+  update), then Search & Awake prunes as many back: among the active
+  negative weights, the smallest `|w - theta*|` (the change since the
+  previous update) first; if too few are negative, the rest by smallest
+  `|w|` (`keras_sparse.masks.search_and_awake`). New entries pruned again
+  by Search & Awake are not counted as regrown; `awakened` counts the
+  negative entries it pruned. theta* becomes the weights after the update.
 - Ties of the top-k go to the lowest flat index, as in
   `keras_sparse.masks.prune_and_grow` (TensorFlow's and TFLite's TOPK_V2).
 

@@ -43,11 +43,12 @@ needs to be run after loading, and pruned weights are exactly zero by
 construction. With `weight_storage="dense"` a constant boolean mask selects
 both the gradient and the update.
 
-With `algorithm=` (SET or RigL, dense storage), the masks are float32
-variables instead and `train` updates them on the algorithm's schedule
-after the optimizer step, returning `sparsity` and `regrown` too; the
-checkpoint signatures carry the masks (`<weight>__mask`) and
-`dst_regrown`. Design and deviations from the Keras callback:
+With `algorithm=` (SET, RigL or NeurRev, dense storage), the masks are
+float32 variables instead and `train` updates them on the algorithm's
+schedule after the optimizer step, returning `sparsity` and `regrown` too
+(NeurRev: and `awakened`); the checkpoint signatures carry the masks
+(`<weight>__mask`), NeurRev's reference weights (`<weight>__reference`),
+`dst_regrown` and NeurRev's `dst_awakened`. Design and deviations from the Keras callback:
 `tflite_export._dst`.
 
 Why not dense variables filled by an init signature: the converter stores
@@ -687,15 +688,18 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         compare_dense: also measure the dense float32 inference export.
         algorithm: None (default: masks are constants, static sparse
             training) or what `keras_sparse.algorithms.get` takes, for
-            dynamic sparse training on the device: `"set"`, `"rigl"`, a
-            config dict or a `keras_sparse.algorithms.SET`/`RigL` instance
-            (other algorithms are refused). The masks of the masked
+            dynamic sparse training on the device: `"set"`, `"rigl"`,
+            `"neurrev"`, a config dict or a
+            `keras_sparse.algorithms.SET`/`RigL`/`NeurRev` instance (other
+            algorithms and structures are refused). The masks of the masked
             kernels become variables, and `train` updates them on the
             algorithm's schedule, counted by the device's own step (from 0
             at export); `train` then also returns `sparsity` (of the
             masked kernels) and `regrown` (entries grown at the last
-            update), and checkpoints hold the masks (`<weight>__mask`) and
-            `dst_regrown`. Needs `weight_storage="dense"`. Design and the
+            update; NeurRev also `awakened`), and checkpoints hold the
+            masks (`<weight>__mask`), NeurRev's reference weights
+            (`<weight>__reference`), `dst_regrown` and (NeurRev)
+            `dst_awakened`. Needs `weight_storage="dense"`. Design and the
             deviations from the Keras callback: `tflite_export._dst`.
         total_steps: planned number of device train steps; required when
             the algorithm's start/stop steps are fractions of training
