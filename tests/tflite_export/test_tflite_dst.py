@@ -394,3 +394,18 @@ def test_runner_logs_awakened_for_neurrev(tmp_path, rng):
     woke = int(line.rsplit("awakened ", 1)[1])
     assert woke == int(interp.get_signature_runner("get_state")()[
         "dst_awakened"])
+
+
+def test_fractional_schedule_with_total_steps_runs_where_planned(tmp_path,
+                                                                rng):
+    xs, ys = _batches(rng, 9)
+    algo = keras_sparse.algorithms.RigL(update_interval=2, start_step=0.2,
+                                        stop_step=0.6, drop_fraction=0.5,
+                                        drop_fraction_decay="constant")
+    report, interp = _export(tmp_path, keras_sparse.strip(_sparse()), algo,
+                             total_steps=10)
+    assert "2 updates every 2 steps in (2, 6]" in " ".join(report.notes)
+    _, states = _run(interp, xs, ys)
+    moved = [t + 1 for t in range(1, 9) if not np.array_equal(
+        states[t]["dense_kernel__mask"], states[t - 1]["dense_kernel__mask"])]
+    assert moved == [4, 6]
