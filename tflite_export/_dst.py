@@ -179,7 +179,7 @@ def relaxation(p: DSTPlan, mask: np.ndarray) -> int:
     """NeurRev's extra growth `round(p * size)` of a kernel (as `NeurRev.setup`)."""
     s = 1.0 - float(mask.mean())
     frac = min(p.relax_ratio * (1.0 - s) if p.p is None else p.p, s)
-    n = int(round(frac * mask.size))
+    n = round(frac * mask.size)
     return min(n, mask.size - int(mask.sum()))
 
 
@@ -221,7 +221,7 @@ def drop_counts(p: DSTPlan, n_active: int) -> np.ndarray:
     `round(fraction * n_active)` as `Updater.counts` (Python's round), one
     int32 per update (at least one entry, 0, when there is no update).
     """
-    n = [int(round(f * float(n_active))) for f in p.fractions]
+    n = [round(f * float(n_active)) for f in p.fractions]
     return np.asarray(n or [0], np.int32)
 
 

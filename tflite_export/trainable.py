@@ -70,8 +70,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tflite_export import _dst
-from tflite_export import _layers
+from tflite_export import _dst, _layers
 from tflite_export import _train_math as tm
 from tflite_export import metadata as meta
 from tflite_export._atomic import atomic_write_bytes
@@ -194,6 +193,12 @@ class TrainingModule(tf.Module):
                 self._masks[k] = None  # replaced by the variable
             self.dst_regrown = tf.Variable(0.0, name="dst_regrown")
             self.dst_awakened = tf.Variable(0.0, name="dst_awakened")
+            if not self._dst_tables:
+                raise ValueError(
+                    "export_trainable(algorithm=...) needs a sparse model: no "
+                    "trained kernel has pruned entries (exact zeros or a "
+                    "SparseWrapper mask). Received a dense model; sparsify "
+                    "it first (`keras_sparse.sparsify(model, sparsity)`).")
             _dst.check_relaxation(dst, [s.mask for s in trained
                                         if s.mask is not None])
         # Trained weight index -> index in mask_vars (ints: not tracked).

@@ -86,6 +86,15 @@ def test_bad_algorithm_is_refused_before_writing(tmp_path, algorithm, kw,
     assert not path.exists()
 
 
+def test_dense_model_with_algorithm_is_refused(tmp_path):
+    path = tmp_path / "x.tflite"
+    with pytest.raises(ValueError, match="needs a sparse model"):
+        tflite_export.export_trainable(
+            _model(), str(path), keras.optimizers.SGD(0.1), LOSS,
+            algorithm="rigl", total_steps=100)
+    assert not path.exists()
+
+
 def test_wrong_identifier_type_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="Could not interpret algorithm"):
         tflite_export.export_trainable(
@@ -104,7 +113,7 @@ def test_plan_resolves_fractions_and_decay_like_keras():
         keras.Variable(np.ones((4, 4))), 0.0)], 200)
     assert p.fractions == [algo.drop_fraction_at(t) for t in p.update_steps()]
     counts = _dst.drop_counts(p, 37)
-    assert counts.tolist() == [int(round(f * 37)) for f in p.fractions]
+    assert counts.tolist() == [round(f * 37) for f in p.fractions]
     assert counts[0] > counts[-1] == 0  # cosine decay down to 0 at stop
 
 
@@ -132,11 +141,11 @@ def _keras_masks(sparse, algo, xs, ys):
 def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
     steps = 12
     xs, ys = _batches(rng, steps)
-    make = lambda: keras_sparse.algorithms.RigL(  # noqa: E731
+    make = lambda: keras_sparse.algorithms.RigL(
         update_interval=3, stop_step=10, drop_fraction=0.5)
     sparse = _sparse()
-    report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
-                             keras.optimizers.SGD(0.1, momentum=0.9))
+    _, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
+                        keras.optimizers.SGD(0.1, momentum=0.9))
     outs, states = _run(interp, xs, ys)
     keras_record = _keras_masks(sparse, make(), xs, ys)
     changed = 0
@@ -156,7 +165,7 @@ def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
                                                               rng):
     steps = 12
     xs, ys = _batches(rng, steps)
-    make = lambda: keras_sparse.algorithms.NeurRev(  # noqa: E731
+    make = lambda: keras_sparse.algorithms.NeurRev(
         update_interval=3, stop_step=10, drop_fraction=0.5, p=0.1)
     sparse = _sparse(2)
     report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
@@ -189,8 +198,8 @@ def test_set_invariants_and_replay(tmp_path, rng):
     algo = keras_sparse.algorithms.SET(update_interval=2, stop_step=8,
                                        drop_fraction=0.5, seed=7)
     plain = keras_sparse.strip(_sparse())
-    report, interp = _export(tmp_path, plain, algo,
-                             keras.optimizers.Adam(1e-2))
+    _, interp = _export(tmp_path, plain, algo,
+                        keras.optimizers.Adam(1e-2))
     w0 = interp.get_signature_runner("get_weights")()
     counts = {n: int(np.count_nonzero(w0[n])) for n in KERNELS}
     outs, states = _run(interp, xs, ys)
