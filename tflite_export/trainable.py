@@ -154,7 +154,12 @@ class TrainingModule(tf.Module):
             nz = np.flatnonzero(s.mask.reshape(-1)) if s.mask is not None \
                 else None
             if compact and nz is not None and 2 * len(nz) <= flat.size:
-                self._indices.append(tf.constant(nz.astype(np.int32)[:, None]))
+                idx = nz.astype(np.int32)[:, None]
+                # Under DST the indices move: a variable (same length: the
+                # count of each kernel is conserved), kept in ascending order.
+                self._indices.append(
+                    tf.Variable(idx, name=f"{s.name}_indices")
+                    if dst is not None else tf.constant(idx))
                 self._masks.append(None)  # pruned entries are not stored
                 initial.append(flat[nz])
             else:
@@ -171,26 +176,32 @@ class TrainingModule(tf.Module):
                        for k in range(optimizer.num_slots)]
                       for v, n in zip(self.vars, self.weight_names)]
         self.state_vars = [tf.Variable(s.value, name=s.name) for s in states]
-        # Dynamic sparse training: every masked dense-stored kernel's mask is
-        # a float32 variable (1.0 kept) updated by `train`.
+        # Dynamic sparse training: every masked kernel is a target. A
+        # dense-stored one has its mask as a float32 variable (1.0 kept); a
+        # compact one has its indices as a variable (above).
         self._dst = dst
         # NeurRev also keeps its reference weights theta* (the weights after
-        # the previous update; at export: the exported weights).
+        # the previous update; at export: the exported weights), stored like
+        # the weight (`[nnz]` aligned with the indices when compact).
         self.mask_vars = []
         self.reference_vars = []
         self._dst_tables = []  # (trained index, n_drop table, n_grow table)
+        mask_index = {}
         if dst is not None:
-            for k, (s, m) in enumerate(zip(trained, self._masks)):
-                if m is None:
+            for k, s in enumerate(trained):
+                if s.mask is None:
                     continue
                 mask = s.mask.astype(np.float32)
                 drop, grow = _dst.counts(dst, mask)
-                self.mask_vars.append(tf.Variable(mask, name=f"{s.name}_mask"))
+                if self._indices[k] is None:
+                    mask_index[k] = len(self.mask_vars)
+                    self.mask_vars.append(
+                        tf.Variable(mask, name=f"{s.name}_mask"))
+                    self._masks[k] = None  # replaced by the variable
                 if dst.kind == "neurrev":
                     self.reference_vars.append(tf.Variable(
-                        s.value * mask, name=f"{s.name}_reference"))
+                        initial[k], name=f"{s.name}_reference"))
                 self._dst_tables.append((k, drop, grow))
-                self._masks[k] = None  # replaced by the variable
             self.dst_regrown = tf.Variable(0.0, name="dst_regrown")
             self.dst_awakened = tf.Variable(0.0, name="dst_awakened")
             if not self._dst_tables:
@@ -202,8 +213,7 @@ class TrainingModule(tf.Module):
             _dst.check_relaxation(dst, [s.mask for s in trained
                                         if s.mask is not None])
         # Trained weight index -> index in mask_vars (ints: not tracked).
-        self._mask_index = {k: i for i, (k, _, _) in
-                            enumerate(self._dst_tables)}
+        self._mask_index = mask_index
         # Frozen kernels that are mostly zero: non-zeros + flat indices,
         # scattered on use, like trained kernels under sparse storage.
         frozen = {}
@@ -250,33 +260,82 @@ class TrainingModule(tf.Module):
         the forward-updated state (BN moving statistics)."""
         return self.weight_names + self.state_var_names
 
-    def _dst_state(self) -> list[tuple[str, tf.Variable]]:
-        """Checkpoint entries of on-device DST, in order: the masks
-        (`<weight>__mask`), NeurRev's reference weights
-        (`<weight>__reference`), `dst_regrown`, NeurRev's `dst_awakened`."""
+    def _dst_state(self) -> list[tuple[str, tuple, Any, Any]]:
+        """Checkpoint entries of on-device DST as `(name, shape, read,
+        assign)`, in order: the masks (`<weight>__mask`, dense float32
+        0/1 whatever the storage), NeurRev's reference weights
+        (`<weight>__reference`, dense), `dst_regrown`, NeurRev's
+        `dst_awakened`. `assign` of a mask must run before the weights and
+        slots are written (they follow the new indices)."""
         if self._dst is None:
             return []
-        names = [self.weight_names[k] for k, _, _ in self._dst_tables]
-        out = [(f"{n}__mask", v) for n, v in zip(names, self.mask_vars)]
-        out += [(f"{n}__reference", v)
-                for n, v in zip(names, self.reference_vars)]
-        out.append(("dst_regrown", self.dst_regrown))
+        out = []
+        for i, (k, _, _) in enumerate(self._dst_tables):
+            out.append((f"{self.weight_names[k]}__mask", self._shapes[k],
+                        lambda i=i: self._target_mask(i),
+                        lambda val, i=i: self._set_target_mask(
+                            i, tf.where(val > 0.0, 1.0, 0.0))))
+        for i, ref in enumerate(self.reference_vars):
+            k = self._dst_tables[i][0]
+            out.append((f"{self.weight_names[k]}__reference", self._shapes[k],
+                        lambda k=k, ref=ref: self._dense(k, ref.read_value()),
+                        lambda val, k=k, ref=ref: ref.assign(
+                            self._compact(k, val))))
+        scalars = [("dst_regrown", self.dst_regrown)]
         if self._dst.kind == "neurrev":
-            out.append(("dst_awakened", self.dst_awakened))
+            scalars.append(("dst_awakened", self.dst_awakened))
+        for name, var in scalars:
+            out.append((name, (), var.read_value, var.assign))
         return out
 
     @property
     def state_names(self) -> list[str]:
         """Names of `get_state` / `set_state`."""
-        dst = [n for n, _ in self._dst_state()]
+        dst = [e[0] for e in self._dst_state()]
         return self.weights_out + self._slot_names + dst + ["step"]
 
     def _weight_shapes(self):
         return self._shapes + [tuple(v.shape) for v in self.state_vars]
 
     def _state_shapes(self):
-        dst = [tuple(v.shape) for _, v in self._dst_state()]
+        dst = [tuple(e[1]) for e in self._dst_state()]
         return self._weight_shapes() + self._slot_shapes + dst + [()]
+
+    def _target_mask(self, i):
+        """Dense float32 0/1 mask of DST target `i`."""
+        k = self._dst_tables[i][0]
+        j = self._mask_index.get(k)
+        if j is not None:
+            return self.mask_vars[j].read_value()
+        idx = self._idx(k)
+        shape = self._shapes[k]
+        return tf.reshape(tf.scatter_nd(idx, tf.ones([int(idx.shape[0])]),
+                                        [int(np.prod(shape))]), shape)
+
+    def _set_target_mask(self, i, mask):
+        """Writes DST target `i`'s mask (dense 0/1); returns the new
+        indices of a compact target (ascending; the mask must keep the
+        kernel's count) or None."""
+        k = self._dst_tables[i][0]
+        j = self._mask_index.get(k)
+        if j is not None:
+            self.mask_vars[j].assign(mask)
+            return None
+        var = self._indices[k]
+        # The top-nnz of a 0/1 mask are its ones, ties to the lowest index:
+        # the active positions in ascending order.
+        _, pos = tf.math.top_k(tf.reshape(mask, [-1]), k=int(var.shape[0]))
+        idx = tf.expand_dims(pos, 1)
+        var.assign(idx)
+        return idx
+
+    def _idx(self, k):
+        """Flat indices `[nnz, 1]` of compact weight `k` (a constant, or the
+        variable's current value under DST), or None."""
+        idx = self._indices[k]
+        if isinstance(idx, tf.Variable):
+            return idx.read_value()
+        return idx
 
     def _mask(self, k):
         """Bool mask of trained weight `k` (a constant, the current mask
@@ -299,7 +358,7 @@ class TrainingModule(tf.Module):
     # ------------------------------------------------------------ storage
 
     def _dense(self, k, stored):
-        idx = self._indices[k]
+        idx = self._idx(k)
         if idx is None:
             return stored
         shape = self._shapes[k]
@@ -308,7 +367,7 @@ class TrainingModule(tf.Module):
 
     def _gather(self, k, dense):
         """The stored form of a dense-shaped tensor (a gradient)."""
-        idx = self._indices[k]
+        idx = self._idx(k)
         if idx is None:
             return dense
         return tf.gather_nd(tf.reshape(dense, [-1]), idx)
@@ -398,8 +457,18 @@ class TrainingModule(tf.Module):
                     continue
                 shape = self._shapes[k]
                 size = int(np.prod(shape))
-                m = tf.reshape(self.mask_vars[i].read_value(), [size])
-                w = self.vars[k].read_value()
+                old_idx = self._idx(k)  # None: dense storage
+
+                def to_dense(stored, old_idx=old_idx, shape=shape, size=size):
+                    if old_idx is None:
+                        return stored
+                    return tf.reshape(tf.scatter_nd(old_idx, stored, [size]),
+                                      shape)
+
+                # Every read before any write of this target.
+                m = tf.reshape(self._target_mask(i), [size])
+                w = to_dense(self.vars[k].read_value())
+                slot_values = [to_dense(s.read_value()) for s in self.slots[k]]
                 flat_w = tf.reshape(w, [size])
                 at = tf.clip_by_value(update, 0, len(drop) - 1)
                 n_drop = tf.gather(tf.constant(drop), at)
@@ -416,8 +485,8 @@ class TrainingModule(tf.Module):
                     # Search & Awake back to the kernel's count, ranked by
                     # the change since the previous update.
                     ref = self.reference_vars[i]
-                    delta = tf.abs(flat_w - tf.reshape(ref.read_value(),
-                                                       [size]))
+                    delta = tf.abs(flat_w - tf.reshape(
+                        to_dense(ref.read_value()), [size]))
                     k_prune = int((grow_n - drop).max())
                     if k_prune > 0:
                         new_m, woke = _dst.search_and_awake(
@@ -426,14 +495,20 @@ class TrainingModule(tf.Module):
                         awakened.append(woke)
                     fresh = fresh * new_m
                 keep = tf.reshape((1.0 - fresh) * new_m, shape)
-                self.mask_vars[i].assign(tf.reshape(new_m, shape))
-                self.vars[k].assign(w * keep)
+                new_idx = self._set_target_mask(i, tf.reshape(new_m, shape))
+
+                def to_stored(dense, new_idx=new_idx):
+                    if new_idx is None:
+                        return dense
+                    return tf.gather_nd(tf.reshape(dense, [-1]), new_idx)
+
+                self.vars[k].assign(to_stored(w * keep))
                 if plan.kind == "neurrev":
-                    ref.assign(w * keep)
+                    ref.assign(to_stored(w * keep))
                 # Slots of new and of dropped entries are zeroed: pruned
                 # entries hold zero slots, as after `set_state`.
-                for s in self.slots[k]:
-                    s.assign(s.read_value() * keep)
+                for s, value in zip(self.slots[k], slot_values):
+                    s.assign(to_stored(value * keep))
                 regrown.append(tf.reduce_sum(fresh))
             total = tf.add_n(regrown) if regrown else tf.constant(0.0)
             woke = tf.add_n(awakened) if awakened else tf.constant(0.0)
@@ -446,9 +521,14 @@ class TrainingModule(tf.Module):
                     self.dst_awakened.read_value())
 
         regrown, awakened = tf.cond(is_update, run, skip)
+        # Compact targets keep their count by construction (nnz indices).
+        compact = [int(self._indices[k].shape[0]) for k, _, _ in
+                   self._dst_tables if self._indices[k] is not None]
         active = tf.add_n([tf.reduce_sum(v.read_value())
-                           for v in self.mask_vars])
-        total = float(sum(int(v.shape.num_elements()) for v in self.mask_vars))
+                           for v in self.mask_vars]
+                          + [tf.constant(float(sum(compact)))])
+        total = float(sum(int(np.prod(self._shapes[k]))
+                          for k, _, _ in self._dst_tables))
         out = {"sparsity": 1.0 - active / total, "regrown": regrown}
         if plan.kind == "neurrev":
             out["awakened"] = awakened
@@ -481,7 +561,7 @@ class TrainingModule(tf.Module):
     def _get_state(self):
         values = self._weights() + [v.read_value() for v in self.state_vars]
         values += [s.read_value() for slots in self.slots for s in slots]
-        values += [v.read_value() for _, v in self._dst_state()]
+        values += [e[2]() for e in self._dst_state()]
         values.append(self.step.read_value())
         return dict(zip(self.state_names, values))
 
@@ -490,10 +570,8 @@ class TrainingModule(tf.Module):
         slots = [s for group in self.slots for s in group]
         # Masks first: the weights and slots below are masked by them.
         dst_values = values[nw + len(slots):-1]
-        for (name, v), val in zip(self._dst_state(), dst_values):
-            if name.endswith("__mask"):
-                val = tf.where(val > 0.0, 1.0, 0.0)
-            v.assign(val)
+        for entry, val in zip(self._dst_state(), dst_values):
+            entry[3](val)
         self._set_weights(*values[:nw])
         for k, (s, val) in enumerate(zip(slots, values[nw:nw + len(slots)])):
             owner = k // max(self._opt.num_slots, 1)
@@ -617,12 +695,6 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
     dst = None
     if algorithm is not None:
         dst = _dst.plan(algorithm, total_steps)
-        if weight_storage != "dense":
-            raise ValueError(
-                "export_trainable(algorithm=...) needs weight_storage="
-                f"'dense' (masks as variables). Received: weight_storage="
-                f"{weight_storage!r}. Sparse storage with on-device mask "
-                "updates (indices as variables) is not implemented yet.")
     elif total_steps is not None:
         raise ValueError(
             "export_trainable: `total_steps` is only used with `algorithm=`. "
@@ -778,8 +850,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if module._dst is not None:
         p = module._dst
         notes.append(
-            f"On-device {p.kind.upper()}: {len(module.mask_vars)} masks are "
-            f"variables, {len(p.fractions)} updates every {p.interval} steps "
+            f"On-device {p.kind.upper()}: {len(module._dst_tables)} masks "
+            f"are variables, {len(p.fractions)} updates every {p.interval} steps "
             f"in ({p.start}, {p.stop}].")
     if weight_storage == "sparse":
         notes.append(

@@ -68,8 +68,6 @@ KERNELS = ("dense_kernel", "dense_1_kernel")
     ({"class_name": "set", "config": {"start_step": 0.1, "stop_step": 50}},
      {}, r"start_step=0.1.*total_steps"),
     ("rigl", {"total_steps": 0}, r"total_steps.*Received: 0"),
-    ("rigl", {"total_steps": 100, "weight_storage": "sparse"},
-     r"weight_storage='dense'.*Received: weight_storage='sparse'"),
     (None, {"total_steps": 100}, r"total_steps.*only used with `algorithm=`"),
     (keras_sparse.algorithms.NeurRev(p=0.9, stop_step=10), {},
      r"s - p must be >= 0.*p=0.9"),
@@ -138,14 +136,17 @@ def _keras_masks(sparse, algo, xs, ys):
     return record
 
 
-def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng,
+                                                          storage):
     steps = 12
     xs, ys = _batches(rng, steps)
     make = lambda: keras_sparse.algorithms.RigL(
         update_interval=3, stop_step=10, drop_fraction=0.5)
     sparse = _sparse()
     _, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
-                        keras.optimizers.SGD(0.1, momentum=0.9))
+                        keras.optimizers.SGD(0.1, momentum=0.9),
+                        weight_storage=storage)
     outs, states = _run(interp, xs, ys)
     keras_record = _keras_masks(sparse, make(), xs, ys)
     changed = 0
@@ -161,15 +162,17 @@ def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng):
     assert [o["regrown"] > 0 for o in outs][2] and outs[0]["regrown"] == 0
 
 
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
-                                                              rng):
+                                                              rng, storage):
     steps = 12
     xs, ys = _batches(rng, steps)
     make = lambda: keras_sparse.algorithms.NeurRev(
         update_interval=3, stop_step=10, drop_fraction=0.5, p=0.1)
     sparse = _sparse(2)
     report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
-                             keras.optimizers.SGD(0.1, momentum=0.9))
+                             keras.optimizers.SGD(0.1, momentum=0.9),
+                             weight_storage=storage)
     assert {f"{n}__reference" for n in KERNELS} <= set(report.state_names)
     outs, states = _run(interp, xs, ys)
     algo = make()
@@ -288,19 +291,22 @@ def test_set_hash_grows_uniformly_over_eligible_positions():
 
 # ------------------------------------------------------ state and weights
 
-def test_checkpoint_mid_run_continues_exactly(tmp_path, rng):
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_checkpoint_mid_run_continues_exactly(tmp_path, rng, storage):
     steps, cut = 12, 5
     xs, ys = _batches(rng, steps)
     algo = {"class_name": "rigl", "config": {"update_interval": 2,
                                              "stop_step": 10}}
     plain = keras_sparse.strip(_sparse())
     report, interp = _export(tmp_path, plain, algo,
-                             keras.optimizers.SGD(0.1, momentum=0.9))
+                             keras.optimizers.SGD(0.1, momentum=0.9),
+                             weight_storage=storage)
     assert {f"{n}__mask" for n in KERNELS} <= set(report.state_names)
     assert report.state_names[-2:] == ["dst_regrown", "step"]
     outs, states = _run(interp, xs, ys)
     _, fresh = _export(tmp_path, plain, algo,
-                       keras.optimizers.SGD(0.1, momentum=0.9))
+                       keras.optimizers.SGD(0.1, momentum=0.9),
+                       weight_storage=storage)
     fresh.get_signature_runner("set_state")(**states[cut - 1])
     outs2, states2 = _run(fresh, xs[cut:], ys[cut:])
     assert outs2 == outs[cut:]
@@ -310,11 +316,17 @@ def test_checkpoint_mid_run_continues_exactly(tmp_path, rng):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng):
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng,
+                                                         storage):
     xs, ys = _batches(rng, 6)
     plain = keras_sparse.strip(_sparse())
-    _, interp = _export(tmp_path, plain, keras_sparse.algorithms.RigL(
-        update_interval=2, stop_step=6, drop_fraction=0.5))
+    report, interp = _export(tmp_path, plain, keras_sparse.algorithms.RigL(
+        update_interval=2, stop_step=6, drop_fraction=0.5),
+        weight_storage=storage)
+    if storage == "sparse":
+        assert any("2 of 4 weights stored as non-zero" in n
+                   for n in report.notes)
     _run(interp, xs, ys)
     w = interp.get_signature_runner("get_weights")()
     st = interp.get_signature_runner("get_state")()
@@ -331,16 +343,19 @@ def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng):
 
 # ----------------------------------------------------- tflite-runtime 2.14
 
-@pytest.mark.parametrize("name", ["set", "rigl", "neurrev"])
+@pytest.mark.parametrize("name, storage", [
+    ("set", "dense"), ("rigl", "dense"), ("neurrev", "dense"),
+    ("rigl", "sparse"), ("neurrev", "sparse")])
 def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
-                                                           name):
+                                                           name, storage):
     from tflite_helpers import train_in_tflite_runtime
 
     xs, ys = _batches(rng, 8)
     algo = {"class_name": name, "config": {"update_interval": 2,
                                            "stop_step": 8, "seed": 1}}
     plain = keras_sparse.strip(_sparse())
-    _export(tmp_path, plain, algo, keras.optimizers.Adam(1e-2))
+    _export(tmp_path, plain, algo, keras.optimizers.Adam(1e-2),
+            weight_storage=storage)
     with open(tmp_path / "dst.tflite", "rb") as f:
         litert = make_interpreter(f.read())
     outs, _ = _run(litert, xs, ys)
