@@ -1,7 +1,11 @@
 """On-device dynamic sparse training: the mask update inside `train`.
 
 `export_trainable(..., algorithm=...)` turns each masked trained kernel's
-mask into a float32 variable (1.0 kept, 0.0 pruned). After the optimizer
+mask into a float32 variable (1.0 kept, 0.0 pruned), or, for kernels stored
+compactly (`weight_storage="sparse"`), its `[nnz, 1]` int32 flat indices
+into a variable (same length: the count is conserved; re-derived in
+ascending order from the new mask at every update, with the values and
+slots gathered at the new positions). After the optimizer
 step, the `train` signature counts the step and, at the algorithm's update
 steps, runs SET's, RigL's or NeurRev's update with builtin ops only
 (TOPK_V2, SCATTER_ND, SELECT_V2, FLOOR_DIV/FLOOR_MOD, GATHER, IF), exactly

@@ -43,8 +43,10 @@ needs to be run after loading, and pruned weights are exactly zero by
 construction. With `weight_storage="dense"` a constant boolean mask selects
 both the gradient and the update.
 
-With `algorithm=` (SET, RigL or NeurRev, dense storage), the masks are
-float32 variables instead and `train` updates them on the algorithm's
+With `algorithm=` (SET, RigL or NeurRev), the masks are float32 variables
+instead (dense storage) or the flat indices are an int32 variable of fixed
+length (sparse storage: DST conserves each kernel's count), and `train`
+updates them on the algorithm's
 schedule after the optimizer step, returning `sparsity` and `regrown` too
 (NeurRev: and `awakened`); the checkpoint signatures carry the masks
 (`<weight>__mask`), NeurRev's reference weights (`<weight>__reference`),
@@ -122,9 +124,9 @@ class TrainingModule(tf.Module):
             its entries non-zero is a `[nnz]` variable of its non-zeros plus
             a constant `[nnz, 1]` int32 tensor of flat indices (see the
             module docstring); its optimizer slots are `[nnz]` as well.
-        dst: a `tflite_export._dst.DSTPlan` (dense storage only): masks
-            become float32 variables that `train` updates on the plan's
-            schedule (see `tflite_export._dst`).
+        dst: a `tflite_export._dst.DSTPlan`: masks (dense storage) or
+            indices (compact storage) become variables that `train`
+            updates on the plan's schedule (see `tflite_export._dst`).
     """
 
     def __init__(self, lowered, specs, loss, optimizer, batch_size,
@@ -776,7 +778,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             update; NeurRev also `awakened`), and checkpoints hold the
             masks (`<weight>__mask`), NeurRev's reference weights
             (`<weight>__reference`), `dst_regrown` and (NeurRev)
-            `dst_awakened`. Needs `weight_storage="dense"`. Design and the
+            `dst_awakened`. With `weight_storage="sparse"` the indices
+            of compact kernels are variables. Design and the
             deviations from the Keras callback: `tflite_export._dst`.
         total_steps: planned number of device train steps; required when
             the algorithm's start/stop steps are fractions of training
