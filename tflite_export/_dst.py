@@ -7,7 +7,7 @@ into a variable (same length: the count is conserved; re-derived in
 ascending order from the new mask at every update, with the values and
 slots gathered at the new positions). After the optimizer
 step, the `train` signature counts the step and, at the algorithm's update
-steps, runs SET's, RigL's or NeurRev's update with builtin ops only
+steps, runs SET's, RigL's, NeurRev's or MEST's update with builtin ops only
 (TOPK_V2, SCATTER_ND, SELECT_V2, FLOOR_DIV/FLOOR_MOD, GATHER, IF), exactly
 as `keras_sparse.algorithms.Updater.update` does in Keras:
 
@@ -36,6 +36,11 @@ as `keras_sparse.algorithms.Updater.update` does in Keras:
 - New entries (grown and inactive before the update) start at 0.0 and
   their optimizer slots are reset to 0; the number of new entries over all
   kernels is the `regrown` output of `train`.
+- MEST (`keras_sparse.algorithms.MEST`): drop scores `|w| + lambda |g|`
+  (the same gradient as RigL's), random growth (SET's hash), and the
+  mutation ratio of `MEST.drop_fraction_at` (Elastic Mutation stages over
+  all of training, so `total_steps` is needed; or the legacy
+  `drop_fraction` schedule).
 - NeurRev (`keras_sparse.algorithms.NeurRev`): each kernel keeps its
   reference weights theta* in a variable (the exported weights, then the
   weights after each update). It grows `relaxation` more entries than it
@@ -50,9 +55,9 @@ as `keras_sparse.algorithms.Updater.update` does in Keras:
   `keras_sparse.masks.prune_and_grow` (TensorFlow's and TFLite's TOPK_V2).
 
 Deviations from the Keras side (documented in docs/on_device.md):
-- SET's random grow scores come from the integer hash, not NumPy's
-  generator: same distribution (uniform over the eligible entries), other
-  draws, so SET masks differ from the Keras callback's.
+- SET's and MEST's random grow scores come from the integer hash, not
+  NumPy's generator: same distribution (uniform over the eligible
+  entries), other draws, so their masks differ from the Keras callback's.
 - No check for NaN/Inf: Keras skips an update with non-finite weights or
   gradients (`on_nonfinite`); the device runs it (NaN scores rank last in
   neither TOPK, so the chosen entries are unspecified).
@@ -74,7 +79,7 @@ import numpy as np
 import tensorflow as tf
 
 # Algorithms whose update the device graph reproduces, by registry name.
-ON_DEVICE = ("neurrev", "rigl", "set")
+ON_DEVICE = ("mest", "neurrev", "rigl", "set")
 
 _M = 2147483647  # 2**31 - 1, a prime: hash values fit int32, products int64
 
@@ -84,7 +89,7 @@ class DSTPlan:
     """The resolved schedule of an on-device algorithm.
 
     Attributes:
-        kind: `"set"`, `"rigl"` or `"neurrev"`.
+        kind: `"set"`, `"rigl"`, `"neurrev"` or `"mest"`.
         interval: steps between updates.
         start: updates happen at steps `t > start`.
         stop: and `t <= stop`.
@@ -93,6 +98,7 @@ class DSTPlan:
             `j` is at step `(start // interval + 1 + j) * interval`).
         p: NeurRev's relaxation (None: `relax_ratio * (1 - s)` per kernel).
         relax_ratio: NeurRev's default share of the non-zero budget.
+        gradient_weight: MEST's lambda (drop score `|w| + lambda |g|`).
     """
 
     kind: str
@@ -103,6 +109,7 @@ class DSTPlan:
     fractions: list[float]
     p: float | None = None
     relax_ratio: float = 0.1
+    gradient_weight: float = 0.0
 
     @property
     def first(self) -> int:
@@ -141,7 +148,8 @@ def plan(algorithm, total_steps) -> DSTPlan:
     # Exact classes: a subclass (RigLITOP, NeurRev, ...) changes counts,
     # scores or state in ways the device graph does not reproduce.
     kind = {algorithms.SET: "set", algorithms.RigL: "rigl",
-            algorithms.NeurRev: "neurrev"}.get(type(algo))
+            algorithms.NeurRev: "neurrev",
+            algorithms.MEST: "mest"}.get(type(algo))
     if kind is None:
         raise ValueError(
             f"export_trainable(algorithm=...): {type(algo).__name__} "
@@ -160,6 +168,8 @@ def plan(algorithm, total_steps) -> DSTPlan:
             f"device train steps) or None. Received: {total_steps!r}.")
     fractional = [n for n in ("start_step", "stop_step")
                   if isinstance(getattr(algo, n), float)]
+    if kind == "mest" and algo.elastic:
+        fractional.append("stage_boundaries")
     if fractional and total_steps is None:
         raise ValueError(
             f"export_trainable: {type(algo).__name__} has fractional "
@@ -172,7 +182,17 @@ def plan(algorithm, total_steps) -> DSTPlan:
     interval = algo.update_interval
     n_updates = max(0, stop // interval - start // interval)
     steps = [(start // interval + 1 + j) * interval for j in range(n_updates)]
-    fractions = [float(algo.fraction_schedule(t, start, stop)) for t in steps]
+    if kind == "mest" and algo.elastic:
+        # MEST's Elastic Mutation stages are fractions of all of training
+        # (`MEST.drop_fraction_at`).
+        fractions = [float(algo.fraction_schedule(t, 0, int(total_steps)))
+                     for t in steps]
+    else:
+        fractions = [float(algo.fraction_schedule(t, start, stop))
+                     for t in steps]
+    if kind == "mest":
+        return DSTPlan(kind, interval, start, stop, algo.seed, fractions,
+                       gradient_weight=algo.gradient_weight)
     if kind == "neurrev":
         return DSTPlan(kind, interval, start, stop, algo.seed, fractions,
                        algo.p, algo.default_ratio())
@@ -279,14 +299,15 @@ def _select(scores: tf.Tensor, k: int, n: tf.Tensor, size: int) -> tf.Tensor:
     return tf.scatter_nd(tf.expand_dims(idx, 1), take, [size])
 
 
-def prune_and_grow(mask: tf.Tensor, weight: tf.Tensor, grow: tf.Tensor,
+def prune_and_grow(mask: tf.Tensor, keep: tf.Tensor, grow: tf.Tensor,
                    n: tf.Tensor, k: int, n_grow: tf.Tensor | None = None,
                    k_grow: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """One kernel's update on flat tensors.
 
     Args:
         mask: float32 `[size]` 0/1, before the update.
-        weight: float32 `[size]`, after the optimizer step.
+        keep: float32 `[size]` drop scores, higher keeps: `|w|` of the
+            weights after the optimizer step (MEST: `|w| + lambda |g|`).
         grow: `[size]` grow scores (float32 `|grad|` or int32 hash), higher
             first.
         n: int32 scalar, entries to drop (and grow, unless `n_grow`; <= k).
@@ -302,8 +323,7 @@ def prune_and_grow(mask: tf.Tensor, weight: tf.Tensor, grow: tf.Tensor,
     neg_inf = tf.constant(-np.inf, tf.float32)
     kept = mask
     if k > 0:
-        drop = _select(tf.where(mask > 0.0, -tf.abs(weight), neg_inf), k, n,
-                       size)
+        drop = _select(tf.where(mask > 0.0, -keep, neg_inf), k, n, size)
         kept = mask * (1.0 - drop)
     if grow.dtype == tf.int32:
         scores = tf.where(kept > 0.0, tf.constant(-1, tf.int32), grow)

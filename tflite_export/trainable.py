@@ -43,7 +43,7 @@ needs to be run after loading, and pruned weights are exactly zero by
 construction. With `weight_storage="dense"` a constant boolean mask selects
 both the gradient and the update.
 
-With `algorithm=` (SET, RigL or NeurRev), the masks are float32 variables
+With `algorithm=` (SET, RigL, NeurRev or MEST), the masks are float32 variables
 instead (dense storage) or the flat indices are an int32 variable of fixed
 length (sparse storage: DST conserves each kernel's count), and `train`
 updates them on the algorithm's
@@ -475,13 +475,17 @@ class TrainingModule(tf.Module):
                 at = tf.clip_by_value(update, 0, len(drop) - 1)
                 n_drop = tf.gather(tf.constant(drop), at)
                 n_grow = tf.gather(tf.constant(grow_n), at)
-                if plan.kind == "set":
+                flat_g = tf.reshape(grads[k], [size])
+                keep_score = tf.abs(flat_w)
+                if plan.kind == "mest" and plan.gradient_weight:
+                    keep_score += plan.gradient_weight * tf.abs(flat_g)
+                if plan.kind in ("set", "mest"):
                     grow = _dst.set_scores(plan.seed, t, k, size,
                                             tf.minimum(t, 0))
                 else:
-                    grow = tf.abs(tf.reshape(grads[k], [size]))
+                    grow = tf.abs(flat_g)
                 new_m, fresh = _dst.prune_and_grow(
-                    m, flat_w, grow, n_drop, int(drop.max()), n_grow,
+                    m, keep_score, grow, n_drop, int(drop.max()), n_grow,
                     int(grow_n.max()))
                 if plan.kind == "neurrev":
                     # Search & Awake back to the kernel's count, ranked by
@@ -768,9 +772,9 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         algorithm: None (default: masks are constants, static sparse
             training) or what `keras_sparse.algorithms.get` takes, for
             dynamic sparse training on the device: `"set"`, `"rigl"`,
-            `"neurrev"`, a config dict or a
-            `keras_sparse.algorithms.SET`/`RigL`/`NeurRev` instance (other
-            algorithms and structures are refused). The masks of the masked
+            `"neurrev"`, `"mest"`, a config dict or a
+            `keras_sparse.algorithms.SET`/`RigL`/`NeurRev`/`MEST` instance
+            (other algorithms and structures are refused). The masks of the masked
             kernels become variables, and `train` updates them on the
             algorithm's schedule, counted by the device's own step (from 0
             at export); `train` then also returns `sparsity` (of the
@@ -782,7 +786,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             of compact kernels are variables. Design and the
             deviations from the Keras callback: `tflite_export._dst`.
         total_steps: planned number of device train steps; required when
-            the algorithm's start/stop steps are fractions of training
+            the algorithm's start/stop steps (or MEST's stages) are
+            fractions of training
             (it resolves them and the drop-fraction decay, like the
             callback's `total_steps`).
 

@@ -59,8 +59,12 @@ KERNELS = ("dense_kernel", "dense_1_kernel")
 # ------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("algorithm, kw, match", [
-    ("nope", {}, r"Unknown.*'nope'.*On device: \['neurrev', 'rigl', 'set'\]"),
-    ("mest", {}, r"MEST.*cannot run on the device.*\['neurrev', 'rigl', 'set'\]"),
+    ("nope", {},
+     r"Unknown.*'nope'.*On device: \['mest', 'neurrev', 'rigl', 'set'\]"),
+    ("dsr", {},
+     r"DSR.*cannot run on the device.*\['mest', 'neurrev', 'rigl', 'set'\]"),
+    (keras_sparse.algorithms.MEST(stop_step=10), {},
+     r"stage_boundaries=\(0.5625, 0.75\).*total_steps=None"),
     ("gmp", {}, r"GMP.*cannot run on the device"),
     (keras_sparse.algorithms.RigLITOP(), {}, r"RigLITOP.*cannot run"),
     (keras_sparse.algorithms.RigL(stop_step=0.75), {},
@@ -193,6 +197,60 @@ def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
     assert woke > 0  # Search & Awake pruned negative weights
 
 
+def test_mest_plan_follows_elastic_mutation_stages():
+    algo = keras_sparse.algorithms.MEST(update_interval=50)
+    p = _dst.plan(algo, 1000)
+    algo.setup([keras_sparse.algorithms.Target(
+        "k", keras.Variable(np.ones((4, 4))),
+        keras.Variable(np.ones((4, 4))), 0.0)], 1000)
+    assert p.fractions == [algo.drop_fraction_at(t) for t in p.update_steps()]
+    assert p.gradient_weight == 1.0
+    assert p.fractions[0] == pytest.approx(0.2) and 0.1 in p.fractions
+
+
+def test_mest_update_equals_numpy_replay(tmp_path, rng):
+    """Drop by |w| + lambda |g| (g: this batch's dense gradient at the
+    weights before the step), grow by the SET hash."""
+    import tensorflow as tf
+
+    xs, ys = _batches(rng, 2)
+    algo = keras_sparse.algorithms.MEST(
+        update_interval=2, stop_step=2, drop_fraction=0.4, seed=3,
+        drop_fraction_decay="constant", gradient_weight=10.0)
+    plain = keras_sparse.strip(_sparse(1))
+    _, interp = _export(tmp_path, plain, algo)
+    train = interp.get_signature_runner("train")
+    get_state = interp.get_signature_runner("get_state")
+    train(x=xs[0], y=ys[0])
+    before = get_state()
+    _, ref = _export(tmp_path, plain, keras_sparse.algorithms.SET(
+        update_interval=3, stop_step=3))
+    ref.get_signature_runner("train")(x=xs[0], y=ys[0])
+    ref.get_signature_runner("train")(x=xs[1], y=ys[1])
+    w_after_step = ref.get_signature_runner("get_weights")()
+    train(x=xs[1], y=ys[1])
+    after = get_state()
+    # The dense gradient of batch 2 at the weights before step 2.
+    names = ["dense_kernel", "dense_bias", "dense_1_kernel", "dense_1_bias"]
+    plain.set_weights([before[n] for n in names])
+    with tf.GradientTape() as tape:
+        loss = LOSS(ys[1], plain(xs[1]))
+    grads = dict(zip(names, tape.gradient(loss, plain.trainable_variables)))
+    differs = []
+    for k, name in zip((0, 2), KERNELS):
+        m = before[f"{name}__mask"]
+        n_drop = int(np.round(0.4 * m.sum()))
+        keep = np.abs(w_after_step[name]) + 10 * np.abs(np.asarray(grads[name]))
+        grow = _dst.set_scores_np(3, 2, k, m.size).reshape(m.shape)
+        new_m, grown = mask_math.prune_and_grow(m, keep, grow.astype(float),
+                                                n_drop)
+        np.testing.assert_array_equal(after[f"{name}__mask"], new_m)
+        by_w, _ = mask_math.prune_and_grow(m, np.abs(w_after_step[name]),
+                                           grow.astype(float), n_drop)
+        differs.append(not np.array_equal(by_w, new_m))
+    assert any(differs)  # lambda matters: magnitude alone drops others
+
+
 # ------------------------------------------------------- SET invariants
 
 def test_set_invariants_and_replay(tmp_path, rng):
@@ -261,7 +319,7 @@ def test_set_update_equals_numpy_replay_with_the_hash(tmp_path, rng):
     # Hash keys are the indices among the trained weights (kernel, bias, ...).
     for k, name in zip((0, 2), KERNELS):
         m = before[f"{name}__mask"]
-        n_drop = int(round(0.4 * m.sum()))
+        n_drop = int(np.round(0.4 * m.sum()))
         grow = _dst.set_scores_np(3, 2, k, m.size).reshape(m.shape)
         new_m, grown = mask_math.prune_and_grow(
             m, np.abs(w_after_step[name]), grow.astype(np.float64), n_drop)
@@ -345,14 +403,16 @@ def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng,
 
 @pytest.mark.parametrize("name, storage", [
     ("set", "dense"), ("rigl", "dense"), ("neurrev", "dense"),
-    ("rigl", "sparse"), ("neurrev", "sparse")])
+    ("mest", "dense"), ("rigl", "sparse"), ("neurrev", "sparse")])
 def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
                                                            name, storage):
     from tflite_helpers import train_in_tflite_runtime
 
     xs, ys = _batches(rng, 8)
-    algo = {"class_name": name, "config": {"update_interval": 2,
-                                           "stop_step": 8, "seed": 1}}
+    config = {"update_interval": 2, "stop_step": 8, "seed": 1}
+    if name == "mest":
+        config.update(drop_fraction=0.3, gradient_weight=0.5)
+    algo = {"class_name": name, "config": config}
     plain = keras_sparse.strip(_sparse())
     _export(tmp_path, plain, algo, keras.optimizers.Adam(1e-2),
             weight_storage=storage)
