@@ -858,9 +858,11 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if module._dst is not None:
         p = module._dst
         notes.append(
-            f"On-device {p.kind.upper()}: {len(module._dst_tables)} masks "
-            f"are variables, {len(p.fractions)} updates every {p.interval} steps "
-            f"in ({p.start}, {p.stop}].")
+            f"On-device {p.kind.upper()}: the masks of "
+            f"{len(module._dst_tables)} kernels are variables ("
+            f"{len(module.mask_vars)} mask variables, the others' indices), "
+            f"{len(p.fractions)} updates every {p.interval} steps in "
+            f"({p.start}, {p.stop}].")
     if weight_storage == "sparse":
         notes.append(
             f"{module.num_compact} of {len(module.vars)} weights stored as "
