@@ -65,6 +65,8 @@ Deviations from the Keras side (documented in docs/on_device.md):
   own steps, not the Keras optimizer's iterations before export.
 - No ITOP set / churn statistics on the device.
 - Only `structure="unstructured"`.
+- Scores are computed by TFLite kernels, equal to Keras' up to float32
+  rounding: near-ties (closer than that rounding) may rank differently.
 - The slots of dropped entries are zeroed as well (Keras keeps them). They
   never reach a weight (pruned entries take no update, and a regrown
   entry's slots are reset), so weights and masks are unchanged by this; it
