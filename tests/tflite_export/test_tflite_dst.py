@@ -253,7 +253,7 @@ def test_mest_update_equals_numpy_replay(tmp_path, rng):
 
 # ------------------------------------------------------- SET invariants
 
-def test_set_invariants_and_replay(tmp_path, rng):
+def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
     steps = 10
     xs, ys = _batches(rng, steps)
     algo = keras_sparse.algorithms.SET(update_interval=2, stop_step=8,
