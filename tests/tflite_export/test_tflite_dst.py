@@ -145,8 +145,9 @@ def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng,
                                                           storage):
     steps = 12
     xs, ys = _batches(rng, steps)
-    make = lambda: keras_sparse.algorithms.RigL(
-        update_interval=3, stop_step=10, drop_fraction=0.5)
+    def make():
+        return keras_sparse.algorithms.RigL(update_interval=3, stop_step=10, drop_fraction=0.5)
+
     sparse = _sparse()
     _, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
                         keras.optimizers.SGD(0.1, momentum=0.9),
@@ -171,8 +172,9 @@ def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
                                                               rng, storage):
     steps = 12
     xs, ys = _batches(rng, steps)
-    make = lambda: keras_sparse.algorithms.NeurRev(
-        update_interval=3, stop_step=10, drop_fraction=0.5, p=0.1)
+    def make():
+        return keras_sparse.algorithms.NeurRev(update_interval=3, stop_step=10, drop_fraction=0.5, p=0.1)
+
     sparse = _sparse(2)
     report, interp = _export(tmp_path, keras_sparse.strip(sparse), make(),
                              keras.optimizers.SGD(0.1, momentum=0.9),
@@ -270,7 +272,7 @@ def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
     regrown_total = 0
     for t, (out, st) in enumerate(zip(outs, states), start=1):
         new_total = 0
-        for i, n in enumerate(KERNELS):
+        for n in KERNELS:
             m = st[f"{n}__mask"]
             assert set(np.unique(m)) <= {0.0, 1.0}
             assert int(m.sum()) == counts[n]  # count conserved per kernel
