@@ -253,6 +253,11 @@ def train_epochs(interp, x: np.ndarray, y: np.ndarray, epochs: int = 1,
     nothing runs on bad input. `start_epoch` epochs of shuffling are
     skipped, so a run resumed from a checkpoint sees the same batches.
     Returns the mean loss per epoch.
+
+    Files exported with `algorithm=` (on-device dynamic sparse training)
+    also return `sparsity` and `regrown` (NeurRev: and `awakened`) from
+    `train`; each epoch's log then reports the sparsity of the masked
+    kernels and the numbers of the last mask update.
     """
     check_training_data(interp, x, y)
     train = interp.get_signature_runner("train")
@@ -272,6 +277,8 @@ def train_epochs(interp, x: np.ndarray, y: np.ndarray, epochs: int = 1,
             idx = order[s * batch:(s + 1) * batch]
             out = train(x=x[idx].astype(np.float32), y=y[idx].astype(y_dtype))
             total += float(out["loss"])
+            dst = {k: float(out[k]) for k in ("sparsity", "regrown",
+                                              "awakened") if k in out}
             if log is not None and (s + 1 == steps or (s + 1) % 10 == 0):
                 _progress(s + 1, steps, f"epoch {epoch + 1} loss "
                           f"{total / (s + 1):.4f}")
@@ -279,6 +286,12 @@ def train_epochs(interp, x: np.ndarray, y: np.ndarray, epochs: int = 1,
         if log is not None:
             log(f"epoch {epoch + 1}: mean loss {losses[-1]:.5f} "
                 f"({(time.perf_counter() - t0) / steps * 1e3:.2f} ms/step)")
+            if steps and dst:
+                woke = (f", awakened {int(dst['awakened'])}"
+                        if "awakened" in dst else "")
+                log(f"epoch {epoch + 1}: sparsity {dst['sparsity']:.4f}, "
+                    f"regrown at the last mask update "
+                    f"{int(dst['regrown'])}{woke}")
     return losses
 
 

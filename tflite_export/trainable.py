@@ -43,6 +43,16 @@ needs to be run after loading, and pruned weights are exactly zero by
 construction. With `weight_storage="dense"` a constant boolean mask selects
 both the gradient and the update.
 
+With `algorithm=` (SET, RigL, NeurRev or MEST), the masks are float32 variables
+instead (dense storage) or the flat indices are an int32 variable of fixed
+length (sparse storage: DST conserves each kernel's count), and `train`
+updates them on the algorithm's
+schedule after the optimizer step, returning `sparsity` and `regrown` too
+(NeurRev: and `awakened`); the checkpoint signatures carry the masks
+(`<weight>__mask`), NeurRev's reference weights (`<weight>__reference`),
+`dst_regrown` and NeurRev's `dst_awakened`. Design and deviations from the Keras callback:
+`tflite_export._dst`.
+
 Why not dense variables filled by an init signature: the converter stores
 every variable's initial value as a dense buffer of the variable's shape
 (all-zero buffers of one shape are shared), so dense-shaped variables cost
@@ -62,7 +72,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tflite_export import _layers
+from tflite_export import _dst, _layers
 from tflite_export import _train_math as tm
 from tflite_export import metadata as meta
 from tflite_export._atomic import atomic_write_bytes
@@ -114,10 +124,13 @@ class TrainingModule(tf.Module):
             its entries non-zero is a `[nnz]` variable of its non-zeros plus
             a constant `[nnz, 1]` int32 tensor of flat indices (see the
             module docstring); its optimizer slots are `[nnz]` as well.
+        dst: a `tflite_export._dst.DSTPlan`: masks (dense storage) or
+            indices (compact storage) become variables that `train`
+            updates on the plan's schedule (see `tflite_export._dst`).
     """
 
     def __init__(self, lowered, specs, loss, optimizer, batch_size,
-                 input_shape, num_classes, compact=False):
+                 input_shape, num_classes, compact=False, dst=None):
         super().__init__(name="sparse_trainable")
         # A plain holder: tf.Module must not track the Keras model.
         self._keras = _Holder(lowered)
@@ -143,7 +156,12 @@ class TrainingModule(tf.Module):
             nz = np.flatnonzero(s.mask.reshape(-1)) if s.mask is not None \
                 else None
             if compact and nz is not None and 2 * len(nz) <= flat.size:
-                self._indices.append(tf.constant(nz.astype(np.int32)[:, None]))
+                idx = nz.astype(np.int32)[:, None]
+                # Under DST the indices move: a variable (same length: the
+                # count of each kernel is conserved), kept in ascending order.
+                self._indices.append(
+                    tf.Variable(idx, name=f"{s.name}_indices")
+                    if dst is not None else tf.constant(idx))
                 self._masks.append(None)  # pruned entries are not stored
                 initial.append(flat[nz])
             else:
@@ -160,6 +178,44 @@ class TrainingModule(tf.Module):
                        for k in range(optimizer.num_slots)]
                       for v, n in zip(self.vars, self.weight_names)]
         self.state_vars = [tf.Variable(s.value, name=s.name) for s in states]
+        # Dynamic sparse training: every masked kernel is a target. A
+        # dense-stored one has its mask as a float32 variable (1.0 kept); a
+        # compact one has its indices as a variable (above).
+        self._dst = dst
+        # NeurRev also keeps its reference weights theta* (the weights after
+        # the previous update; at export: the exported weights), stored like
+        # the weight (`[nnz]` aligned with the indices when compact).
+        self.mask_vars = []
+        self.reference_vars = []
+        self._dst_tables = []  # (trained index, n_drop table, n_grow table)
+        mask_index = {}
+        if dst is not None:
+            for k, s in enumerate(trained):
+                if s.mask is None:
+                    continue
+                mask = s.mask.astype(np.float32)
+                drop, grow = _dst.counts(dst, mask)
+                if self._indices[k] is None:
+                    mask_index[k] = len(self.mask_vars)
+                    self.mask_vars.append(
+                        tf.Variable(mask, name=f"{s.name}_mask"))
+                    self._masks[k] = None  # replaced by the variable
+                if dst.kind == "neurrev":
+                    self.reference_vars.append(tf.Variable(
+                        initial[k], name=f"{s.name}_reference"))
+                self._dst_tables.append((k, drop, grow))
+            self.dst_regrown = tf.Variable(0.0, name="dst_regrown")
+            self.dst_awakened = tf.Variable(0.0, name="dst_awakened")
+            if not self._dst_tables:
+                raise ValueError(
+                    "export_trainable(algorithm=...) needs a sparse model: no "
+                    "trained kernel has pruned entries (exact zeros or a "
+                    "SparseWrapper mask). Received a dense model; sparsify "
+                    "it first (`keras_sparse.sparsify(model, sparsity)`).")
+            _dst.check_relaxation(dst, [s.mask for s in trained
+                                        if s.mask is not None])
+        # Trained weight index -> index in mask_vars (ints: not tracked).
+        self._mask_index = mask_index
         # Frozen kernels that are mostly zero: non-zeros + flat indices,
         # scattered on use, like trained kernels under sparse storage.
         frozen = {}
@@ -206,16 +262,90 @@ class TrainingModule(tf.Module):
         the forward-updated state (BN moving statistics)."""
         return self.weight_names + self.state_var_names
 
+    def _dst_state(self) -> list[tuple[str, tuple, Any, Any]]:
+        """Checkpoint entries of on-device DST as `(name, shape, read,
+        assign)`, in order: the masks (`<weight>__mask`, dense float32
+        0/1 whatever the storage), NeurRev's reference weights
+        (`<weight>__reference`, dense), `dst_regrown`, NeurRev's
+        `dst_awakened`. `assign` of a mask must run before the weights and
+        slots are written (they follow the new indices)."""
+        if self._dst is None:
+            return []
+        out = []
+        for i, (k, _, _) in enumerate(self._dst_tables):
+            out.append((f"{self.weight_names[k]}__mask", self._shapes[k],
+                        lambda i=i: self._target_mask(i),
+                        lambda val, i=i: self._set_target_mask(
+                            i, tf.where(val > 0.0, 1.0, 0.0))))
+        for i, ref in enumerate(self.reference_vars):
+            k = self._dst_tables[i][0]
+            out.append((f"{self.weight_names[k]}__reference", self._shapes[k],
+                        lambda k=k, ref=ref: self._dense(k, ref.read_value()),
+                        lambda val, k=k, ref=ref: ref.assign(
+                            self._compact(k, val))))
+        scalars = [("dst_regrown", self.dst_regrown)]
+        if self._dst.kind == "neurrev":
+            scalars.append(("dst_awakened", self.dst_awakened))
+        for name, var in scalars:
+            out.append((name, (), var.read_value, var.assign))
+        return out
+
     @property
     def state_names(self) -> list[str]:
         """Names of `get_state` / `set_state`."""
-        return self.weights_out + self._slot_names + ["step"]
+        dst = [e[0] for e in self._dst_state()]
+        return self.weights_out + self._slot_names + dst + ["step"]
 
     def _weight_shapes(self):
         return self._shapes + [tuple(v.shape) for v in self.state_vars]
 
     def _state_shapes(self):
-        return self._weight_shapes() + self._slot_shapes + [()]
+        dst = [tuple(e[1]) for e in self._dst_state()]
+        return self._weight_shapes() + self._slot_shapes + dst + [()]
+
+    def _target_mask(self, i):
+        """Dense float32 0/1 mask of DST target `i`."""
+        k = self._dst_tables[i][0]
+        j = self._mask_index.get(k)
+        if j is not None:
+            return self.mask_vars[j].read_value()
+        idx = self._idx(k)
+        shape = self._shapes[k]
+        return tf.reshape(tf.scatter_nd(idx, tf.ones([int(idx.shape[0])]),
+                                        [int(np.prod(shape))]), shape)
+
+    def _set_target_mask(self, i, mask):
+        """Writes DST target `i`'s mask (dense 0/1); returns the new
+        indices of a compact target (ascending; the mask must keep the
+        kernel's count) or None."""
+        k = self._dst_tables[i][0]
+        j = self._mask_index.get(k)
+        if j is not None:
+            self.mask_vars[j].assign(mask)
+            return None
+        var = self._indices[k]
+        # The top-nnz of a 0/1 mask are its ones, ties to the lowest index:
+        # the active positions in ascending order.
+        _, pos = tf.math.top_k(tf.reshape(mask, [-1]), k=int(var.shape[0]))
+        idx = tf.expand_dims(pos, 1)
+        var.assign(idx)
+        return idx
+
+    def _idx(self, k):
+        """Flat indices `[nnz, 1]` of compact weight `k` (a constant, or the
+        variable's current value under DST), or None."""
+        idx = self._indices[k]
+        if isinstance(idx, tf.Variable):
+            return idx.read_value()
+        return idx
+
+    def _mask(self, k):
+        """Bool mask of trained weight `k` (a constant, the current mask
+        variable under DST, or None)."""
+        i = self._mask_index.get(k)
+        if i is not None:
+            return self.mask_vars[i].read_value() > 0.0
+        return self._masks[k]
 
     @property
     def num_compact(self) -> int:
@@ -230,7 +360,7 @@ class TrainingModule(tf.Module):
     # ------------------------------------------------------------ storage
 
     def _dense(self, k, stored):
-        idx = self._indices[k]
+        idx = self._idx(k)
         if idx is None:
             return stored
         shape = self._shapes[k]
@@ -239,7 +369,7 @@ class TrainingModule(tf.Module):
 
     def _gather(self, k, dense):
         """The stored form of a dense-shaped tensor (a gradient)."""
-        idx = self._indices[k]
+        idx = self._idx(k)
         if idx is None:
             return dense
         return tf.gather_nd(tf.reshape(dense, [-1]), idx)
@@ -247,8 +377,9 @@ class TrainingModule(tf.Module):
     def _compact(self, k, dense):
         """The stored form of a value given to `set_weights`: pruned
         entries dropped (sparse storage) or set to 0 (dense storage)."""
-        if self._indices[k] is None and self._masks[k] is not None:
-            return tf.where(self._masks[k], dense, 0.0)
+        mask = self._mask(k)
+        if self._indices[k] is None and mask is not None:
+            return tf.where(mask, dense, 0.0)
         return self._gather(k, dense)
 
     # ------------------------------------------------------------ forward
@@ -294,17 +425,120 @@ class TrainingModule(tf.Module):
                                     self._batch)
         grads = tape.gradient(logits, dense, output_gradients=dz)
         step = self.step.read_value()
+        grads = [tf.zeros_like(dense[k]) if g is None else g  # g is None:
+                 for k, g in enumerate(grads)]  # does not reach the output
         for k, (var, w, g, slots) in enumerate(zip(self.vars, stored, grads,
                                                    self.slots)):
-            if g is None:  # does not reach the output
-                g = tf.zeros_like(dense[k])
             slot_values = [s.read_value() for s in slots]
             tm.apply_update(self._opt, var, w, self._gather(k, g), slots,
-                            slot_values, step, self._masks[k])
+                            slot_values, step, self._mask(k))
         for var, val in zip(self.state_vars, new_states):
             var.assign(val)
         self.step.assign_add(1.0)
-        return {"loss": loss}
+        if self._dst is None:
+            return {"loss": loss}
+        return {"loss": loss, **self._dst_update(grads)}
+
+    def _dst_update(self, grads):
+        """The mask update after the optimizer step (`tflite_export._dst`):
+        runs (an IF) at the plan's update steps; returns `sparsity` (of the
+        masked kernels) and `regrown` (new entries at the last update)."""
+        plan = self._dst
+        t = tf.cast(self.step.read_value(), tf.int32)
+        j = tf.math.floordiv(t, plan.interval)
+        is_update = tf.logical_and(
+            tf.equal(t - j * plan.interval, 0),
+            tf.logical_and(t > plan.start, t <= plan.stop))
+        update = j - (plan.first + 1)
+        def run():
+            # Reads and writes happen only here: steps without an update
+            # copy nothing.
+            regrown, awakened = [], []
+            for i, (k, drop, grow_n) in enumerate(self._dst_tables):
+                if int(grow_n.max()) == 0:
+                    continue
+                shape = self._shapes[k]
+                size = int(np.prod(shape))
+                old_idx = self._idx(k)  # None: dense storage
+
+                def to_dense(stored, old_idx=old_idx, shape=shape, size=size):
+                    if old_idx is None:
+                        return stored
+                    return tf.reshape(tf.scatter_nd(old_idx, stored, [size]),
+                                      shape)
+
+                # Every read before any write of this target.
+                m = tf.reshape(self._target_mask(i), [size])
+                w = to_dense(self.vars[k].read_value())
+                slot_values = [to_dense(s.read_value()) for s in self.slots[k]]
+                flat_w = tf.reshape(w, [size])
+                at = tf.clip_by_value(update, 0, len(drop) - 1)
+                n_drop = tf.gather(tf.constant(drop), at)
+                n_grow = tf.gather(tf.constant(grow_n), at)
+                flat_g = tf.reshape(grads[k], [size])
+                keep_score = tf.abs(flat_w)
+                if plan.kind == "mest" and plan.gradient_weight:
+                    keep_score += plan.gradient_weight * tf.abs(flat_g)
+                if plan.kind in ("set", "mest"):
+                    grow = _dst.set_scores(plan.seed, t, k, size,
+                                            tf.minimum(t, 0))
+                else:
+                    grow = tf.abs(flat_g)
+                new_m, fresh = _dst.prune_and_grow(
+                    m, keep_score, grow, n_drop, int(drop.max()), n_grow,
+                    int(grow_n.max()))
+                if plan.kind == "neurrev":
+                    # Search & Awake back to the kernel's count, ranked by
+                    # the change since the previous update.
+                    ref = self.reference_vars[i]
+                    delta = tf.abs(flat_w - tf.reshape(
+                        to_dense(ref.read_value()), [size]))
+                    k_prune = int((grow_n - drop).max())
+                    if k_prune > 0:
+                        new_m, woke = _dst.search_and_awake(
+                            new_m, flat_w * new_m * (1.0 - fresh), delta,
+                            n_grow - n_drop, k_prune)
+                        awakened.append(woke)
+                    fresh = fresh * new_m
+                keep = tf.reshape((1.0 - fresh) * new_m, shape)
+                new_idx = self._set_target_mask(i, tf.reshape(new_m, shape))
+
+                def to_stored(dense, new_idx=new_idx):
+                    if new_idx is None:
+                        return dense
+                    return tf.gather_nd(tf.reshape(dense, [-1]), new_idx)
+
+                self.vars[k].assign(to_stored(w * keep))
+                if plan.kind == "neurrev":
+                    ref.assign(to_stored(w * keep))
+                # Slots of new and of dropped entries are zeroed: pruned
+                # entries hold zero slots, as after `set_state`.
+                for s, value in zip(self.slots[k], slot_values):
+                    s.assign(to_stored(value * keep))
+                regrown.append(tf.reduce_sum(fresh))
+            total = tf.add_n(regrown) if regrown else tf.constant(0.0)
+            woke = tf.add_n(awakened) if awakened else tf.constant(0.0)
+            self.dst_regrown.assign(total)
+            self.dst_awakened.assign(woke)
+            return total, woke
+
+        def skip():
+            return (self.dst_regrown.read_value(),
+                    self.dst_awakened.read_value())
+
+        regrown, awakened = tf.cond(is_update, run, skip)
+        # Compact targets keep their count by construction (nnz indices).
+        compact = [int(self._indices[k].shape[0]) for k, _, _ in
+                   self._dst_tables if self._indices[k] is not None]
+        active = tf.add_n([tf.reduce_sum(v.read_value())
+                           for v in self.mask_vars]
+                          + [tf.constant(float(sum(compact)))])
+        total = float(sum(int(np.prod(self._shapes[k]))
+                          for k, _, _ in self._dst_tables))
+        out = {"sparsity": 1.0 - active / total, "regrown": regrown}
+        if plan.kind == "neurrev":
+            out["awakened"] = awakened
+        return out
 
     def _weights(self):
         return [self._dense(k, v.read_value())
@@ -333,17 +567,23 @@ class TrainingModule(tf.Module):
     def _get_state(self):
         values = self._weights() + [v.read_value() for v in self.state_vars]
         values += [s.read_value() for slots in self.slots for s in slots]
+        values += [e[2]() for e in self._dst_state()]
         values.append(self.step.read_value())
         return dict(zip(self.state_names, values))
 
     def _set_state(self, *values):
         nw = len(self.weights_out)
-        self._set_weights(*values[:nw])
         slots = [s for group in self.slots for s in group]
+        # Masks first: the weights and slots below are masked by them.
+        dst_values = values[nw + len(slots):-1]
+        for entry, val in zip(self._dst_state(), dst_values):
+            entry[3](val)
+        self._set_weights(*values[:nw])
         for k, (s, val) in enumerate(zip(slots, values[nw:nw + len(slots)])):
             owner = k // max(self._opt.num_slots, 1)
-            if self._masks[owner] is not None:
-                val = tf.where(self._masks[owner], val, 0.0)
+            mask = self._mask(owner)
+            if mask is not None:
+                val = tf.where(mask, val, 0.0)
             s.assign(val)
         self.step.assign(values[-1])
         return {"step": self.step.read_value()}
@@ -431,7 +671,8 @@ def weight_specs(model, lowered, batchnorm: str) -> list[WeightSpec]:
 def build_module(model, optimizer, loss, batch_size: int = 32,
                  label_smoothing: float | None = None,
                  weight_storage: str = "dense",
-                 batchnorm: str = "frozen") -> TrainingModule:
+                 batchnorm: str = "frozen", algorithm=None,
+                 total_steps: int | None = None) -> TrainingModule:
     """Validates the inputs and builds the `TrainingModule` (no file I/O).
 
     Raises:
@@ -457,6 +698,13 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
             f"{tuple(model.outputs[0].shape)}.")
     lspec = tm.loss_spec(loss, label_smoothing)
     ospec = tm.optimizer_spec(optimizer)
+    dst = None
+    if algorithm is not None:
+        dst = _dst.plan(algorithm, total_steps)
+    elif total_steps is not None:
+        raise ValueError(
+            "export_trainable: `total_steps` is only used with `algorithm=`. "
+            f"Received: total_steps={total_steps!r}, algorithm=None.")
     lowered = _layers.lower_model(model, batchnorm)
     final_act = lowered.final_activation
     if lspec.from_logits and final_act == "softmax":
@@ -474,14 +722,15 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
     num_classes = int(model.outputs[0].shape[-1])
     return TrainingModule(lowered, specs, lspec, ospec, batch_size,
                           tuple(model.inputs[0].shape[1:]), num_classes,
-                          compact=(weight_storage == "sparse"))
+                          compact=(weight_storage == "sparse"), dst=dst)
 
 
 def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
                      label_smoothing: float | None = None,
                      weight_storage: str = "dense",
                      batchnorm: str = "frozen",
-                     compare_dense: bool = True) -> TrainableExportReport:
+                     compare_dense: bool = True, algorithm=None,
+                     total_steps: int | None = None) -> TrainableExportReport:
     """Exports a sparse Keras 3 model for on-device training in TFLite.
 
     The file runs in ai-edge-litert and tflite-runtime (>= 2.14) with
@@ -520,6 +769,27 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             updated (and returned by `get_weights`), like Keras'
             `train_on_batch`.
         compare_dense: also measure the dense float32 inference export.
+        algorithm: None (default: masks are constants, static sparse
+            training) or what `keras_sparse.algorithms.get` takes, for
+            dynamic sparse training on the device: `"set"`, `"rigl"`,
+            `"neurrev"`, `"mest"`, a config dict or a
+            `keras_sparse.algorithms.SET`/`RigL`/`NeurRev`/`MEST` instance
+            (other algorithms and structures are refused). The masks of the masked
+            kernels become variables, and `train` updates them on the
+            algorithm's schedule, counted by the device's own step (from 0
+            at export); `train` then also returns `sparsity` (of the
+            masked kernels) and `regrown` (entries grown at the last
+            update; NeurRev also `awakened`), and checkpoints hold the
+            masks (`<weight>__mask`), NeurRev's reference weights
+            (`<weight>__reference`), `dst_regrown` and (NeurRev)
+            `dst_awakened`. With `weight_storage="sparse"` the indices
+            of compact kernels are variables. Design and the
+            deviations from the Keras callback: `tflite_export._dst`.
+        total_steps: planned number of device train steps; required when
+            the algorithm's start/stop steps (or MEST's stages) are
+            fractions of training
+            (it resolves them and the drop-fraction decay, like the
+            callback's `total_steps`).
 
     Dropout is the identity on the device. Keras by default trains BN with
     batch statistics and applies dropout, so the Keras model that trains
@@ -547,7 +817,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     """
     path = check_output_path(path)
     module = build_module(model, optimizer, loss, batch_size,
-                          label_smoothing, weight_storage, batchnorm)
+                          label_smoothing, weight_storage, batchnorm,
+                          algorithm, total_steps)
     data = _convert_module(module)
     summary = inspect_flatbuffer(data)
     flex = [op for op in summary.op_counts
@@ -584,6 +855,14 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     if frozen:
         notes.append(f"Layers {frozen} have trainable=False: constants on "
                      "device, not in get_weights/set_weights.")
+    if module._dst is not None:
+        p = module._dst
+        notes.append(
+            f"On-device {p.kind.upper()}: the masks of "
+            f"{len(module._dst_tables)} kernels are variables ("
+            f"{len(module.mask_vars)} mask variables, the others' indices), "
+            f"{len(p.fractions)} updates every {p.interval} steps in "
+            f"({p.start}, {p.stop}].")
     if weight_storage == "sparse":
         notes.append(
             f"{module.num_compact} of {len(module.vars)} weights stored as "
