@@ -18,7 +18,6 @@ and its call sites unchanged.
 from __future__ import annotations
 
 import copy
-from typing import Any
 from collections.abc import Callable, Iterator
 
 import keras
@@ -291,6 +290,3 @@ def inner_config(entry: dict) -> dict:
         return config["layer"]["config"]
     return config
 
-
-def serialize_any(obj: Any) -> Any:
-    return keras.saving.serialize_keras_object(obj)
