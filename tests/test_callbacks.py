@@ -9,6 +9,8 @@ import pytest
 
 import keras_sparse as ks
 
+from testing import masks_of
+
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 STEPS = 8  # batches per epoch
 
@@ -30,10 +32,6 @@ def _data():
     return rng.random((8 * STEPS, 6)).astype("float32"), rng.integers(0, 3, 8 * STEPS)
 
 
-def _masks(model):
-    return [m.numpy().copy() for w in ks.sparse_wrappers(model) for _, _, m in w.masked_weights]
-
-
 def _weights(model):
     return [v.numpy().copy() for v in model.weights]
 
@@ -48,9 +46,9 @@ def _changed_per_call(model, cb, calls=4):
     """Number of mask entries that changed in each of `calls` `fit(epochs=1)` calls."""
     out = []
     for _ in range(calls):
-        before = _masks(model)
+        before = masks_of(model)
         _fit(model, [cb])
-        out.append(sum(int(np.sum(a != b)) for a, b in zip(before, _masks(model))))
+        out.append(sum(int(np.sum(a != b)) for a, b in zip(before, masks_of(model))))
     return out
 
 
@@ -95,10 +93,10 @@ def test_fresh_callback_each_call_also_moves_masks():
     changed = []
     with pytest.warns(UserWarning, match="total_steps="):
         for _ in range(3):
-            before = _masks(model)
+            before = masks_of(model)
             _fit(model, [ks.callbacks.RigL(update_interval=2, stop_step=1.0,
                                            drop_fraction_decay="constant")])
-            changed.append(sum(int(np.sum(a != b)) for a, b in zip(before, _masks(model))))
+            changed.append(sum(int(np.sum(a != b)) for a, b in zip(before, masks_of(model))))
     assert all(c > 0 for c in changed), changed
 
 
@@ -175,11 +173,11 @@ def test_second_dst_callback_in_one_fit_is_refused_before_any_change():
         np.testing.assert_array_equal(a, b)
     assert int(model.optimizer.iterations.numpy()) == 0
     # The refused fit leaves nothing behind: one callback alone works.
-    masks = _masks(model)
+    masks = masks_of(model)
     cb = ks.callbacks.RigL(update_interval=2)
     _fit(model, [cb])
     assert cb.algorithm.stats
-    assert any(not np.array_equal(a, b) for a, b in zip(masks, _masks(model)))
+    assert any(not np.array_equal(a, b) for a, b in zip(masks, masks_of(model)))
 
 
 def test_generic_and_named_callbacks_are_named_in_the_error():

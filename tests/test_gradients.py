@@ -14,6 +14,8 @@ import keras_sparse as ks
 from keras_sparse.algorithms.optimizer_state import optimizer_slots
 from keras_sparse.gradients import GradientCapture, installed_capture
 
+from testing import masks_of
+
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 STEPS = 8  # batches per epoch
 
@@ -32,10 +34,6 @@ def _model():
 def _data():
     rng = np.random.default_rng(0)
     return rng.random((8 * STEPS, 6)).astype("float32"), rng.integers(0, 3, 8 * STEPS)
-
-
-def _masks(model):
-    return [m.numpy().copy() for w in ks.sparse_wrappers(model) for _, _, m in w.masked_weights]
 
 
 def _fit(model, callbacks, epochs=1):
@@ -108,7 +106,7 @@ def test_interrupted_fit_then_rigl_fit_changes_masks_and_keeps_optimizer_state(h
     momentum = optimizer_slots(optimizer, kernel)[0]
     momentum_before = momentum.numpy().copy()
     assert np.any(momentum_before != 0)
-    masks = _masks(model)
+    masks = masks_of(model)
 
     cb = ks.callbacks.RigL(update_interval=2, stop_step=1.0, seed=1)
     _fit(model, [cb])
@@ -118,7 +116,7 @@ def test_interrupted_fit_then_rigl_fit_changes_masks_and_keeps_optimizer_state(h
     assert optimizer_slots(optimizer, kernel)[0] is momentum  # the same slot variable...
     assert not np.array_equal(momentum.numpy(), momentum_before)  # ...that kept training
     assert cb.algorithm.stats, "no mask update happened"
-    assert any(not np.array_equal(a, b) for a, b in zip(masks, _masks(model)))
+    assert any(not np.array_equal(a, b) for a, b in zip(masks, masks_of(model)))
     assert installed_capture(optimizer) is None  # removed at on_train_end
 
 
@@ -129,11 +127,11 @@ def test_any_dst_callback_works_after_a_keyboard_interrupt(name):
     with pytest.raises(KeyboardInterrupt):
         _fit(model, [first, _RaiseAt(KeyboardInterrupt())])
     assert installed_capture(model.optimizer) is not None  # what used to block every later fit
-    masks = _masks(model)
+    masks = masks_of(model)
     cb = _next_callback(name, first)
     _fit(model, [cb])
     assert cb.algorithm.stats, "no mask update happened"
-    assert any(not np.array_equal(a, b) for a, b in zip(masks, _masks(model)))
+    assert any(not np.array_equal(a, b) for a, b in zip(masks, masks_of(model)))
     assert installed_capture(model.optimizer) is None
 
 
@@ -154,12 +152,12 @@ def test_foreign_wrapper_of_apply_gets_a_clear_error_before_any_mask_change():
         return original(grads, trainable_variables)
 
     optimizer.apply = my_apply
-    masks = _masks(model)
+    masks = masks_of(model)
     with pytest.raises(ValueError, match="did not install") as e:
         _fit(model, [ks.callbacks.RigL(update_interval=2)])
     assert "my_apply" in str(e.value)
     assert vars(optimizer)["apply"] is my_apply  # left alone
-    assert all(np.array_equal(a, b) for a, b in zip(masks, _masks(model)))
+    assert all(np.array_equal(a, b) for a, b in zip(masks, masks_of(model)))
     assert int(optimizer.iterations.numpy()) == 0
 
 

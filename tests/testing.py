@@ -1,4 +1,12 @@
-"""Assertions shared by several test files (import from here, never from a test file)."""
+"""Helpers shared by several test files (import from here, never from a test file)."""
+
+import keras_sparse
+
+
+def masks_of(model) -> list:
+    """Copies of every mask of `model`, in a fixed order."""
+    return [m.numpy().copy() for w in keras_sparse.sparse_wrappers(model)
+            for _, _, m in w.masked_weights]
 
 
 def assert_export_choice_holds(inference_result: dict) -> None:

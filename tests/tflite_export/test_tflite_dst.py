@@ -210,15 +210,15 @@ def test_mest_plan_follows_elastic_mutation_stages():
     assert p.fractions[0] == pytest.approx(0.2) and 0.1 in p.fractions
 
 
-def test_mest_update_equals_numpy_replay(tmp_path, rng):
-    """Drop by |w| + lambda |g| (g: this batch's dense gradient at the
-    weights before the step), grow by the SET hash."""
-    import tensorflow as tf
+def _one_update_at_step_2(tmp_path, rng, algo):
+    """Two device steps with `algo` updating at step 2, and the reference.
 
+    Returns `(xs, ys, plain, before, after, w_after_step)`: the batches, the
+    stripped model, the state after step 1 and after step 2, and the
+    weights after step 2's optimizer step without an update (the same file
+    with the update moved past the run).
+    """
     xs, ys = _batches(rng, 2)
-    algo = keras_sparse.algorithms.MEST(
-        update_interval=2, stop_step=2, drop_fraction=0.4, seed=3,
-        drop_fraction_decay="constant", gradient_weight=10.0)
     plain = keras_sparse.strip(_sparse(1))
     _, interp = _export(tmp_path, plain, algo)
     train = interp.get_signature_runner("train")
@@ -231,7 +231,18 @@ def test_mest_update_equals_numpy_replay(tmp_path, rng):
     ref.get_signature_runner("train")(x=xs[1], y=ys[1])
     w_after_step = ref.get_signature_runner("get_weights")()
     train(x=xs[1], y=ys[1])
-    after = get_state()
+    return xs, ys, plain, before, get_state(), w_after_step
+
+
+def test_mest_update_equals_numpy_replay(tmp_path, rng):
+    """Drop by |w| + lambda |g| (g: this batch's dense gradient at the
+    weights before the step), grow by the SET hash."""
+    import tensorflow as tf
+
+    xs, ys, plain, before, after, w_after_step = _one_update_at_step_2(
+        tmp_path, rng, keras_sparse.algorithms.MEST(
+            update_interval=2, stop_step=2, drop_fraction=0.4, seed=3,
+            drop_fraction_decay="constant", gradient_weight=10.0))
     # The dense gradient of batch 2 at the weights before step 2.
     names = ["dense_kernel", "dense_bias", "dense_1_kernel", "dense_1_bias"]
     plain.set_weights([before[n] for n in names])
@@ -299,25 +310,10 @@ def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
 def test_set_update_equals_numpy_replay_with_the_hash(tmp_path, rng):
     """One SET update on the device is `keras_sparse.masks.prune_and_grow`
     with |w| drop scores and `set_scores_np` grow scores."""
-    xs, ys = _batches(rng, 2)
-    algo = keras_sparse.algorithms.SET(update_interval=2, stop_step=2,
-                                       drop_fraction=0.4, seed=3,
-                                       drop_fraction_decay="constant")
-    plain = keras_sparse.strip(_sparse(1))
-    _, interp = _export(tmp_path, plain, algo)
-    train = interp.get_signature_runner("train")
-    get_state = interp.get_signature_runner("get_state")
-    train(x=xs[0], y=ys[0])
-    before = get_state()
-    # The weights after step 2's optimizer step, without an update: the
-    # same file with the update moved past the run.
-    _, ref = _export(tmp_path, plain, keras_sparse.algorithms.SET(
-        update_interval=3, stop_step=3))
-    ref.get_signature_runner("train")(x=xs[0], y=ys[0])
-    ref.get_signature_runner("train")(x=xs[1], y=ys[1])
-    w_after_step = ref.get_signature_runner("get_weights")()
-    train(x=xs[1], y=ys[1])
-    after = get_state()
+    xs, ys, plain, before, after, w_after_step = _one_update_at_step_2(
+        tmp_path, rng, keras_sparse.algorithms.SET(
+            update_interval=2, stop_step=2, drop_fraction=0.4, seed=3,
+            drop_fraction_decay="constant"))
     # Hash keys are the indices among the trained weights (kernel, bias, ...).
     for k, name in zip((0, 2), KERNELS):
         m = before[f"{name}__mask"]
