@@ -22,7 +22,7 @@ TFLRT_VENV ?= .venv-tflrt
 TFLRT_STAMP := $(TFLRT_VENV)/.installed
 export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
-.PHONY: help venv tflrt-venv data test test-all demo demo-quick bench-step clean-venv
+.PHONY: help venv tflrt-venv data test test-fast test-all demo demo-quick bench-step clean-venv
 .PHONY: lint
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-on-device bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device tost-example
@@ -30,7 +30,8 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 help:
 	@echo "make demo        sparse-train the small CNN on Fashion-MNIST (sets everything up)"
-	@echo "make test        fast test suite (sets everything up)"
+	@echo "make test        the CI suite: every test but those marked slow (sets everything up)"
+	@echo "make test-fast   edit-loop tier: one case per parametrized test (<= 5 min)"
 	@echo "make test-all    all tests, including those marked slow"
 	@echo "make lint        ruff check . (CI runs it first)"
 	@echo "make bench-step  step-time benchmark, sparse vs dense"
@@ -86,6 +87,10 @@ lint: venv
 
 test: venv tflrt-venv data
 	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+
+# The edit loop (<= 5 min): one case per parametrized test, no end-to-end scripts.
+test-fast: venv tflrt-venv data
+	$(VENV_PY) -m pytest -q -m "not slow and not full" $(PYTEST_ARGS)
 
 # Clear the default `-m "not slow"` from pyproject.toml.
 test-all: venv tflrt-venv data
@@ -160,4 +165,4 @@ notebooks: venv
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
 test-notebooks: venv data
-	$(VENV_PY) -m pytest -q -o addopts="" tests/test_bench_notebooks.py
+	$(VENV_PY) -m pytest -q -o addopts="" tests/test_examples_notebooks.py

@@ -3,7 +3,7 @@
     PYTHONPATH=. python -m benchmarks.reliability
 
 One pytest run of tests/test_rel_*.py with every marker (`-m ""`, slow tests
-included): the distributed scenarios (tests/test_rel_distributed.py, which
+included): the distributed scenarios (tests/test_callbacks_distributed.py, which
 runs benchmarks/rel_distributed.py in subprocesses and hands its raw results
 over through $KERAS_SPARSE_DIST_RESULTS), kill/resume, faults and the
 hypothesis fuzz sweep (counts through $KERAS_SPARSE_FUZZ_COUNTS). The table
@@ -24,9 +24,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_rel_distributed.py", "tests/test_rel_resume.py",
-         "tests/test_rel_dst_resume.py", "tests/test_rel_dst_nonfinite.py",
-         "tests/test_rel_faults.py", "tests/test_rel_fuzz.py"]
+FILES = ["tests/test_callbacks_distributed.py", "tests/test_callbacks_resume.py",
+         "tests/test_algorithms_resume.py", "tests/test_algorithms_nonfinite.py",
+         "tests/test_keras_sparse_faults.py", "tests/test_keras_sparse_fuzz.py"]
 
 
 def _pytest(tmp):
@@ -138,7 +138,7 @@ def main():
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     lines += [
         "",
-        "Fuzz cases (hypothesis, `tests/test_rel_fuzz.py` fast + slow variants, plus "
+        "Fuzz cases (hypothesis, `tests/test_keras_sparse_fuzz.py` fast + slow variants, plus "
         "`test_sparsify_fuzz_works_or_raises_clearly`: 30 examples): calls checked per API, "
         "by outcome. An error counts only if it is a ValueError/TypeError raised by "
         "keras_sparse (or the model's own Keras input check) that says what was received or "

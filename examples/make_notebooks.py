@@ -40,7 +40,7 @@ Otherwise it stops with a message listing these options. When
 repository, as in CI), the cell installs nothing."""
 
 # The part of the install cell that is plain Python (no %pip), so
-# tests/test_bench_notebooks.py can exercise it without a network.
+# tests/test_examples_notebooks.py can exercise it without a network.
 INSTALL_HELPER = """import glob, importlib, importlib.util, os, shlex, sys
 from pathlib import Path
 IN_COLAB = "google.colab" in sys.modules

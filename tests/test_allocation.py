@@ -100,7 +100,7 @@ def test_empty_shapes():
 
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (), (2, -1), (2.0, 3), "ab", None])
 def test_degenerate_shape_raises_value_error_naming_it(shape):
-    # Found by tests/test_rel_fuzz.py: a zero-size weight used to raise
+    # Found by tests/test_keras_sparse_fuzz.py: a zero-size weight used to raise
     # ZeroDivisionError from inside the ER/ERK score.
     for distribution in ("uniform", "er", "erk"):
         with pytest.raises(ValueError, match="shape of weight 'w'"):

@@ -5,7 +5,7 @@ import pytest
 import keras_sparse
 from keras_sparse.layers import SparseWrapper, register_prunable_weights
 
-from conftest import all_masked_entries_zero
+from testing import all_masked_entries_zero
 
 # (layer factory, input shape, masked weight names)
 LAYER_CASES = {

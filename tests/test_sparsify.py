@@ -5,7 +5,7 @@ import pytest
 import keras_sparse
 from keras_sparse.layers import SparseWrapper
 
-from conftest import all_masked_entries_zero, small_cnn_functional
+from testing import all_masked_entries_zero, small_cnn_functional
 
 
 def _x(n=8, shape=(12, 12, 1)):

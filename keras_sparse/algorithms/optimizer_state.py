@@ -4,7 +4,7 @@ Keras 3 optimizers keep per-variable slots in lists indexed by
 `optimizer._get_variable_index(variable)`: `momentums` (SGD), `_momentums`
 and `_velocities` (Adam, AdamW, Nadam, RMSprop), `_velocity_hats` (AMSGrad),
 `_accumulators` (Adagrad, Adadelta, Ftrl...). None of this is public API, so
-it lives here only; `tests/test_dst_optimizer_state.py` fails loudly when a
+it lives here only; `tests/test_algorithms_optimizer_state.py` fails loudly when a
 Keras release changes it.
 """
 

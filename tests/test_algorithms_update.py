@@ -9,21 +9,7 @@ from keras_sparse import algorithms as alg
 from keras_sparse import masks as mm
 
 
-def targets(*weights, masks=None):
-    out = []
-    for i, w in enumerate(weights):
-        w = np.asarray(w, np.float32)
-        m = (w != 0).astype(np.float32) if masks is None else np.asarray(masks[i], np.float32)
-        out.append(alg.Target(f"l{i}/kernel", keras.Variable(w), keras.Variable(m), 0.0))
-    return out
-
-
-def mask_of(t):
-    return keras.ops.convert_to_numpy(t.mask)
-
-
-def weight_of(t):
-    return keras.ops.convert_to_numpy(t.weight)
+from testing import mask_of, targets, weight_of
 
 
 W = [[0.5, -0.1, 0.0, 0.3], [0.0, 0.05, -0.9, 0.0]]

@@ -1,4 +1,4 @@
-"""Hypothesis sweep of the public API beyond `sparsify` (fuzzed in test_rel_faults.py).
+"""Hypothesis sweep of the public API beyond `sparsify` (fuzzed in test_keras_sparse_faults.py).
 
 Every call either works with the invariants holding (binary masks, exact
 sparsity, pruned weights exactly 0) or raises a ValueError/TypeError whose
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import keras_sparse
 from keras_sparse.masks import num_active
-from tests.conftest import all_masked_entries_zero
+from testing import all_masked_entries_zero
 
 FAST_EXAMPLES = 25
 SLOW_EXAMPLES = 120

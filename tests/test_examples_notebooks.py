@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail_in_ci
+from testing import skip_or_fail_in_ci
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_sparse as ks
-from test_dst_training import GRADUAL, METHOD_STRUCTURES, Checker, algorithm, data, sparse_model
+from testing import GRADUAL, METHOD_STRUCTURES, Checker, algorithm, data, sparse_model
 
 
 @pytest.mark.parametrize("method,structure", METHOD_STRUCTURES)

@@ -25,7 +25,7 @@ import pytest
 
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
-from tests.conftest import Interrupt, KillAt, all_masked_entries_zero
+from testing import Interrupt, KillAt, all_masked_entries_zero
 
 METHODS = alg.registered_names()
 EPOCHS = 4
@@ -384,7 +384,7 @@ _SUBPROCESS_RUN = """
 import os, sys
 import numpy as np
 import keras
-import tests.test_rel_dst_resume as T
+import tests.test_algorithms_resume as T
 
 method, backup, out, kill = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -417,7 +417,7 @@ def test_backup_and_restore_across_processes_with_hard_kill(tmp_path, method):
     import sys
 
     root = str(pathlib.Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     backup, out = str(tmp_path / "backup"), str(tmp_path / "state.npz")
     run = [sys.executable, "-c", _SUBPROCESS_RUN, method, backup, out]
     first = subprocess.run(run + ["1"], cwd=root, env=env, capture_output=True, text=True)

@@ -16,7 +16,7 @@ import tensorflow as tf
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
 from keras_sparse.algorithms.optimizer_state import optimizer_slots
-from test_dst_training import METHOD_STRUCTURES, METHODS, algorithm, data, make_model, sparse_model
+from testing import METHOD_STRUCTURES, METHODS, algorithm, data, make_model, sparse_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RANDOM_GROWTH = {"set", "mest", "dsr", "deep_r"}  # grow by the seeded rng

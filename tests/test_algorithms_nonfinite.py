@@ -8,7 +8,7 @@ import pytest
 
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
-from tests.conftest import all_masked_entries_zero
+from testing import all_masked_entries_zero
 
 METHODS = alg.registered_names()
 INTERVAL = 2

@@ -1,7 +1,7 @@
 """Exact, hand-computed masks of DSR, Deep-R and GraNet-ST; RigL's defaults.
 
 Each test drives `Updater.update` directly on tiny tensors, as
-`test_dst_algorithms.py` does, so every expected mask is a literal worked
+`test_algorithms_update.py` does, so every expected mask is a literal worked
 out by hand in the comments. Random growth (DSR, Deep-R) ranks the eligible
 entries by `masks.seed_for(seed, step, weight_index).random(shape)`; those
 scores are pinned (to 3 decimals) by `_scores` so the hand derivation below
@@ -18,7 +18,7 @@ import pytest
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
 from keras_sparse import masks as mm
-from test_dst_algorithms import mask_of, targets, weight_of
+from testing import mask_of, targets, weight_of
 
 
 def f32(a):

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keras_sparse
-from tests.conftest import all_masked_entries_zero
+from testing import all_masked_entries_zero
 
 FUZZ_EXAMPLES = 30
 FUZZ_STATS = {"ok": 0, "value_error": 0, "type_error": 0}

@@ -5,7 +5,7 @@ dir) and `ModelCheckpoint` + `keras.models.load_model` (no custom_objects,
 safe_mode on). Masks come from `sparsify`, then are changed mid-training by a
 "mask-changing operation" at an epoch end. ToST ghost gates (GhostGate alpha,
 annealed by a callback) must survive too. DST callbacks, with their algorithm
-state, are covered for every algorithm in `test_rel_dst_resume.py`.
+state, are covered for every algorithm in `test_algorithms_resume.py`.
 """
 
 import keras
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_sparse
-from tests.conftest import Interrupt, KillAt, all_masked_entries_zero
+from testing import Interrupt, KillAt, all_masked_entries_zero
 
 EPOCHS = 4
 MASK_EPOCH = 1  # mask-changing op runs at the end of this epoch
@@ -134,7 +134,7 @@ def test_backup_listed_before_mask_callback_loses_the_update(tmp_path):
     BackupAndRestore first in the list saves the epoch-end state before such
     a callback runs; a kill right after loses that update. keras_sparse's DST
     callbacks change masks at batch ends, before any epoch-end save, so they
-    work in either order (test_rel_dst_resume.py)."""
+    work in either order (test_algorithms_resume.py)."""
     reference = _reference("random_pruning")
     backup = str(tmp_path / "backup")
     with pytest.raises(Interrupt):

@@ -6,71 +6,8 @@ import pytest
 
 import keras_sparse as ks
 from keras_sparse import algorithms as alg
-from keras_sparse import masks as mm
 
-GRADUAL = {"gmp", "granet", "granet_st"}
-METHODS = alg.registered_names()
-# Every (method, structure) pair the method accepts (Chase: unstructured only).
-METHOD_STRUCTURES = [(m, s) for m in METHODS for s in alg.get(m).structures]
-
-
-def make_model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 4))
-    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(16, activation="relu")(x)
-    outputs = keras.layers.Dense(4)(x)
-    return keras.Model(inputs, outputs)
-
-
-def data(n=96):
-    rng = np.random.default_rng(0)
-    return rng.random((n, 6, 6, 4)).astype("float32"), rng.integers(0, 4, n)
-
-
-def sparse_model(method, structure, optimizer="adam", spe=1, jit=False):
-    start = 0.0 if method in ("gmp", "granet") else 0.5 if method == "granet_st" else 0.8
-    if structure == "n:m" and start < 0.5:
-        start = 0.5
-    model = ks.sparsify(make_model(), start, distribution="uniform", keep_dense=None,
-                        seed=0, structure=structure)
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=spe, jit_compile=jit)
-    return model
-
-
-def algorithm(method, structure, interval=2, seed=0):
-    kw = dict(update_interval=interval, structure=structure, seed=seed)
-    if method in GRADUAL:
-        kw["sparsity"] = 0.8
-    if method in ("set", "rigl", "mest", "neurrev"):
-        kw["drop_fraction_decay"] = "constant"
-    return alg.get({"class_name": method, "config": kw})
-
-
-class Checker(keras.callbacks.Callback):
-    """After each batch: masks binary, pruned weights zero, structure kept."""
-
-    def __init__(self, structure):
-        super().__init__()
-        self.structure = structure
-        self.history = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        counts = []
-        for w in ks.sparse_wrappers(self.model):
-            for _, weight, mask in w.masked_weights:
-                m, v = mask.numpy(), weight.numpy()
-                assert set(np.unique(m)) <= {0.0, 1.0}
-                assert np.all(v[m == 0] == 0.0)
-                if self.structure == "block":
-                    u = mm.to_blocks(m)
-                    assert np.all((u == 0) | (u == 1))
-                if self.structure == "n:m":
-                    assert mm._grouped(m).sum(axis=-2).max() <= 2
-                counts.append(int(m.sum()))
-        self.history.append(counts)
+from testing import algorithm, data, make_model, sparse_model
 
 
 @pytest.mark.parametrize("method", ["set", "rigl", "neurrev", "granet_st", "mest", "dsr"])
