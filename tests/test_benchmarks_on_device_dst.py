@@ -1,0 +1,59 @@
+"""benchmarks/on_device_dst.py: plan, schedule, aggregation and the claim table on fake rows.
+
+Nothing is trained or timed here; the script's end-to-end run is
+`python -m benchmarks.on_device_dst --quick`.
+"""
+
+import pytest
+
+from benchmarks import on_device_dst as odd
+
+
+def _row(method, sparsity, interval, seed, acc, total, load=None):
+    return {"method": method, "sparsity": sparsity, "interval": interval, "seed": seed,
+            "test_accuracy": acc, "keras_test_accuracy": acc - 0.01, "epoch_s": [total / 2, total / 2],
+            "total_s": total, "plain_step_ms": 1.0, "update_step_ms": None if not interval else 5.0,
+            "updates": 3 if interval else 0, "update_overhead_s": 0.1 if interval else 0.0,
+            "load": load}
+
+
+def test_plan_has_every_row_once_per_seed():
+    keys = odd.plan([0.9, 0.95], [100, 400], [0, 1])
+    assert len(keys) == len(set(keys)) == 2 * (1 + 2 * (1 + 3 * 2))
+    assert keys[0] == odd.RunKey("dense", 0.0, 0, 0)
+    assert {k.seed for k in keys[:len(keys) // 2]} == {0}
+
+
+def test_update_steps_follow_the_interval_until_the_stop():
+    budget = odd.Budget(train_size=800, test_size=10, epochs=2, batch_size=8, input_shape=(4, 4, 1))
+    key = odd.RunKey("rigl", 0.9, 30, 0)
+    stop = odd.algorithm_config(key, budget)["config"]["stop_step"]
+    assert stop == int(0.75 * 200)
+    assert odd.update_steps(key, budget) == set(range(30, stop + 1, 30))
+    assert odd.update_steps(odd.RunKey("static", 0.9, 0, 0), budget) == set()
+    assert odd.algorithm_config(odd.RunKey("dense", 0.0, 0, 0), budget) is None
+
+
+def test_aggregate_means_over_seeds_and_claim_picks_best_interval():
+    rows = [_row("dense", 0.0, 0, s, 0.90, 100.0) for s in (0, 1)]
+    rows += [_row("rigl", 0.9, 100, s, 0.80 + 0.02 * s, 60.0) for s in (0, 1)]
+    rows += [_row("rigl", 0.9, 400, s, 0.85, 50.0) for s in (0, 1)]
+    rows += [_row("neurrev", 0.9, 100, 0, 0.86, 40.0)]
+    table = odd.aggregate(rows)
+    rigl100 = next(r for r in table if r["method"] == "rigl" and r["interval"] == 100)
+    assert rigl100["n"] == 2 and rigl100["test_accuracy"] == pytest.approx(0.81)
+    best = {b["method"]: b for b in odd.claim(table)}
+    assert best["rigl"]["best_interval"] == 400
+    assert best["rigl"]["speedup_vs_dense"] == pytest.approx(100.0 / 50.0)
+    assert best["neurrev"]["speedup_vs_dense"] == pytest.approx(2.5)
+
+
+def test_render_marks_partial_tables_and_loaded_runs():
+    loaded = {"before": [3.0], "after": [3.0], "other_cores": 1.5}
+    rows = [_row("dense", 0.0, 0, 0, 0.9, 100.0, load=loaded), _row("rigl", 0.9, 100, 0, 0.8, 50.0)]
+    text = odd.render(rows, planned=5, budget=odd.QUICK, info={
+        "date": "d", "platform": "p", "processor": "x", "cpu_count": 2, "gpus": [], "python": "3",
+        "tensorflow": "t", "keras": "k", "keras_backend": "tensorflow", "numpy": "n"})
+    assert "PARTIAL: 2 of 5 runs" in text
+    assert "1 of 2 runs were timed on a machine loaded" in text
+    assert "| rigl | 0.9 | 100 | 1 | 0.8000 |" in text
