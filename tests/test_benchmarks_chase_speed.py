@@ -1,0 +1,42 @@
+"""benchmarks/chase_speed.py: the summary and the verdict on fake runs (nothing trained or timed).
+
+The end-to-end run is `python -m benchmarks.chase_speed --quick`.
+"""
+
+import pytest
+
+from benchmarks import chase_speed as cs
+
+INFO = {"date": "d", "platform": "p", "processor": "x", "cpu_count": 2, "gpus": [], "python": "3",
+        "tensorflow": "t", "keras": "k", "keras_backend": "tensorflow", "numpy": "n"}
+
+
+def _train(method, seed, acc):
+    return {"model": "small_cnn", "method": method, "seed": seed, "test_accuracy": acc,
+            "sparsity": None if method == "dense" else 0.9}
+
+
+def _speed(seed, chase_us):
+    files = {m: {"latency_us": us, "bytes": 10, "params": 5, "nonzero_params": 5, "flops": 2e6,
+                 "peak_rss_mib": 40.0} for m, us in (("dense", 100.0), ("rigl", 100.0), ("chase", chase_us))}
+    files["dense"]["train_step_us"], files["chase"]["train_step_us"] = 1000.0, 400.0
+    return {"model": "small_cnn", "seed": seed, "files": files, "load": None}
+
+
+def test_summary_means_over_seeds_and_ratios_against_dense():
+    train = [_train(m, s, a) for s in (0, 1) for m, a in (("dense", 0.91), ("rigl", 0.89), ("chase", 0.885))]
+    table = cs.summarize(train, [_speed(0, 50.0), _speed(1, 100.0)])
+    chase = next(r for r in table if r["method"] == "chase")
+    assert chase["n"] == 2 and chase["test_accuracy"] == pytest.approx(0.885)
+    assert chase["speedup_vs_dense"] == pytest.approx((2.0 + 1.0) / 2)
+    assert chase["train_speedup_vs_dense"] == pytest.approx(2.5)
+    assert next(r for r in table if r["method"] == "rigl")["train_speedup_vs_dense"] is None
+
+
+@pytest.mark.parametrize("chase_us, chase_acc, verdict", [
+    (50.0, 0.885, "met"), (80.0, 0.885, "missed"), (50.0, 0.87, "missed")])
+def test_verdict_needs_speed_and_accuracy(chase_us, chase_acc, verdict):
+    train = [_train("dense", 0, 0.91), _train("rigl", 0, 0.89), _train("chase", 0, chase_acc)]
+    text = cs.render(cs.summarize(train, [_speed(0, chase_us)]), planned=6, done=3, info=INFO, loads=[])
+    assert "PARTIAL: 3 of 6 training runs" in text
+    assert f"within 1 point) {verdict}." in text
