@@ -53,6 +53,7 @@ help:
 	@echo "make bench-tost            ToST per-tweak breakdown (Table 4) + schedule sweep (~30 min, resumable)"
 	@echo "make bench-pai             prune-at-init masks at initialization (signs, dormant channels, logits)"
 	@echo "make tfmot-venv            $(TFMOT_VENV): TF-MOT + tf_keras peer for the accuracy table"
+	@echo "make notebooks             write examples/*.ipynb from examples/notebooks/*.py (jupytext)"
 	@echo "make test-notebooks        execute examples/*.ipynb with small settings"
 
 venv: $(STAMP)
@@ -171,8 +172,12 @@ bench-tost: venv data
 bench-pai: venv data
 	$(VENV_PY) -m benchmarks.pai_diagnostics $(BENCH_ARGS)
 
+# examples/<name>.ipynb from its jupytext source examples/notebooks/<name>.py
+# (the .py wins; the .ipynb keeps its cell ids and outputs).
 notebooks: venv
-	$(VENV_PY) examples/make_notebooks.py
+	@for src in examples/notebooks/*.py; do \
+		$(VENV_PY) -m jupytext --update --to ipynb -o "examples/$$(basename "$$src" .py).ipynb" "$$src" || exit 1; \
+	done
 
 # Executes the notebooks with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1).
 test-notebooks: venv data

@@ -1,10 +1,13 @@
-"""examples/*.ipynb: up to date with their generator, and they execute with
-small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through nbclient, offline."""
+"""examples/*.ipynb: each matches its jupytext source examples/notebooks/<name>.py
+(percent format, the source of truth; `make notebooks` writes the .ipynb from it),
+and they execute with small settings (KERAS_SPARSE_NOTEBOOK_QUICK=1) through
+nbclient, offline."""
 
 import importlib
 import importlib.util
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,25 +16,83 @@ from testing import skip_or_fail_in_ci
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
+# The install cell up to here is plain Python (no %pip), run below without a network.
+INSTALL_STEP = '\nif importlib.util.find_spec("keras_sparse") is None:\n    pip_args, checkout = install_source()'
+
 
 @pytest.fixture
 def needs_nb():
-    if importlib.util.find_spec("nbformat") is None:
-        skip_or_fail_in_ci("nbformat not installed (pip install -e '.[examples]')")
+    for module in ("nbformat", "jupytext"):
+        if importlib.util.find_spec(module) is None:
+            skip_or_fail_in_ci(f"{module} not installed (pip install -e '.[examples]')")
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_notebooks", EXAMPLES / "make_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _source(examples, name):
+    """The notebook `name` (.ipynb) as jupytext reads its paired examples/notebooks/*.py."""
+    import jupytext
+
+    return jupytext.read(examples / "notebooks" / name.replace(".ipynb", ".py"), fmt="py:percent")
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source) for c in nb.cells if c.cell_type in ("code", "markdown")]
+
+
+def stale_notebooks(examples):
+    """Names of the notebooks in `examples` whose code and markdown cells differ from
+    jupytext's reading of their paired notebooks/<name>.py, or that have no pair."""
+    import nbformat
+
+    notebooks = {p.stem for p in examples.glob("*.ipynb")}
+    sources = {p.stem for p in (examples / "notebooks").glob("*.py")}
+    stale = {f"{stem}.ipynb" for stem in notebooks ^ sources}
+    for stem in notebooks & sources:
+        nb = nbformat.read(examples / f"{stem}.ipynb", as_version=4)
+        if _cells(nb) != _cells(_source(examples, f"{stem}.ipynb")):
+            stale.add(f"{stem}.ipynb")
+    return sorted(stale)
 
 
 @pytest.mark.usefixtures("needs_nb")
-def test_notebooks_match_generator():
-    gen = _generator()
-    assert sorted(gen.NOTEBOOKS) == NOTEBOOKS
-    assert gen.main(["--check"]) == 0
+def test_notebooks_match_their_jupytext_sources():
+    assert len(NOTEBOOKS) == 4
+    assert stale_notebooks(EXAMPLES) == [], "run `make notebooks` after editing examples/notebooks/*.py"
+
+
+@pytest.mark.usefixtures("needs_nb")
+def test_editing_one_side_of_a_pair_makes_it_stale(tmp_path):
+    import nbformat
+
+    examples = tmp_path / "examples"
+    shutil.copytree(EXAMPLES / "notebooks", examples / "notebooks")
+    for name in NOTEBOOKS:
+        shutil.copy(EXAMPLES / name, examples / name)
+    assert stale_notebooks(examples) == []
+
+    source = examples / "notebooks" / "quickstart_static_erk.py"
+    text = source.read_text(encoding="utf-8")
+    assert text.count("SPARSITY = 0.9\n") == 1
+    source.write_text(text.replace("SPARSITY = 0.9\n", "SPARSITY = 0.8\n"), encoding="utf-8")
+    assert stale_notebooks(examples) == ["quickstart_static_erk.ipynb"]  # .py edited alone
+    source.write_text(text, encoding="utf-8")
+    assert stale_notebooks(examples) == []
+
+    path = examples / "pruning_at_init_tost.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[-1].source += " (edited)"
+    nbformat.write(nb, path)
+    assert stale_notebooks(examples) == ["pruning_at_init_tost.ipynb"]  # .ipynb edited alone
+
+    (examples / "notebooks" / "tflite_on_device_training.py").unlink()
+    assert stale_notebooks(examples) == ["pruning_at_init_tost.ipynb", "tflite_on_device_training.ipynb"]
+
+
+@pytest.mark.usefixtures("needs_nb")
+def test_every_notebook_has_the_same_install_cell():
+    cells = {name: [c.source for c in _source(EXAMPLES, name).cells
+                    if c.cell_type == "code" and "%pip install" in c.source] for name in NOTEBOOKS}
+    assert all(len(found) == 1 for found in cells.values()), cells
+    assert len({found[0] for found in cells.values()}) == 1
 
 
 @pytest.mark.usefixtures("needs_nb")
@@ -93,13 +154,15 @@ def test_pai_tost_notebook_executes_quick_lth(monkeypatch, fashion_mnist):
 
 # The install cell, without a network: which pip arguments each way in gives.
 @pytest.fixture
-def install_ns():
-    gen = _generator()
-    assert "%pip" not in gen.INSTALL_HELPER and gen.INSTALL_CODE.startswith(gen.INSTALL_HELPER)
-    assert "%pip install -q {pip_args}" in gen.INSTALL_CODE
-    assert 'REPO_URL = ""' in gen.INSTALL_HELPER  # no URL invented: the user fills it in
+def install_ns(needs_nb):
+    code = [c.source for c in _source(EXAMPLES, "quickstart_static_erk.ipynb").cells
+            if c.cell_type == "code" and "%pip install" in c.source]
+    assert len(code) == 1 and code[0].count(INSTALL_STEP) == 1
+    helper = code[0][:code[0].index(INSTALL_STEP)]
+    assert "%pip" not in helper and "%pip install -q {pip_args}" in code[0]
+    assert 'REPO_URL = ""' in helper  # no URL invented: the user fills it in
     ns = {}
-    exec(gen.INSTALL_HELPER, ns)
+    exec(helper, ns)
     return ns
 
 
@@ -154,14 +217,14 @@ def test_install_cell_says_what_to_do_when_nothing_is_found(install_ns, tmp_path
 # branch by raising; without quick mode a failing CIFAR download takes the same
 # branch. Run the data cell as plain Python with load_cifar failing.
 @pytest.mark.real_data
-def test_neurrev_notebook_falls_back_to_fashion_mnist_offline(monkeypatch, fashion_mnist, capsys):
+def test_neurrev_notebook_falls_back_to_fashion_mnist_offline(monkeypatch, fashion_mnist, capsys, needs_nb):
     from keras_sparse import datasets
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(datasets, "load_cifar", offline)
-    cells = [c.source for c in _generator().neurrev_cifar().cells
+    cells = [c.source for c in _source(EXAMPLES, "neurrev_cifar_resnet32.ipynb").cells
              if c.cell_type == "code" and "datasets.load_cifar(DATASET)" in c.source]
     assert len(cells) == 1 and 'raise RuntimeError("quick mode: offline data")' in cells[0]
     ns = dict(QUICK=False, DATASET="cifar10", TRAIN_SIZE=500, TEST_SIZE=200)
