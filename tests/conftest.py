@@ -30,8 +30,10 @@ def _fresh_keras_state():
 
 
 # The edit-loop tier (`make test-fast`, `-m "not slow and not full"`): the first
-# case of each parametrized test, and no module that only runs end-to-end scripts,
-# notebooks, subprocesses or fuzzing. `make test` runs every tier but `slow`.
+# case of each parametrized test, no module that only runs end-to-end scripts,
+# notebooks, subprocesses or fuzzing, and no test marked `@pytest.mark.full`
+# (those took >= 4 s; every module keeps fast tests). `make test` runs every
+# tier but `slow`.
 FULL_TIER_MODULES = {
     "test_examples_demo.py",
     "test_examples_notebooks.py",

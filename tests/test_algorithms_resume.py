@@ -143,6 +143,7 @@ def _backup_callbacks(method, backup, order, updates):
     return [dst, bar] if order == "dst_first" else [bar, dst]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", METHODS)
 def test_backup_and_restore_two_kills_match_uninterrupted(tmp_path, method):
     """Killed at epoch 1 and again at epoch 3, each run a fresh model from

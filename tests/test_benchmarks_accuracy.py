@@ -117,6 +117,7 @@ def test_real_methods_measure_sparsity(method, tmp_path):
     assert 0.0 <= rec["test_accuracy"] <= 1.0
 
 
+@pytest.mark.full
 def test_lth_ticket_is_found_once_and_reused(tmp_path, monkeypatch):
     """The lth and lth_tost rows train the same ticket; the second call loads it."""
     import keras
@@ -140,6 +141,7 @@ def test_lth_ticket_is_found_once_and_reused(tmp_path, monkeypatch):
         accuracy.lottery_ticket(accuracy.build_model("small_cnn", 0), 0.5, "erk", data, budget, 0)
 
 
+@pytest.mark.full
 def test_lth_higher_sparsity_continues_from_the_cached_ticket(tmp_path, monkeypatch):
     import keras
 
@@ -217,6 +219,7 @@ def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
     assert a.update_interval == 4 and accuracy.parse_args([]).update_interval is None
 
 
+@pytest.mark.full
 def test_global_granet_row_prunes_globally_and_logs_dynamics(monkeypatch):
     budget = harness.Budget(epochs=1)
     monkeypatch.setattr(accuracy, "_INTERVAL_OVERRIDE", 1)

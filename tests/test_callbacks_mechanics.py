@@ -335,6 +335,7 @@ def _final_masks(method, seed):
     return _RUNS[method, seed]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", METHODS)
 def test_same_seed_same_masks_every_method(method):
     first = _final_masks(method, 5)

@@ -129,6 +129,7 @@ def test_backup_and_restore_resume_matches_uninterrupted(tmp_path, op, kill_epoc
     assert all_masked_entries_zero(resumed)
 
 
+@pytest.mark.full
 def test_backup_listed_before_mask_callback_loses_the_update(tmp_path):
     """Documents a pitfall of callbacks that change masks in `on_epoch_end`:
     BackupAndRestore first in the list saves the epoch-end state before such
@@ -147,6 +148,7 @@ def test_backup_listed_before_mask_callback_loses_the_update(tmp_path):
     assert any(not np.array_equal(masks[k], reference[0][k]) for k in masks)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("op", sorted(MASK_OPS))
 @pytest.mark.parametrize("kill_epoch", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_checkpoint_load_model_resume_matches_uninterrupted(tmp_path, op, kill_epoch):

@@ -34,6 +34,7 @@ def test_grown_weights_zero_and_moments_reset(method):
     assert any_grown
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", ["set", "rigl"])
 def test_same_seed_same_masks(method):
     def run():
@@ -47,6 +48,7 @@ def test_same_seed_same_masks(method):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.full
 def test_steps_per_execution_updates_on_schedule():
     updates = []
 
@@ -63,6 +65,7 @@ def test_steps_per_execution_updates_on_schedule():
     assert int(model.optimizer.iterations.numpy()) == 20
 
 
+@pytest.mark.full
 def test_resume_continues_schedule_from_iterations():
     updates = []
 
@@ -79,6 +82,7 @@ def test_resume_continues_schedule_from_iterations():
     assert updates == [6, 9, 12]
 
 
+@pytest.mark.full
 def test_logs_have_dst_figures():
     model = sparse_model("neurrev", "unstructured")
     x, y = data()

@@ -77,6 +77,7 @@ def _chain():
     return keras.Model(inputs, L.Dense(3, name="logits")(x))
 
 
+@pytest.mark.full
 def test_strip_removes_channels_of_a_chain_with_equal_outputs():
     sparse = _sparse(_chain())
     # c1 channel 0: constant relu(BN(bias)), positive -> a 'same' 3x3
@@ -112,6 +113,7 @@ def _resnet():
     return ks.models.cifar_resnet(depth=8, input_shape=(8, 8, 3), num_classes=3, width=4)
 
 
+@pytest.mark.full
 def test_strip_removes_channels_of_a_resnet_with_add():
     sparse = _sparse(_resnet())
     graph = channels.analyze(sparse)
@@ -159,6 +161,7 @@ def _depthwise_net():
     return keras.Model(inputs, L.Dense(3, name="logits")(x))
 
 
+@pytest.mark.full
 def test_strip_removes_channels_through_depthwise_conv():
     sparse = _sparse(_depthwise_net())
     # Channel 1 of pw1 and its depthwise slice: the depthwise outputs 2, 3
@@ -191,6 +194,7 @@ def test_sequential_model_is_supported():
     _assert_same_outputs(sparse, small, np.random.default_rng(5).normal(size=(4, 6)).astype("float32"))
 
 
+@pytest.mark.full
 def test_nothing_removable_returns_the_same_model():
     sparse = _sparse(_chain(), sparsity=0.2)
     plain = ks.strip(sparse)
@@ -254,6 +258,7 @@ def test_a_fully_masked_layer_keeps_one_channel():
     _assert_same_outputs(sparse, small, np.ones((2, 6), "float32"))
 
 
+@pytest.mark.full
 def test_sparsity_report_gives_channels_before_and_after():
     sparse = _sparse(_chain())
     _zero(sparse, "d1", -1, [4, 5])
@@ -266,6 +271,7 @@ def test_sparsity_report_gives_channels_before_and_after():
     assert "7->5" in lines[0]
 
 
+@pytest.mark.full
 def test_bad_input_raises():
     sparse = _sparse(_chain())
     with pytest.raises(TypeError, match="remove_channels"):

@@ -136,6 +136,7 @@ def test_load_cifar_without_tfds_gives_install_hint(monkeypatch):
         datasets.load_cifar("cifar10")
 
 
+@pytest.mark.full
 @pytest.mark.real_data
 def test_real_fashion_mnist(fashion_mnist):
     (x_train, y_train), (x_test, y_test) = fashion_mnist

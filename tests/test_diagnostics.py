@@ -24,6 +24,7 @@ def test_dormant_fraction_counts_dead_channels():
     assert 0.0 <= result["all"] <= 1.0
 
 
+@pytest.mark.full
 def test_dormant_fraction_sees_wrapped_conv_and_relu_layer():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="c"),
@@ -34,6 +35,7 @@ def test_dormant_fraction_sees_wrapped_conv_and_relu_layer():
     assert set(result) == {"c", "r", "all"}
 
 
+@pytest.mark.full
 def test_dormant_fraction_bad_input():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no ReLU layer"):

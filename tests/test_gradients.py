@@ -95,6 +95,7 @@ def _next_callback(name, first):
     return getattr(ks.callbacks, name)(**kwargs)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("how", ["keyboard_interrupt", "other_callback_error", "nonfinite_raise"])
 def test_interrupted_fit_then_rigl_fit_changes_masks_and_keeps_optimizer_state(how):
     model = _model()
@@ -120,6 +121,7 @@ def test_interrupted_fit_then_rigl_fit_changes_masks_and_keeps_optimizer_state(h
     assert installed_capture(optimizer) is None  # removed at on_train_end
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", ["RigL", "NeurRev", "GraNet", "MEST", "same_instance"])
 def test_any_dst_callback_works_after_a_keyboard_interrupt(name):
     model = _model()
@@ -135,6 +137,7 @@ def test_any_dst_callback_works_after_a_keyboard_interrupt(name):
     assert installed_capture(model.optimizer) is None
 
 
+@pytest.mark.full
 def test_capture_is_removed_when_the_update_itself_raises():
     model = _model()
     with pytest.raises(FloatingPointError):
@@ -143,6 +146,7 @@ def test_capture_is_removed_when_the_update_itself_raises():
     assert "apply" not in vars(model.optimizer)
 
 
+@pytest.mark.full
 def test_foreign_wrapper_of_apply_gets_a_clear_error_before_any_mask_change():
     model = _model()
     optimizer = model.optimizer

@@ -28,6 +28,7 @@ sparsities = st.one_of(st.floats(0.0, 0.99), bad_numbers)
 
 
 
+@pytest.mark.full
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
@@ -101,6 +102,7 @@ def test_nonfinite_gradients_keep_pruned_entries_zero(bad):
     assert not np.any(np.isfinite(w[m == 1]))
 
 
+@pytest.mark.full
 def test_nonfinite_weights_are_zeroed_where_pruned_by_apply_masks():
     model = _dense_sparse()
     wrapper = keras_sparse.sparse_wrappers(model)[0]
@@ -181,6 +183,7 @@ def test_tampered_keras_file_raises_clearly(tmp_path, tamper):
         assert "99.0.0" in message and "pip install -U keras_sparse" in message
 
 
+@pytest.mark.full
 def test_file_written_before_versions_were_recorded_loads(tmp_path):
     model = _dense_sparse()
     src, dst = tmp_path / "ok.keras", tmp_path / "old.keras"
@@ -191,6 +194,7 @@ def test_file_written_before_versions_were_recorded_loads(tmp_path):
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_mixed_precision_steps_per_execution_jit_keep_masks(jit_compile):
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -28,6 +28,7 @@ def compiled(model):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("rewind_step", [0, 3])
 def test_rewinding_restores_saved_weights_on_kept_entries(rewind_step):
     x, y = xy()
@@ -56,6 +57,7 @@ def test_rewinding_restores_saved_weights_on_kept_entries(rewind_step):
     assert sparsities == sorted(sparsities)
 
 
+@pytest.mark.full
 def test_ticket_apply_to_fresh_model_and_save_load(tmp_path):
     x, y = xy()
     ticket = lottery.find_ticket(compiled(mlp()), dict(x=x, y=y, epochs=1, batch_size=32),
@@ -70,6 +72,7 @@ def test_ticket_apply_to_fresh_model_and_save_load(tmp_path):
         np.testing.assert_array_equal(m, ticket.masks[k])
 
 
+@pytest.mark.full
 def test_masks_are_nested_across_rounds():
     x, y = xy()
     seen = []

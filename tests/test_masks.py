@@ -16,6 +16,7 @@ def test_validate_sparsity_rejects_non_numbers(bad):
         masks.validate_sparsity(bad)
 
 
+@pytest.mark.full
 def test_num_active_rounds_and_keeps_one():
     assert masks.num_active(10, 0.25) == 8  # 7.5 rounds to 8 (banker's: 8)
     assert masks.num_active(100, 0.9) == 10

@@ -69,6 +69,7 @@ def test_search_and_awake_falls_back_to_magnitude():
     assert neg == 1
 
 
+@pytest.mark.full
 def test_global_drop_counts_hand_computed():
     m1, m2 = np.ones(4), np.ones(4)
     s1, s2 = np.array([1.0, 2, 3, 4]), np.array([0.5, 5, 6, 0.1])
@@ -76,6 +77,7 @@ def test_global_drop_counts_hand_computed():
     assert mm.global_drop_counts([m1, m2], [s1, s2], 3) == [1, 2]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("structure", mm.STRUCTURES)
 def test_structured_random_mask_counts(structure):
     mask = mm.structured_random_mask((3, 3, 8, 16), 0.75, mm.seed_for(0, 1), structure)

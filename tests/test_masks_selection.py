@@ -197,6 +197,7 @@ def test_search_and_awake_matches_reference(bracket):
         assert got[2] == expected[2]
 
 
+@pytest.mark.full
 def test_large_weight_uses_sampled_bracket_and_matches_reference():
     # Above _SAMPLE_ABOVE without monkeypatching: the path a 1M-entry layer takes.
     rng = np.random.default_rng(6)

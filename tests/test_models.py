@@ -11,6 +11,7 @@ def _conv_params(k, c_in, c_out, bias):
     return k * k * c_in * c_out + (c_out if bias else 0)
 
 
+@pytest.mark.full
 def test_small_cnn_matches_benchmark_model_a():
     model = models.small_cnn()
     assert model.input_shape == (None, 28, 28, 1)
@@ -30,6 +31,7 @@ def test_small_cnn_matches_benchmark_model_a():
     ]
 
 
+@pytest.mark.full
 def test_small_cnn_outputs_logits_not_probabilities():
     model = models.small_cnn()
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
@@ -40,6 +42,7 @@ def test_small_cnn_outputs_logits_not_probabilities():
     assert model.layers[-1].get_config()["activation"] == "linear"
 
 
+@pytest.mark.full
 def test_small_cnn_other_input_and_classes():
     model = models.small_cnn(input_shape=(32, 32, 3), num_classes=100)
     assert model.output_shape == (None, 100)
@@ -59,6 +62,7 @@ def _resnet_params(n, widths=(16, 32, 64), in_ch=3, classes=10):
     return total + c * classes + classes
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("depth,approx", [(20, 0.27e6), (32, 0.46e6)])
 def test_cifar_resnet_param_counts(depth, approx):
     model = models.cifar_resnet(depth)
@@ -69,6 +73,7 @@ def test_cifar_resnet_param_counts(depth, approx):
     assert model.name == f"resnet{depth}"
 
 
+@pytest.mark.full
 def test_cifar_resnet_weighted_layer_count_is_depth():
     depth = 32
     model = models.cifar_resnet(depth)
@@ -82,6 +87,7 @@ def test_cifar_resnet_weighted_layer_count_is_depth():
     assert all(not l.use_bias for l in convs)
 
 
+@pytest.mark.full
 def test_cifar_resnet_28x28_grayscale_forward():
     model = models.cifar_resnet(20, input_shape=(28, 28, 1))
     x = np.zeros((2, 28, 28, 1), dtype="float32")
@@ -92,11 +98,13 @@ def test_cifar_resnet_28x28_grayscale_forward():
     assert tuple(last_block.output.shape) == (None, 7, 7, 64)
 
 
+@pytest.mark.full
 def test_cifar_resnet_width_multiplier():
     model = models.cifar_resnet(20, width=32, num_classes=100)
     assert model.count_params() == _resnet_params(3, widths=(32, 64, 128), classes=100)
 
 
+@pytest.mark.full
 def test_relus_are_separate_layers():
     model = models.cifar_resnet(20)
     relus = [l for l in model.layers if isinstance(l, keras.layers.ReLU)]
@@ -107,6 +115,7 @@ def test_relus_are_separate_layers():
             assert layer.get_config()["activation"] == "linear"
 
 
+@pytest.mark.full
 def test_resnet18_param_count():
     model = models.resnet18()
     assert model.count_params() == _resnet_params(2, widths=(64, 128, 256, 512))
@@ -114,6 +123,7 @@ def test_resnet18_param_count():
     assert model.output_shape == (None, 10)
 
 
+@pytest.mark.full
 def test_resnet18_28x28_input():
     model = models.resnet18(input_shape=(28, 28, 1), num_classes=10)
     assert model.output_shape == (None, 10)
@@ -142,6 +152,7 @@ def test_bad_num_classes(builder):
         builder(num_classes=0)
 
 
+@pytest.mark.full
 def test_mobilenet_v2_small_layout():
     model = models.mobilenet_v2_small((28, 28, 1), num_classes=7)
     assert model.output_shape == (None, 7)

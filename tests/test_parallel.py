@@ -35,6 +35,7 @@ def _run(name, parallel_above, monkeypatch):
     return history
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", alg.registered_names())
 def test_parallel_update_matches_serial(name, monkeypatch):
     serial = _run(name, 1 << 62, monkeypatch)

@@ -25,6 +25,7 @@ def _erk_budgets(model, sparsity):
     return allocation.allocate(shapes, sparsity, "erk")
 
 
+@pytest.mark.full
 def test_synflow_budgets_as_name_or_dict_give_the_same_masks():
     model = _cnn()
     budgets = _erk_budgets(model, 0.9)

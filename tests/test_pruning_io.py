@@ -34,6 +34,7 @@ def test_save_load_apply_round_trip(tmp_path):
         fresh.get_layer("c0").kernel.numpy()[loaded["c0/kernel"] == 1])
 
 
+@pytest.mark.full
 def test_apply_in_place_on_sparse_model_and_by_order():
     masks = pruning.get_masks(pruning.random_pruning(build(), 0.7, seed=1))
     sparse = keras_sparse.sparsify(build(named=False), 0.0, "uniform", keep_dense=None)
@@ -45,6 +46,7 @@ def test_apply_in_place_on_sparse_model_and_by_order():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize(
     "edit, text",
     [
@@ -65,12 +67,14 @@ def test_bad_masks_raise_and_leave_model_unchanged(edit, text):
         np.testing.assert_array_equal(a, v.numpy())
 
 
+@pytest.mark.full
 def test_shape_mismatch_across_architectures_is_clear():
     masks = pruning.get_masks(pruning.random_pruning(build(width=8), 0.7, seed=1))
     with pytest.raises(ValueError, match=r"has shape \(3, 3, 1, 8\) but weight 'c0/kernel'"):
         pruning.apply_masks(build(width=4), masks)
 
 
+@pytest.mark.full
 def test_non_strict_keeps_other_masks():
     sparse = keras_sparse.sparsify(build(), 0.5, "uniform", keep_dense=None, seed=2)
     old_out = pruning.get_masks(sparse)["out/kernel"]

@@ -48,6 +48,7 @@ def _total(model):
     return sum(m.size for m in pruning.get_masks(model).values())
 
 
+@pytest.mark.full
 def test_snip_scores_are_abs_grad_times_weight_hand_computed():
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, name="d")(inputs))
@@ -62,6 +63,7 @@ def test_snip_scores_are_abs_grad_times_weight_hand_computed():
     np.testing.assert_allclose(scores["d/kernel"][:, 0], np.abs(grad * w), rtol=1e-5)
 
 
+@pytest.mark.full
 def test_snip_keeps_global_top_scores_and_exact_count():
     model = mlp()
     x, y = data()
@@ -79,6 +81,7 @@ def test_snip_keeps_global_top_scores_and_exact_count():
         assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
 
+@pytest.mark.full
 def test_dense_input_is_untouched_and_layer_scope_follows_budgets():
     model = mlp()
     before = [w.copy() for w in model.get_weights()]
@@ -98,6 +101,7 @@ def _grad(model, weights, x, y, loss):
     return [np.asarray(g, np.float64) for g in tape.gradient(value, weights)]
 
 
+@pytest.mark.full
 def test_grasp_scores_are_minus_theta_hg_and_highest_are_removed():
     model = mlp((4, 5, 3), activation="tanh")
     x, y = data(d=4)
@@ -128,6 +132,7 @@ def test_grasp_scores_are_minus_theta_hg_and_highest_are_removed():
     assert removed.min() >= kept.max()  # GraSP removes the HIGHEST scores
 
 
+@pytest.mark.full
 def test_grasp_temperature_auto_follows_the_authors_code_on_logits():
     from keras_sparse.pruning.methods import GRASP_LOGIT_TEMPERATURE, grasp_temperature
 
@@ -147,6 +152,7 @@ def test_grasp_temperature_auto_follows_the_authors_code_on_logits():
     assert any(not np.allclose(auto[k], plain[k]) for k in auto)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "hot", True, None])
 def test_grasp_rejects_bad_temperature_before_changing_masks(bad):
     model = keras_sparse.sparsify(mlp((4, 5, 3)), 0.0, "uniform", keep_dense=None)
@@ -178,6 +184,7 @@ def test_synflow_conserves_flow_layerwise_and_neuronwise(activation):
     np.testing.assert_allclose(scores["b/kernel"].sum(0), scores["c/kernel"].sum(1), rtol=1e-5)
 
 
+@pytest.mark.full
 def test_synflow_iterative_schedule_sparsity_signs_and_bn_state():
     model = mlp(bn=True)
     sparse = keras_sparse.sparsify(model, 0.0, "uniform", keep_dense=None)

@@ -72,6 +72,7 @@ def test_user_constraint_still_applied():
     assert np.all(kernel[wrapper.kernel_mask.numpy() == 0] == 0.0)
 
 
+@pytest.mark.full
 def test_shared_layer_called_twice_has_one_mask():
     wrapper = SparseWrapper(keras.layers.Dense(4), sparsity=0.75, seed=0)
     a, b = keras.Input((4,)), keras.Input((4,))
@@ -159,6 +160,7 @@ def test_zero_sparsity_is_noop():
     np.testing.assert_allclose(y, layer(x))
 
 
+@pytest.mark.full
 def test_wrapping_a_built_layer_keeps_its_weights_on_kept_entries():
     layer = keras.layers.Dense(5)
     layer.build((None, 4))

@@ -145,6 +145,7 @@ def test_attention_and_recurrent_layers_are_sparsified():
     _assert_matches_strip(sparse, x)
 
 
+@pytest.mark.full
 def test_attention_and_recurrent_sparse_model_trains_with_rigl_and_reloads(tmp_path):
     sparse = keras_sparse.sparsify(_sequence_model(), 0.8, seed=0)
     masks_before = [m.numpy().copy() for w in keras_sparse.sparse_wrappers(sparse) for _, _, m in w.masked_weights]

@@ -110,6 +110,7 @@ def test_bad_input_raises_before_anything_changes(kwargs, error, match):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.full
 def test_subclassed_model_gets_pointer_to_wrapping_layers():
     class Net(keras.Model):
         def __init__(self):
@@ -125,6 +126,7 @@ def test_subclassed_model_gets_pointer_to_wrapping_layers():
         keras_sparse.sparsify(net, 0.5)
 
 
+@pytest.mark.full
 def test_not_a_model_unbuilt_no_prunable_and_already_sparse():
     with pytest.raises(TypeError, match="Received"):
         keras_sparse.sparsify(keras.layers.Dense(3), 0.5)
@@ -138,6 +140,7 @@ def test_not_a_model_unbuilt_no_prunable_and_already_sparse():
         keras_sparse.sparsify(sparse, 0.5)
 
 
+@pytest.mark.full
 def test_strip_matches_wrapped_and_has_exact_zeros():
     sparse = keras_sparse.sparsify(small_cnn_functional(), 0.9, seed=0)
     sparse.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -153,6 +156,7 @@ def test_strip_matches_wrapped_and_has_exact_zeros():
         assert np.all(kernel[wrapper.kernel_mask.numpy() == 0] == 0.0)
 
 
+@pytest.mark.full
 def test_keras_file_round_trip_without_custom_objects(tmp_path):
     sparse = keras_sparse.sparsify(small_cnn_functional(), 0.9, seed=0)
     sparse.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -171,6 +175,7 @@ def test_keras_file_round_trip_without_custom_objects(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(_masks(sparse), _masks(loaded)))
 
 
+@pytest.mark.full
 def test_mixed_float16_keeps_masks():
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = small_cnn_functional()
@@ -183,6 +188,7 @@ def test_mixed_float16_keeps_masks():
     assert all_masked_entries_zero(sparse)
 
 
+@pytest.mark.full
 def test_duplicate_layer_names_in_nested_submodels_raise_before_wrapping():
     def sub(name):
         inputs = keras.Input((4,))
@@ -212,6 +218,7 @@ def test_bad_seed_is_refused_naming_seed_before_anything_changes(seed, error):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.full
 def test_numpy_int_seed_is_accepted_and_equals_the_python_int():
     model = small_cnn_functional()
     a = _masks(keras_sparse.sparsify(model, 0.9, seed=np.int64(3)))
@@ -219,11 +226,13 @@ def test_numpy_int_seed_is_accepted_and_equals_the_python_int():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.full
 def test_empty_distribution_dict_is_refused():
     with pytest.raises(ValueError, match=r"empty dict.*Accepted: 'uniform', 'er', 'erk'"):
         keras_sparse.sparsify(small_cnn_functional(), 0.9, distribution={})
 
 
+@pytest.mark.full
 def test_sparsity_leaving_one_weight_per_layer_warns_with_layer_and_count():
     model = small_cnn_functional()
     with pytest.warns(UserWarning, match=r"keep at most one entry") as record:
@@ -237,6 +246,7 @@ def test_sparsity_leaving_one_weight_per_layer_warns_with_layer_and_count():
             assert f"{wrapper.name}/{name} keeps 1 of {m.size}" in message, message
 
 
+@pytest.mark.full
 def test_ordinary_sparsity_does_not_warn():
     import warnings
 

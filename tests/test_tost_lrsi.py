@@ -54,6 +54,7 @@ def _reference_gradinit(w0, batches, iterations, lr, eta, grad_clip, min_scale):
     return scale
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("lr, grad_clip", [(0.05, 1.0), (0.2, 0.01)])
 def test_search_matches_hand_computed_gradinit(lr, grad_clip):
     rng = np.random.default_rng(3)
@@ -73,6 +74,7 @@ def test_search_matches_hand_computed_gradinit(lr, grad_clip):
     np.testing.assert_array_equal(model.get_layer("d").kernel.numpy(), w0)  # model untouched
 
 
+@pytest.mark.full
 def test_scales_are_floored_at_min_scale_for_weights():
     rng = np.random.default_rng(0)
     inputs = keras.Input((3,))
@@ -84,6 +86,7 @@ def test_scales_are_floored_at_min_scale_for_weights():
     assert scales["d/kernel"] == pytest.approx(0.2)
 
 
+@pytest.mark.full
 def test_search_restores_weights_masks_and_batchnorm_statistics():
     x, y = xy()
     model = keras_sparse.sparsify(small_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
@@ -98,6 +101,7 @@ def test_search_restores_weights_masks_and_batchnorm_statistics():
     assert all(s >= 0.01 for s in scales.values())
 
 
+@pytest.mark.full
 def test_tost_prepare_rescales_the_weights_before_training_and_trains_no_scale():
     x, y = xy()
     sparse = keras_sparse.sparsify(small_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
@@ -139,12 +143,14 @@ def test_tost_gradinit_needs_data_before_any_change():
         tost.ToST().prepare(model, data=xy())  # uncompiled model, no loss
 
 
+@pytest.mark.full
 def test_joint_variant_keeps_the_trainable_scalars():
     model = tost.ToST(ghost_skip=False, ghost_swish=False, lrsi="joint").prepare(small_resnet())
     scales = tost.ghost_layers(model, tost.LRSIScale)
     assert len(scales) == 4 and all(s.scale.trainable for s in scales)
 
 
+@pytest.mark.full
 def test_search_and_apply_reject_bad_input():
     model = small_resnet()
     data = xy()
@@ -163,6 +169,7 @@ def test_search_and_apply_reject_bad_input():
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.full
 def test_nested_models_get_unique_scale_names():
     inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="d")], name="a")
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="d")], name="b")

@@ -46,6 +46,7 @@ def _set_all(model, cls, attr, value):
 
 # --- ghost skips -----------------------------------------------------------
 
+@pytest.mark.full
 def test_identity_ghost_skips_go_around_shape_preserving_units_only():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
     ghosted = tost.add_ghost_skips(model, variant="identity")
@@ -62,6 +63,7 @@ def test_identity_ghost_skips_go_around_shape_preserving_units_only():
     np.testing.assert_allclose(gated, conv + stem, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.full
 def test_identity_ghost_skips_after_unit_placement_spans_bn_and_relu():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
     ghosted = tost.add_ghost_skips(model, placement="after_unit", variant="identity")
@@ -89,6 +91,7 @@ def _random_jumps(model, seed=0):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("variant", ["jump", "identity"])
 def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero(variant):
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
@@ -105,6 +108,7 @@ def test_ghost_removal_restores_graph_and_outputs_at_alpha_zero(variant):
     assert pruning.get_masks(restored).keys() == pruning.get_masks(model).keys()
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("variant, gates", [("jump", 4), ("identity", 3)])
 def test_ghost_model_save_load_round_trip(tmp_path, variant, gates):
     ghosted = _random_jumps(tost.add_ghost_skips(keras_sparse.sparsify(
@@ -121,6 +125,7 @@ def test_ghost_model_save_load_round_trip(tmp_path, variant, gates):
             np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.full
 def test_identity_ghost_skips_on_sequential_dense_model():
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, activation="relu"),
                               keras.layers.Dense(5), keras.layers.Dense(2)])
@@ -131,6 +136,7 @@ def test_identity_ghost_skips_on_sequential_dense_model():
         tost.add_ghost_skips(model)
 
 
+@pytest.mark.full
 def test_ghost_skips_bad_models_raise_and_leave_model_unchanged():
     inputs = keras.Input((6,))
     narrowing = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
@@ -157,6 +163,7 @@ def test_ghost_skips_bad_models_raise_and_leave_model_unchanged():
 
 # --- ghost swish -----------------------------------------------------------
 
+@pytest.mark.full
 def test_ghost_swish_replaces_every_relu_kind():
     model = tiny_resnet()
     swished = tost.add_ghost_swish(model, beta=1.0)
@@ -167,6 +174,7 @@ def test_ghost_swish_replaces_every_relu_kind():
     assert not np.allclose(swished.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-3)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("beta", [1e2, 1e4])
 def test_swish_to_relu_swap_matches_at_large_beta(beta):
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
@@ -182,6 +190,7 @@ def test_swish_to_relu_swap_matches_at_large_beta(beta):
     assert not tost.ghost_layers(relu, tost.GhostSwish)
 
 
+@pytest.mark.full
 def test_ghost_swish_bound_per_activation():
     layer = tost.GhostSwish(beta=20.0)
     x = np.linspace(-3, 3, 10001).astype("float32")
@@ -191,6 +200,7 @@ def test_ghost_swish_bound_per_activation():
 
 # --- LRSI ------------------------------------------------------------------
 
+@pytest.mark.full
 def test_lrsi_fold_gives_identical_outputs_and_keeps_zeros():
     model = keras_sparse.sparsify(tiny_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
     scaled = tost.add_lrsi(model)
@@ -213,6 +223,7 @@ def test_lrsi_fold_gives_identical_outputs_and_keeps_zeros():
             assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_lrsi_fold_of_a_diverged_scale_warns_and_keeps_zeros(bad):
     model = keras_sparse.sparsify(tiny_resnet(), 0.7, "uniform", keep_dense=None, seed=0)
@@ -230,6 +241,7 @@ def test_lrsi_fold_of_a_diverged_scale_warns_and_keeps_zeros(bad):
     assert zeros / total >= 0.69  # the sparsity survives the fold
 
 
+@pytest.mark.full
 def test_lrsi_scale_trains():
     inputs = keras.Input((4,))
     model = tost.add_lrsi(keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs)))
@@ -241,6 +253,7 @@ def test_lrsi_scale_trains():
 
 # --- label smoothing --------------------------------------------------------
 
+@pytest.mark.full
 def test_label_smoothing_variants():
     logits = np.random.default_rng(0).normal(size=(5, 10)).astype("float32")
     labels = np.arange(5)
@@ -262,6 +275,7 @@ def test_label_smoothing_variants():
 
 # --- serialization -----------------------------------------------------------
 
+@pytest.mark.full
 @pytest.mark.parametrize("obj", [
     tost.GhostGate(alpha=0.5), tost.GhostSwish(beta=3.0), tost.LRSIScale(initial_scale=2.0),
     tost.GhostJump(alpha=0.3, strides=(2, 2), data_format="channels_first", initial_weight=1e-3),
@@ -280,6 +294,7 @@ def test_config_round_trip(obj):
 
 # --- callback and helper ------------------------------------------------------
 
+@pytest.mark.full
 def test_schedule_defaults():
     assert tost.ghost_schedule(0, 100) == (1.0, 1.0)
     alpha, beta = tost.ghost_schedule(25, 100)
@@ -288,6 +303,7 @@ def test_schedule_defaults():
     assert tost.ghost_schedule(99, 100) == (0.0, pytest.approx(100.0))
 
 
+@pytest.mark.full
 def test_callback_anneals_from_optimizer_iterations():
     model = tost.ToST(lrsi=False).prepare(
         keras_sparse.sparsify(tiny_resnet(), 0.8, "uniform", keep_dense=None, seed=0))
@@ -303,6 +319,7 @@ def test_callback_anneals_from_optimizer_iterations():
     assert history.history["masked_sparsity"][-1] == pytest.approx(0.8, abs=0.02)
 
 
+@pytest.mark.full
 def test_tost_end_to_end_returns_original_plain_graph():
     x, y = xy(64)
     base = keras_sparse.sparsify(tiny_resnet(), 0.0, "uniform", keep_dense=None)
@@ -327,6 +344,7 @@ def test_tost_end_to_end_returns_original_plain_graph():
     np.testing.assert_allclose(plain.predict(x, verbose=0), final.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.full
 def test_each_tweak_switches_alone():
     for kwargs, present in [({"ghost_skip": True, "ghost_swish": False, "lrsi": False}, tost.GhostGate),
                             ({"ghost_skip": False, "ghost_swish": True, "lrsi": False}, tost.GhostSwish),
@@ -337,6 +355,7 @@ def test_each_tweak_switches_alone():
         assert found == {present}
 
 
+@pytest.mark.full
 def test_tost_bad_arguments():
     with pytest.raises(ValueError, match="label_smoothing"):
         tost.ToST(label_smoothing=1.0)
@@ -385,6 +404,7 @@ def _random_bn(model, seed=0):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("variant, names", [
     ("jump", ["c1_ghost_jump", "c2_ghost_jump"]),  # residual convs of the block only
     ("identity", ["c1_ghost_gate", "c2_ghost_gate", "s1_ghost_gate"]),
@@ -405,6 +425,7 @@ def test_nested_ghost_skips_removed_at_alpha_zero_give_identical_outputs(variant
     assert pruning.get_masks(restored).keys() == pruning.get_masks(model).keys()
 
 
+@pytest.mark.full
 def test_nested_lrsi_fold_gives_identical_outputs():
     model = keras_sparse.sparsify(_random_bn(nested_resnet()), 0.6, "uniform", keep_dense=None, seed=0)
     scaled = tost.add_lrsi(model)
@@ -423,6 +444,7 @@ def test_nested_lrsi_fold_gives_identical_outputs():
             assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
 
+@pytest.mark.full
 def test_nested_ghost_swish_swaps_back_to_relu():
     model = _random_bn(nested_resnet())
     swished = tost.add_ghost_swish(model)
@@ -437,6 +459,7 @@ def test_nested_ghost_swish_swaps_back_to_relu():
     assert np.max(np.abs(relu.predict(x, verbose=0) - swished.predict(x, verbose=0))) < 1e-3
 
 
+@pytest.mark.full
 def test_nested_ghost_model_save_load_round_trip(tmp_path):
     model = tost.ToST(lrsi="joint").prepare(keras_sparse.sparsify(nested_resnet(), 0.5, "uniform",
                                                                   keep_dense=None, seed=0))
@@ -451,6 +474,7 @@ def test_nested_ghost_model_save_load_round_trip(tmp_path):
     assert len(tost.ghost_layers(loaded, tost.LRSIScale)) == 5
 
 
+@pytest.mark.full
 def test_nested_subclassed_model_raises_naming_it_before_any_change():
     class Block(keras.Model):
         def __init__(self, **kwargs):
@@ -472,6 +496,7 @@ def test_nested_subclassed_model_raises_naming_it_before_any_change():
 
 # --- ghost jumps (the reference's ghost skips) ----------------------------------
 
+@pytest.mark.full
 def test_ghost_jumps_are_1x1_conv_bn_on_both_convs_of_every_block_including_stride_2():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
     jumped = tost.ToST(ghost_swish=False, lrsi=False).prepare(model)
@@ -498,6 +523,7 @@ def test_ghost_jumps_are_1x1_conv_bn_on_both_convs_of_every_block_including_stri
     assert "'b1_out'" in cfg["b2_c1_ghost_jump"]
 
 
+@pytest.mark.full
 def test_ghost_jump_adds_alpha_times_bn_of_the_1x1_conv():
     model = keras_sparse.sparsify(tiny_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
     jumped = _random_jumps(tost.add_ghost_skips(model, alpha=0.37))
@@ -513,6 +539,7 @@ def test_ghost_jump_adds_alpha_times_bn_of_the_1x1_conv():
     np.testing.assert_allclose(out, main + 0.37 * bn, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.full
 def test_finalize_removes_the_jumps_and_equals_the_model_without_their_contribution():
     x, y = xy(32)
     sparse = keras_sparse.sparsify(tiny_resnet(), 0.6, "uniform", keep_dense=None, seed=0)
@@ -535,6 +562,7 @@ def test_finalize_removes_the_jumps_and_equals_the_model_without_their_contribut
     assert len(final.weights) == len(sparse.weights)
 
 
+@pytest.mark.full
 def test_callback_anneals_jumps_then_finalize_is_exact():
     x, y = xy(32)
     sparse = keras_sparse.sparsify(tiny_resnet(), 0.6, "uniform", keep_dense=None, seed=0)
@@ -547,6 +575,7 @@ def test_callback_anneals_jumps_then_finalize_is_exact():
     np.testing.assert_array_equal(final.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.full
 def test_nested_ghost_jumps_live_in_the_sub_model_and_survive_save_load(tmp_path):
     model = keras_sparse.sparsify(nested_resnet(), 0.5, "uniform", keep_dense=None, seed=0)
     jumped = _random_jumps(tost.add_ghost_skips(model, alpha=0.5))

@@ -140,6 +140,7 @@ def _keras_masks(sparse, algo, xs, ys):
     return record
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng,
                                                           storage):
@@ -167,6 +168,7 @@ def test_rigl_masks_match_the_keras_callback_step_by_step(tmp_path, rng,
     assert [o["regrown"] > 0 for o in outs][2] and outs[0]["regrown"] == 0
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_neurrev_masks_and_reference_match_the_keras_callback(tmp_path,
                                                               rng, storage):
@@ -234,6 +236,7 @@ def _one_update_at_step_2(tmp_path, rng, algo):
     return xs, ys, plain, before, get_state(), w_after_step
 
 
+@pytest.mark.full
 def test_mest_update_equals_numpy_replay(tmp_path, rng):
     """Drop by |w| + lambda |g| (g: this batch's dense gradient at the
     weights before the step), grow by the SET hash."""
@@ -266,6 +269,7 @@ def test_mest_update_equals_numpy_replay(tmp_path, rng):
 
 # ------------------------------------------------------- SET invariants
 
+@pytest.mark.full
 def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
     steps = 10
     xs, ys = _batches(rng, steps)
@@ -307,6 +311,7 @@ def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
     assert regrown_total > 0
 
 
+@pytest.mark.full
 def test_set_update_equals_numpy_replay_with_the_hash(tmp_path, rng):
     """One SET update on the device is `keras_sparse.masks.prune_and_grow`
     with |w| drop scores and `set_scores_np` grow scores."""
@@ -347,6 +352,7 @@ def test_set_hash_grows_uniformly_over_eligible_positions():
 
 # ------------------------------------------------------ state and weights
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_checkpoint_mid_run_continues_exactly(tmp_path, rng, storage):
     steps, cut = 12, 5
@@ -372,6 +378,7 @@ def test_checkpoint_mid_run_continues_exactly(tmp_path, rng, storage):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng,
                                                          storage):
@@ -399,6 +406,7 @@ def test_get_weights_is_dense_with_exact_zeros_at_pruned(tmp_path, rng,
 
 # ----------------------------------------------------- tflite-runtime 2.14
 
+@pytest.mark.full
 @pytest.mark.parametrize("name, storage", [
     ("set", "dense"), ("rigl", "dense"), ("neurrev", "dense"),
     ("mest", "dense"), ("rigl", "sparse"), ("neurrev", "sparse")])
@@ -430,6 +438,7 @@ def test_dst_file_trains_identically_in_tflite_runtime_214(tmp_path, rng,
 
 # ------------------------------------------------------------------ runner
 
+@pytest.mark.full
 def test_runner_logs_sparsity_and_regrown_and_resumes_exactly(tmp_path, rng):
     from tflite_export import runner
 
@@ -461,6 +470,7 @@ def test_runner_logs_sparsity_and_regrown_and_resumes_exactly(tmp_path, rng):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.full
 def test_runner_logs_awakened_for_neurrev(tmp_path, rng):
     from tflite_export import runner
 
@@ -478,6 +488,7 @@ def test_runner_logs_awakened_for_neurrev(tmp_path, rng):
         "dst_awakened"])
 
 
+@pytest.mark.full
 def test_fractional_schedule_with_total_steps_runs_where_planned(tmp_path,
                                                                 rng):
     xs, ys = _batches(rng, 9)

@@ -49,6 +49,7 @@ def test_runner_imports_no_tensorflow_or_keras(tmp_path):
     assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.full
 def test_runner_end_to_end_in_main_venv(tmp_path, rng):
     model, x, inf, tr = _exports(tmp_path, rng)
     res = _run(sys.executable, "infer", inf, "--data",
@@ -72,6 +73,7 @@ def test_runner_end_to_end_in_main_venv(tmp_path, rng):
     assert np.all(kernel[orig == 0] == 0.0)
 
 
+@pytest.mark.full
 def test_runner_in_tflite_runtime_venv(tmp_path, rng):
     py = require_tflite_runtime_python()
     model, x, inf, tr = _exports(tmp_path, rng)
@@ -93,6 +95,7 @@ def test_runner_in_tflite_runtime_venv(tmp_path, rng):
     assert np.max(np.abs(pred - ref)) <= 0.06 * np.max(np.abs(ref)) + 1e-3
 
 
+@pytest.mark.full
 def test_cli_export_and_inspect(tmp_path):
     model = zero_out(mlp((16, 32, 4)), 0.1, block=4)
     model.save(tmp_path / "m.keras")
@@ -112,6 +115,7 @@ def test_cli_export_and_inspect(tmp_path):
     assert {t["format"] for t in info["sparse_tensors"]} == {"BSR"}
 
 
+@pytest.mark.full
 def test_bare_files_carry_their_op_resolver(tmp_path, rng):
     from tflite_export.metadata import read_metadata
 
@@ -138,6 +142,7 @@ def _error(res):
     return res.stderr
 
 
+@pytest.mark.full
 def test_runner_errors_name_received_and_accepted_before_any_change(
         tmp_path, rng):
     model, x, inf, tr = _exports(tmp_path, rng)
@@ -175,6 +180,7 @@ def test_runner_errors_name_received_and_accepted_before_any_change(
     assert not os.path.exists(w)
 
 
+@pytest.mark.full
 def test_runner_functions_raise_before_any_weight_change(tmp_path, rng):
     from tflite_export import runner
 
@@ -196,6 +202,7 @@ def test_runner_functions_raise_before_any_weight_change(tmp_path, rng):
         runner.get_weights(runner.make_interpreter(inf))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("python", ["main", "tflite_runtime"])
 def test_checkpoint_resume_continues_exactly(tmp_path, rng, python):
     py = (sys.executable if python == "main"

@@ -102,6 +102,7 @@ BN_CASES = {
 }
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("case", sorted(BN_CASES))
 def test_frozen_batchnorm_and_identity_dropout_match_keras_equivalent(
         tmp_path, rng, case):
@@ -144,6 +145,7 @@ def _set(model, trainable_values):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_20_steps_match_keras_and_keep_zeros(tmp_path, rng, case, storage):
@@ -183,6 +185,7 @@ def test_20_steps_match_keras_and_keep_zeros(tmp_path, rng, case, storage):
             assert np.any(after[name] != before[name])  # live ones trained
 
 
+@pytest.mark.full
 def test_zeros_stay_zero_after_many_steps(tmp_path, rng):
     model = zero_out(mlp((16, 32, 4)), 0.1)
     path = str(tmp_path / "t.tflite")
@@ -225,6 +228,7 @@ def test_keras3_model_variables_are_collected_explicitly():
         np.testing.assert_array_equal(var.numpy(), w)
 
 
+@pytest.mark.full
 def test_trained_weights_are_variables_not_constants(tmp_path, rng):
     model = zero_out(mlp((8, 16, 3)), 0.5)
     path = str(tmp_path / "t.tflite")
@@ -243,6 +247,7 @@ def test_trained_weights_are_variables_not_constants(tmp_path, rng):
     assert np.max(np.abs(infer(x=x)["output"] - y0)) > 1e-4
 
 
+@pytest.mark.full
 def test_relu_after_bias_free_matmul_is_kept(tmp_path, rng):
     # Pitfall: ReLU right after a bias-free matmul on a variable has been
     # seen to vanish in conversion.
@@ -263,6 +268,7 @@ def test_relu_after_bias_free_matmul_is_kept(tmp_path, rng):
                                atol=1e-6)
 
 
+@pytest.mark.full
 def test_set_weights_roundtrip_and_softmax_output(tmp_path, rng):
     inp = keras.Input((6,))
     h = keras.layers.Dense(8, activation="relu")(inp)
@@ -289,6 +295,7 @@ def test_set_weights_roundtrip_and_softmax_output(tmp_path, rng):
         np.testing.assert_array_equal(got[n], want)
 
 
+@pytest.mark.full
 def test_sparse_weight_storage_is_smaller_than_dense_inference(tmp_path):
     model = zero_out(mlp((64, 256, 10)), 0.1)
     opt = lambda: keras.optimizers.SGD(0.1, momentum=0.9)  # noqa: E731
@@ -384,6 +391,7 @@ def _check_against_keras(report, losses, w0, w1, k_losses, k_weights):
             assert np.all(w1[name][pruned] == 0.0)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_trains_in_tflite_runtime_214_venv(tmp_path, rng, storage):
     model = zero_out(small_cnn((10, 10, 1), (4, 8, 16)), 0.2)
@@ -399,6 +407,7 @@ def test_trains_in_tflite_runtime_214_venv(tmp_path, rng, storage):
     _check_against_keras(report, losses, w0, w1, k_losses, k_weights)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 @pytest.mark.parametrize("case", sorted(BN_CASES))
 def test_frozen_batchnorm_and_identity_dropout_in_tflite_runtime_214(
@@ -463,6 +472,7 @@ def _dag_zoo():
     return _bn_randomized(zero_out(keras.Model(inp, out), 0.4))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_every_supported_layer_in_a_dag_matches_keras(tmp_path, rng,
                                                       storage):
@@ -490,6 +500,7 @@ def test_every_supported_layer_in_a_dag_matches_keras(tmp_path, rng,
             assert np.all(after[name][before[name] == 0] == 0.0)
 
 
+@pytest.mark.full
 def test_batchnorm_train_matches_keras_training_mode(tmp_path, rng):
     model = _tiny_resnet(bn_trainable=True)
     xs, ys = _data(rng, (8, 8, 1), 10, categorical=False)
@@ -543,6 +554,7 @@ def _freeze_all_but(model, names):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_head_only_training_keeps_backbone_constant(tmp_path, rng, storage):
     model = _freeze_all_but(_tiny_resnet(), {"logits"})
@@ -599,6 +611,7 @@ def test_head_only_training_keeps_backbone_constant(tmp_path, rng, storage):
         np.asarray(km(xs[0], training=False)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.full
 def test_frozen_stem_trains_the_rest_like_keras(tmp_path, rng):
     model = _tiny_resnet()
     model.get_layer("stem_conv").trainable = False
@@ -629,6 +642,7 @@ def test_all_layers_frozen_is_rejected(tmp_path):
 
 # --------------------------------------------------- save and restore
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 @pytest.mark.parametrize("density", [0.3, 0.7])
 def test_set_weights_and_set_state_never_write_pruned_positions(
@@ -672,6 +686,7 @@ def test_set_weights_and_set_state_never_write_pruned_positions(
                 assert np.all(got[n][w0[n] == 0] == 0.0)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
 def test_restored_state_continues_exactly(tmp_path, rng, storage):
     model = _tiny_resnet()
@@ -703,6 +718,7 @@ def test_restored_state_continues_exactly(tmp_path, rng, storage):
         np.testing.assert_array_equal(resumed[k], final[k])
 
 
+@pytest.mark.full
 def test_dag_and_batchnorm_train_in_tflite_runtime_214(tmp_path, rng):
     model = _dag_zoo()
     xs, ys = _data(rng, (9, 9, 2), 5, categorical=False)

@@ -127,6 +127,7 @@ def test_dense_storage_20_steps_match_sparse_keras(tmp_path, rng, name):
     _check(report, losses, w0, w1, sparse, k_losses)
 
 
+@pytest.mark.full
 def test_sparsified_model_exports_directly_with_its_masks(tmp_path, rng):
     model = keras_sparse.models.small_cnn((12, 12, 1))
     sparse = keras_sparse.sparsify(model, 0.8, distribution="erk", seed=0)

@@ -89,6 +89,7 @@ def test_qualifying_net_passes_with_sparse_wrappers():
     assert report.conv1x1_sparsity > xnnpack.MIN_ZERO_FRACTION
 
 
+@pytest.mark.full
 def test_share_counts_prunable_entries_of_eligible_layers():
     model = sparse(mobilenet_like())
     report = tflite_export.check_xnnpack_sparse(model)
@@ -102,6 +103,7 @@ def test_share_counts_prunable_entries_of_eligible_layers():
     assert 0.0 < report.eligible_share < 1.0
 
 
+@pytest.mark.full
 def test_stripped_model_reads_zeros_from_kernels():
     model = sparse(mobilenet_like())
     wrapped = tflite_export.check_xnnpack_sparse(model)
@@ -144,6 +146,7 @@ def test_net_without_stride2_stem_names_its_first_conv():
     assert failing == {"stem_conv": "not a stem: strides (1, 1) (needs 2)"}
 
 
+@pytest.mark.full
 def test_stem_needs_three_input_channels():
     report = tflite_export.check_xnnpack_sparse(
         sparse(mobilenet_like(input_channels=1)))
@@ -204,6 +207,7 @@ def test_3x3_conv_inside_the_subgraph_blocks_it():
     assert "mid_conv" in report.reasons[-1]
 
 
+@pytest.mark.full
 def test_same_padded_stride2_depthwise_blocks_it():
     report = tflite_export.check_xnnpack_sparse(
         sparse(mobilenet_like(stride2_dw="same")))
@@ -330,6 +334,7 @@ def _non_identity_batchnorm(model, seed=0):
     return model
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("bn_after_relu", [False, True])
 def test_converter_emits_the_operators_the_check_assumes(bn_after_relu):
     # The check reasons about the TFLite operators each Keras layer becomes:
@@ -372,6 +377,7 @@ def test_precisions_match_the_exporter():
     assert set(xnnpack.SPARSE_PRECISIONS) <= set(PRECISIONS)
 
 
+@pytest.mark.full
 def test_strict_raises_with_the_failing_layer_names():
     model = sparse(mobilenet_like(mid_conv="3x3", stride2_dw="same"))
     with pytest.raises(ValueError, match="does not qualify") as info:
@@ -384,6 +390,7 @@ def test_strict_raises_with_the_failing_layer_names():
     assert report.qualifies
 
 
+@pytest.mark.full
 def test_mobilenet_v2_small_needs_explicit_stride2_padding():
     model = sparse(keras_sparse.models.mobilenet_v2_small())
     report = tflite_export.check_xnnpack_sparse(model)
