@@ -240,19 +240,21 @@ class Graph:
         Nested models swapped in by `replace_model` keep their own weights;
         the `after_build` callbacks then run on the new model.
         """
-        new_input = {id(t): keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
+        new_input = {id(t): keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                                            sparse=t.sparse, name=name)
                      for t, name in zip(self.model.inputs, self._input_names)}
         tensors: dict[Ref, Any] = {
             Ref(name): new_input[id(t)] for t, name in zip(self.model.inputs, self._input_names)}
         layers: dict[str, Any] = {}
+
+        def fill(x):
+            return tensors[x] if isinstance(x, Ref) else x
+
         for n in self._nodes:
-            if n.name not in layers:
+            if n.name not in layers:  # kept layers are fresh copies, built by the call
                 op = self._given.get(n.name) or self._ops[n.name]
                 layers[n.name] = (op if n.name in self._given
                                   else type(op).from_config(self._config(n.name)))
-            def fill(x):
-                return tensors[x] if isinstance(x, Ref) else x
-
             out = layers[n.name](*_map(n.args, fill), **_map(n.kwargs, fill))
             flat = [t for t in keras.tree.flatten(out) if isinstance(t, keras.KerasTensor)]
             for j, t in enumerate(flat):
