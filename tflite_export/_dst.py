@@ -118,10 +118,6 @@ class DSTPlan:
         """`start // interval`: update number `j` is at step `(first + 1 + j) * interval`."""
         return self.start // self.interval
 
-    def update_steps(self) -> list[int]:
-        return [(self.first + 1 + j) * self.interval
-                for j in range(len(self.fractions))]
-
 
 def plan(algorithm, total_steps) -> DSTPlan:
     """Validates `algorithm` for the device and resolves its schedule.
@@ -257,20 +253,15 @@ def _base(seed: int, kernel: int) -> int:
     return (int(seed) % _M * 1000003 + (kernel + 1) * 104729 + 12345) % _M
 
 
-def set_scores_np(seed: int, step: int, kernel: int, size: int) -> np.ndarray:
-    """SET's grow scores (int32 in [0, 2**31 - 1)) of a kernel, in NumPy.
-
-    The same integer arithmetic as the device graph (`set_scores`), for
-    tests and for apps that want to replay an update.
-    """
-    a = (_base(seed, kernel) + int(step) * 7919) % _M
-    x = (np.arange(size, dtype=np.int64) + a) % _M
+def _mix(x, a, kernel: int):
+    """The integer hash of SET's grow scores, for NumPy int64 arrays and
+    int64 tensors alike (the device graph's MUL/ADD/FLOOR_MOD ops)."""
+    x = (x + a) % _M
     x = (x * 48271) % _M
     x = (x * x + a) % _M
-    x = (x * 16807 + kernel + 1) % _M
+    x = (x * 16807 + (kernel + 1)) % _M
     x = (x * x + 7) % _M
-    x = (x * 48271) % _M
-    return x.astype(np.int32)
+    return (x * 48271) % _M
 
 
 def set_scores(seed: int, step: tf.Tensor, kernel: int, size: int,
@@ -283,13 +274,7 @@ def set_scores(seed: int, step: tf.Tensor, kernel: int, size: int,
     a = (tf.constant(_base(seed, kernel), tf.int64)
          + tf.cast(step, tf.int64) * 7919) % _M
     idx = tf.range(size + dynamic_zero, dtype=tf.int32)
-    x = (tf.cast(idx, tf.int64) + a) % _M
-    x = (x * 48271) % _M
-    x = (x * x + a) % _M
-    x = (x * 16807 + (kernel + 1)) % _M
-    x = (x * x + 7) % _M
-    x = (x * 48271) % _M
-    return tf.cast(x, tf.int32)
+    return tf.cast(_mix(tf.cast(idx, tf.int64), a, kernel), tf.int32)
 
 
 # ------------------------------------------------------------ prune and grow

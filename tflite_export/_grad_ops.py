@@ -35,6 +35,7 @@ against TensorFlow's own gradient in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -211,15 +212,9 @@ def _conv_filter_grad(x, dy, k, s, pads, out):
 
 def depthwise_conv2d(x, kernel, strides, padding: str):
     """`tf.nn.depthwise_conv2d` (NHWC, no dilation) with a builtin-only
-    gradient.
-
-    Args:
-        x: `[N, H, W, C]`.
-        kernel: `[kh, kw, C, M]` (M = depth multiplier); the output has
-            `C * M` channels, channel `c * M + m`.
-        strides: int or pair.
-        padding: `"SAME"` or `"VALID"`.
-    """
+    gradient: `x` is `[N, H, W, C]`, `kernel` `[kh, kw, C, M]` (M = depth
+    multiplier; output channel `c * M + m` of `C * M`), `strides` and
+    `padding` as in `conv2d`."""
     s = _pair(strides)
     padding = padding.upper()
 
@@ -278,59 +273,59 @@ def _pool_counts(hw, k, s, padding) -> np.ndarray:
     return counts[None, :, :, None]
 
 
-def max_pool2d(x, pool_size, strides, padding: str):
-    """`tf.nn.max_pool2d` with a builtin-only gradient (first maximum of
-    each window in row-major order takes the gradient; overlapping windows
-    add up)."""
+def _pool2d(x, pool_size, strides, padding: str, forward: Callable, tap_grads: Callable):
+    """A 2-D pooling `forward(x, k, s, padding)` with a builtin-only gradient:
+    `tap_grads(x, y, dy, k, s, padding, pads, out)` gives the gradient
+    reaching each of the `k[0] * k[1]` window taps, scattered back here."""
     k, s = _pair(pool_size), _pair(strides)
     padding = padding.upper()
 
     @tf.custom_gradient
     def op(x):
-        y = tf.nn.max_pool2d(x, k, s, padding)
+        y = forward(x, k, s, padding)
 
         def grad(dy):
             h, w = int(x.shape[1]), int(x.shape[2])
             pads, padded, out = _geometry((h, w), k, s, padding)
-            xp = _pad(x, pads, float(np.finfo(np.float32).min))
-            taken = None
-            parts = []
-            for i in range(k[0]):
-                for j in range(k[1]):
-                    hit = tf.equal(_tap(xp, i, j, s, out), y)
-                    if taken is not None:
-                        hit = tf.logical_and(hit, tf.logical_not(taken))
-                        taken = tf.logical_or(taken, hit)
-                    else:
-                        taken = hit
-                    parts.append(tf.where(hit, dy, 0.0))
+            parts = tap_grads(x, y, dy, k, s, padding, pads, out)
             return _scatter_taps(parts, k, s, pads, padded, out, (h, w))
 
         return y, grad
 
     return op(x)
+
+
+def max_pool2d(x, pool_size, strides, padding: str):
+    """`tf.nn.max_pool2d` with a builtin-only gradient (first maximum of
+    each window in row-major order takes the gradient; overlapping windows
+    add up)."""
+    def tap_grads(x, y, dy, k, s, padding, pads, out):
+        xp = _pad(x, pads, float(np.finfo(np.float32).min))
+        taken = None
+        parts = []
+        for i in range(k[0]):
+            for j in range(k[1]):
+                hit = tf.equal(_tap(xp, i, j, s, out), y)
+                if taken is not None:
+                    hit = tf.logical_and(hit, tf.logical_not(taken))
+                    taken = tf.logical_or(taken, hit)
+                else:
+                    taken = hit
+                parts.append(tf.where(hit, dy, 0.0))
+        return parts
+
+    return _pool2d(x, pool_size, strides, padding, tf.nn.max_pool2d, tap_grads)
 
 
 def avg_pool2d(x, pool_size, strides, padding: str):
     """`tf.nn.avg_pool2d` with a builtin-only gradient (same padding
     averages over real inputs only, like TensorFlow)."""
-    k, s = _pair(pool_size), _pair(strides)
-    padding = padding.upper()
+    def tap_grads(x, y, dy, k, s, padding, pads, out):
+        h, w = int(x.shape[1]), int(x.shape[2])
+        g = dy * tf.constant(1.0 / _pool_counts((h, w), k, s, padding))
+        return [g] * (k[0] * k[1])
 
-    @tf.custom_gradient
-    def op(x):
-        y = tf.nn.avg_pool2d(x, k, s, padding)
-
-        def grad(dy):
-            h, w = int(x.shape[1]), int(x.shape[2])
-            pads, padded, out = _geometry((h, w), k, s, padding)
-            g = dy * tf.constant(1.0 / _pool_counts((h, w), k, s, padding))
-            parts = [g] * (k[0] * k[1])
-            return _scatter_taps(parts, k, s, pads, padded, out, (h, w))
-
-        return y, grad
-
-    return op(x)
+    return _pool2d(x, pool_size, strides, padding, tf.nn.avg_pool2d, tap_grads)
 
 
 def _scatter_taps(parts, k, s, pads, padded, out, hw):

@@ -131,42 +131,34 @@ class LoweredLayer(keras.layers.Layer):
         return self.inner.compute_output_spec(x)
 
 
-def _dense(act):
+def _affine(core: Callable, act):
+    """`forward(layer, x) = act(core(layer, x) + bias)` (no bias: none added)."""
     def forward(layer, x):
-        y = tf.matmul(x, _value(layer.kernel))
+        y = core(layer, x)
         if layer.use_bias:
             y = y + _value(layer.bias)
         return act(y) if act else y
     return forward
+
+
+def _dense(act):
+    return _affine(lambda layer, x: tf.matmul(x, _value(layer.kernel)), act)
 
 
 def _conv(act, strides, padding):
-    def forward(layer, x):
-        y = gops.conv2d(x, _value(layer.kernel), strides, padding)
-        if layer.use_bias:
-            y = y + _value(layer.bias)
-        return act(y) if act else y
-    return forward
+    return _affine(lambda layer, x: gops.conv2d(x, _value(layer.kernel), strides, padding), act)
 
 
 def _depthwise(act, strides, padding):
-    def forward(layer, x):
-        y = gops.depthwise_conv2d(x, _value(layer.kernel), strides, padding)
-        if layer.use_bias:
-            y = y + _value(layer.bias)
-        return act(y) if act else y
-    return forward
+    return _affine(lambda layer, x: gops.depthwise_conv2d(
+        x, _value(layer.kernel), strides, padding), act)
 
 
 def _separable(act, strides, padding):
-    def forward(layer, x):
-        y = gops.depthwise_conv2d(x, _value(layer.depthwise_kernel), strides,
-                                  padding)
-        y = gops.conv2d(y, _value(layer.pointwise_kernel), 1, "VALID")
-        if layer.use_bias:
-            y = y + _value(layer.bias)
-        return act(y) if act else y
-    return forward
+    def core(layer, x):
+        y = gops.depthwise_conv2d(x, _value(layer.depthwise_kernel), strides, padding)
+        return gops.conv2d(y, _value(layer.pointwise_kernel), 1, "VALID")
+    return _affine(core, act)
 
 
 def _pool(fn, pool, strides, padding):

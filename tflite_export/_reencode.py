@@ -20,12 +20,8 @@ from __future__ import annotations
 import flatbuffers
 import numpy as np
 
-try:
-    from ai_edge_litert import schema_py_generated as _schema
-except ImportError:  # pragma: no cover
-    from tensorflow.lite.python import schema_py_generated as _schema  # noqa
+from tflite_export._schema import schema as _S
 
-_S = _schema
 _VEC = {  # SparseIndexVector type -> (table class, numpy dtype)
     _S.SparseIndexVector.Int32Vector: (_S.Int32VectorT, np.int32),
     _S.SparseIndexVector.Uint16Vector: (_S.Uint16VectorT, np.uint16),

@@ -1,7 +1,7 @@
 """Read a `.tflite` flatbuffer: operators, sparse-encoded tensors, sizes.
 
-Uses the flatbuffers schema module that ships with ai-edge-litert (falls back
-to the copy inside TensorFlow). Nothing here runs the model.
+Uses the flatbuffers schema module that ships with ai-edge-litert
+(`tflite_export._schema`). Nothing here runs the model.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-try:  # Shipped with ai-edge-litert; needs only the `flatbuffers` package.
-    from ai_edge_litert import schema_py_generated as _schema
-except ImportError:  # pragma: no cover - exercised only without ai-edge-litert
-    from tensorflow.lite.python import schema_py_generated as _schema  # noqa
+from tflite_export._schema import schema as _schema
 
 
 def _enum_names(enum_cls) -> dict[int, str]:

@@ -74,10 +74,7 @@ def add_metadata(model_content: bytes, info: dict[str, Any],
     import flatbuffers
     import numpy as np
 
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover
-        from tensorflow.lite.python import schema_py_generated as schema  # noqa
+    from tflite_export._schema import schema  # export side only: needs ai-edge-litert
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
     if strip_tensor_names:

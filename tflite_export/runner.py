@@ -40,25 +40,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tflite_export._interpreter import dequantize, load_runtime, new_interpreter, quantize
 from tflite_export.metadata import read_metadata
 
 EPOCHS_KEY = "__epochs_done__"
-
-def load_runtime():
-    """Returns `(Interpreter class, OpResolverType or None, runtime name)`."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        return Interpreter, OpResolverType, "ai_edge_litert"
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter
-
-        try:
-            from tflite_runtime.interpreter import OpResolverType
-        except ImportError:  # very old tflite-runtime
-            OpResolverType = None
-        return Interpreter, OpResolverType, "tflite_runtime"
-
 
 def make_interpreter(path: str, no_default_delegates: bool | None = None,
                      num_threads: int = 1):
@@ -67,17 +52,12 @@ def make_interpreter(path: str, no_default_delegates: bool | None = None,
     When `no_default_delegates` is None the file's own metadata decides
     (`op_resolver`), else the `<path>.json` sidecar of older exports.
     """
-    interp_cls, resolver, _ = load_runtime()
     if no_default_delegates is None:
         no_default_delegates = required_resolver(path) == \
             "builtin_without_default_delegates"
-    kwargs = {"model_path": path, "num_threads": num_threads}
-    if no_default_delegates and resolver is not None:
-        kwargs["experimental_op_resolver_type"] = (
-            resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp = interp_cls(**kwargs)
-    interp.allocate_tensors()
-    return interp
+    return new_interpreter(
+        model_path=path, num_threads=num_threads,
+        resolver="builtin_without_default_delegates" if no_default_delegates else "default")
 
 
 def required_resolver(path: str) -> str:
@@ -138,17 +118,9 @@ def run_inference(interp, x: np.ndarray, progress: bool = True) -> np.ndarray:
     _check_inputs(x, tuple(int(d) for d in ind["shape"])[1:])
     out = []
     for i in range(len(x)):
-        xi = x[i:i + 1].astype(np.float32)
-        if ind["dtype"] == np.int8:
-            s, z = ind["quantization"]
-            xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
-        interp.set_tensor(ind["index"], xi)
+        interp.set_tensor(ind["index"], quantize(x[i:i + 1].astype(np.float32), ind))
         interp.invoke()
-        y = interp.get_tensor(outd["index"])
-        if outd["dtype"] == np.int8:
-            s, z = outd["quantization"]
-            y = (y.astype(np.float32) - z) * s
-        out.append(y.copy())
+        out.append(dequantize(interp.get_tensor(outd["index"]), outd).copy())
         if progress and (i + 1 == len(x) or (i + 1) % 100 == 0):
             _progress(i + 1, len(x), "infer")
     return np.concatenate(out)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tflite_export._interpreter import RESOLVERS, dequantize, new_interpreter, quantize
+
 # (atol, rtol): an output passes when max|tflite - keras| <= atol + rtol *
 # max|keras|. int8 tolerances are deliberately loose (quantization noise is
 # ~1% of the output range) but catch the XNNPACK fault (errors of 10x-50x).
@@ -25,9 +27,6 @@ TOLERANCES = {
     "int8_dynamic": (1e-3, 6e-2),
     "int8_full": (1e-3, 2e-1),
 }
-
-# name -> OpResolverType attribute
-RESOLVERS = ("default", "builtin_without_default_delegates")
 
 
 class ExportVerificationError(RuntimeError):
@@ -46,41 +45,12 @@ class Attempt:
     error: str | None = None
 
 
-def _resolver_type(name: str):
-    from ai_edge_litert.interpreter import OpResolverType
-
-    return {
-        "default": OpResolverType.AUTO,
-        "builtin_without_default_delegates":
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    }[name]
-
-
 def make_interpreter(model_content: bytes, resolver: str = "default",
                      num_threads: int = 1):
-    """An allocated ai-edge-litert `Interpreter` for `model_content`."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=model_content, num_threads=num_threads,
-                         experimental_op_resolver_type=_resolver_type(resolver))
-    interp.allocate_tensors()
-    return interp
-
-
-def _quantize(x: np.ndarray, detail) -> np.ndarray:
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(x / scale + zero), info.min,
-                       info.max).astype(detail["dtype"])
-    return x.astype(detail["dtype"])
-
-
-def _dequantize(y: np.ndarray, detail) -> np.ndarray:
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero = detail["quantization"]
-        return (y.astype(np.float32) - zero) * scale
-    return y
+    """An allocated LiteRT interpreter for `model_content` (see
+    `tflite_export._interpreter.new_interpreter`)."""
+    return new_interpreter(model_content=model_content, resolver=resolver,
+                           num_threads=num_threads)
 
 
 def run_batch1(interp, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -91,10 +61,10 @@ def run_batch1(interp, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     outs: list[list[np.ndarray]] = [[] for _ in out_d]
     for i in range(n):
         for d, x in zip(in_d, inputs):
-            interp.set_tensor(d["index"], _quantize(x[i:i + 1], d))
+            interp.set_tensor(d["index"], quantize(x[i:i + 1], d))
         interp.invoke()
         for k, d in enumerate(out_d):
-            outs[k].append(_dequantize(interp.get_tensor(d["index"]), d))
+            outs[k].append(dequantize(interp.get_tensor(d["index"]), d))
     return [np.concatenate(o, axis=0) for o in outs]
 
 
@@ -164,7 +134,7 @@ def _timed_interpreter(model_content: bytes, resolver: str, num_threads: int):
     for d in interp.get_input_details():
         shape = [1 if s < 0 else int(s) for s in d["shape_signature"]] or [1]
         x = rng.standard_normal(shape).astype(np.float32)
-        interp.set_tensor(d["index"], _quantize(x, d))
+        interp.set_tensor(d["index"], quantize(x, d))
     return interp
 
 

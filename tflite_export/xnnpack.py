@@ -82,6 +82,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparse.tracing import trace
 from tflite_export._validate import check_model, is_sparse_wrapper
 
 __all__ = ["XnnpackLayerCheck", "XnnpackSparseReport", "check_xnnpack_sparse",
@@ -215,24 +216,9 @@ class XnnpackSparseReport:
 
 
 # --------------------------------------------------------------------------
-# The graph: one record per layer call, read by replaying the model through
-# the public `keras.models.clone_model(clone_function, call_function)` with
-# stand-in layers that only compute output specs (the model is not changed
-# and no weights are created).
-
-
-class _Probe(keras.layers.Layer):
-    """Stands for one operation of the model during the replay."""
-
-    def __init__(self, operation):
-        super().__init__(name=operation.name)
-        self._operation = [operation]  # a list: not tracked as a sublayer
-
-    def compute_output_spec(self, *args, **kwargs):
-        return self._operation[0].compute_output_spec(*args, **kwargs)
-
-    def call(self, *args, **kwargs):  # never run: the replay is symbolic
-        raise NotImplementedError
+# The graph: one record per layer call, read with `keras_sparse.tracing.trace`
+# (a replay through the public `keras.models.clone_model(clone_function,
+# call_function)` that changes nothing in the model and creates no weights).
 
 
 @dataclasses.dataclass
@@ -251,44 +237,14 @@ class _Graph:
     producer: dict[int, int]
     consumers: dict[int, list[int]]
     shapes: dict[int, tuple]
-    keep: list  # the replayed tensors: alive, so that their ids stay unique
 
 
 def _read_graph(model) -> _Graph:
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs, model.outputs)
-    calls: list[_Call] = []
-    shapes: dict[int, tuple] = {}
-    keep = []  # keeps every KerasTensor alive, so that ids stay unique
-
-    def call_function(probe, *args, **kwargs):
-        out = probe(*args, **kwargs)
-        ins = [t for t in keras.tree.flatten((args, kwargs))
-               if isinstance(t, keras.KerasTensor)]
-        outs = [t for t in keras.tree.flatten(out)
-                if isinstance(t, keras.KerasTensor)]
-        keep.extend(ins + outs)
-        for t in ins + outs:
-            shapes[id(t)] = tuple(t.shape)
-        op = probe._operation[0]
-        layer = op.layer if is_sparse_wrapper(op) else op
-        calls.append(_Call(op, layer, [id(t) for t in ins],
-                           [id(t) for t in outs]))
-        return out
-
-    replay = keras.models.clone_model(model, clone_function=_Probe,
-                                      call_function=call_function)
-    keep.append(replay)
-    producer: dict[int, int] = {}
-    consumers: dict[int, list[int]] = {}
-    for i, c in enumerate(calls):
-        for t in c.outputs:
-            producer[t] = i
-        for t in dict.fromkeys(c.inputs):
-            consumers.setdefault(t, []).append(i)
-    return _Graph(calls, {id(t) for t in replay.inputs},
-                  {id(t) for t in replay.outputs}, producer, consumers,
-                  shapes, keep)
+    traced = trace(model)
+    calls = [_Call(c.operation, c.operation.layer if is_sparse_wrapper(c.operation)
+                   else c.operation, c.inputs, c.outputs) for c in traced.calls]
+    return _Graph(calls, set(traced.inputs), set(keras.tree.flatten(traced.outputs)),
+                  traced.producers(), traced.consumers(), traced.shapes)
 
 
 # --------------------------------------------------------------------------

@@ -1,46 +1,49 @@
-"""Functional-graph surgery through the public model config.
+"""Functional-graph surgery for the ToST tweaks, on public Keras API.
 
 The ToST tweaks insert, swap and remove layers in an existing Functional
-model. Keras exposes a Functional model's graph publicly as its config
-(`get_config` / `from_config`), so the edits are made there and the weights
-are copied back by layer name. Sequential models are first re-expressed as
-Functional ones; subclassed models have no graph to edit.
+model. `Graph` reads the model's calls with `keras_sparse.tracing.trace`
+(a `keras.models.clone_model(clone_function=..., call_function=...)`
+replay), records the edits on that list of calls, and `build` re-traces the
+edited graph functionally: every kept layer is re-created from its
+`get_config()` (with an edited `activation` where asked), inserted and
+swapped layers are used as given, all are called on new `keras.Input`s in
+topological order, and the weights are copied back by layer name.
+Sequential models are first re-expressed as Functional ones; subclassed
+models have no graph to edit.
 
 Nested Functional / Sequential sub-models are edited recursively by
 `edit_nested`: each sub-model is transformed on its own graph (its layer
-names are its own namespace), its new config replaces its entry in the
-parent's config, and its weights are copied into the rebuilt parent. An edit
-never crosses a sub-model boundary (e.g. a ghost skip unit ends at the
-sub-model's output). A nested sub-model comes back Functional, with its name
-and its call sites unchanged.
+names are its own namespace), the edited sub-model replaces it in the
+parent, keeping its weights. An edit never crosses a sub-model boundary
+(e.g. a ghost skip unit ends at the sub-model's output). A nested
+sub-model comes back Functional, with its name and its call sites unchanged.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 
 from keras_sparse.model_utils import is_graph_model
+from keras_sparse.tracing import TensorKey, trace
 
-__all__ = ["Graph", "as_functional", "check_nested", "edit_nested"]
+__all__ = ["Graph", "Ref", "as_functional", "check_nested", "edit_nested"]
 
-_TENSOR = "__keras_tensor__"
+OUTPUT = "<output>"
 
 
 def as_functional(model: keras.Model, what: str) -> keras.Model:
     """`model` as a Functional model (Sequential ones are re-expressed)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{what}` expects a Functional or Sequential keras.Model. "
-            f"Received: {model!r} of type {type(model).__name__}."
-        )
     if not is_graph_model(model):
+        received = (f"subclassed model {model.name!r}" if isinstance(model, keras.Model)
+                    else repr(model))
         raise TypeError(
-            f"`{what}` cannot edit the graph of subclassed model {model.name!r} "
-            f"of type {type(model).__name__}: only Functional and Sequential "
-            "models expose a graph. Build the model with the Functional API."
+            f"`{what}` edits the graph of a Functional or Sequential keras.Model; "
+            f"only those expose one. Received: {received} of type "
+            f"{type(model).__name__}. Build the model with the Functional API."
         )
     if isinstance(model, keras.Sequential):
         if not model.built or not getattr(model, "inputs", None):
@@ -52,28 +55,59 @@ def as_functional(model: keras.Model, what: str) -> keras.Model:
     return model
 
 
-def tensor_ref(entry_or_name, shape=None, dtype="float32") -> dict:
-    """A serialized Keras tensor pointing at output 0 of node 0 of a layer."""
-    return {
-        "class_name": _TENSOR,
-        "config": {"shape": shape, "dtype": dtype, "keras_history": [entry_or_name, 0, 0]},
-    }
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A tensor of the graph: output `index` of call `call` of layer `layer`."""
+
+    layer: str
+    call: int = 0
+    index: int = 0
 
 
-def _walk(obj) -> Iterator[dict]:
-    if isinstance(obj, dict):
-        if obj.get("class_name") == _TENSOR:
-            yield obj
-            return
+@dataclasses.dataclass
+class _Node:
+    """One call in the graph; tensors in `args`/`kwargs` are `Ref`s."""
+
+    name: str
+    call: int
+    args: Any
+    kwargs: Any
+
+
+def _refs(obj) -> Iterator[Ref]:
+    """The `Ref`s in a call structure, in argument order."""
+    if isinstance(obj, Ref):
+        yield obj
+    elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _walk(value)
+            yield from _refs(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _walk(value)
+            yield from _refs(value)
+
+
+def _map(obj, fn: Callable):
+    """`obj` with every leaf `x` replaced by `fn(x)` (lists, tuples, dicts kept)."""
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(v, fn) for v in obj)
+    return fn(obj)
+
+
+def _inner_config(config: dict) -> dict:
+    """The config holding `activation` (the wrapped layer's for wrappers)."""
+    inner = config.get("layer")
+    if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+        return inner["config"]
+    return config
 
 
 class Graph:
-    """An editable copy of a Functional model's config.
+    """The calls of a Functional model, with edits recorded on them.
+
+    Layers are named by their (unique) names; a tensor is a `Ref`. Model
+    inputs are `Ref(<input layer name>)` and have no call.
 
     Args:
         model: a Functional model (see `as_functional`).
@@ -81,147 +115,162 @@ class Graph:
 
     def __init__(self, model: keras.Model):
         self.model = model
-        self.config = copy.deepcopy(model.get_config())
-        self.entries: list[dict] = self.config["layers"]
         self.nested: dict[str, keras.Model] = {}
+        traced = trace(model)
+        self._input_names = list(traced.input_names)
+        ref_of: dict[int, Ref] = {
+            key: Ref(name) for key, name in zip(traced.inputs, traced.input_names)}
+        self._ops: dict[str, Any] = {}  # name -> the model's operation
+        self._nodes: list[_Node] = []
+        for c in traced.calls:
+            name = c.operation.name
+            self._ops[name] = c.operation
+            count = sum(n.name == name for n in self._nodes)
+            args, kwargs = (_map(s, lambda x: ref_of[x] if isinstance(x, TensorKey) else x)
+                            for s in (c.args, c.kwargs))
+            self._nodes.append(_Node(name, count, args, kwargs))
+            for j, key in enumerate(c.outputs):
+                ref_of[key] = Ref(name, count, j)
+        self._outputs = _map(traced.outputs, lambda x: ref_of[x])
+        self._given: dict[str, keras.layers.Layer] = {}  # inserted / swapped in
+        self._activations: dict[str, Any] = {}  # name -> edited `activation`
+        self._after_build: list[Callable[[keras.Model], None]] = []
 
     # -- queries ---------------------------------------------------------
-    def entry(self, name: str) -> dict:
-        for e in self.entries:
-            if e["name"] == name:
-                return e
-        raise KeyError(name)
+    def order(self) -> list[str]:
+        """Every layer name (inputs first), in topological order."""
+        return list(dict.fromkeys([*self._input_names, *(n.name for n in self._nodes)]))
+
+    def contains(self, name: str) -> bool:
+        return name in self._input_names or any(n.name == name for n in self._nodes)
 
     def layer(self, name: str) -> keras.layers.Layer | None:
+        """The layer `name` of the original model (None: not one of its layers)."""
         try:
             return self.model.get_layer(name)
         except ValueError:
             return None
 
-    def input_refs(self, name: str) -> list[dict]:
-        """Tensor refs of the single call of `name` (empty if shared/none)."""
-        nodes = self.entry(name)["inbound_nodes"]
-        return list(_walk(nodes[0])) if len(nodes) == 1 else []
+    def _calls(self, name: str) -> list[_Node]:
+        return [n for n in self._nodes if n.name == name]
+
+    def input_refs(self, name: str) -> list[Ref]:
+        """Tensors read by the single call of `name` (empty if shared/none)."""
+        calls = self._calls(name)
+        return list(_refs((calls[0].args, calls[0].kwargs))) if len(calls) == 1 else []
 
     def is_single_call(self, name: str) -> bool:
-        return len(self.entry(name)["inbound_nodes"]) == 1
-
-    def _output_refs(self) -> list[list]:
-        out = self.config["output_layers"]
-        return [out] if out and isinstance(out[0], str) else list(out)
+        return len(self._calls(name)) == 1
 
     def consumers(self, name: str) -> list[str]:
-        """Layers reading output 0 of `name`; `"<output>"` if a model output."""
-        found = []
-        for e in self.entries:
-            for ref in _walk(e["inbound_nodes"]):
-                if ref["config"]["keras_history"][0] == name:
-                    found.append(e["name"])
-        for ref in self._output_refs():
-            if ref[0] == name:
-                found.append("<output>")
+        """Layers reading an output of `name`; `"<output>"` if a model output."""
+        found = [n.name for n in self._nodes
+                 for ref in _refs((n.args, n.kwargs)) if ref.layer == name]
+        found += [OUTPUT for ref in _refs(self._outputs) if ref.layer == name]
         return found
 
     def names(self, cls: type) -> list[str]:
-        """Names of entries whose layer (in `self.model`) is a `cls`."""
-        return [e["name"] for e in self.entries
-                if isinstance(self.layer(e["name"]), cls)]
+        """Names of the layers (of `self.model`) that are a `cls`."""
+        return [name for name in self.order() if isinstance(self.layer(name), cls)]
 
-    def _ref_for(self, name: str) -> dict:
-        """A tensor ref to output 0 of `name`, with its shape and dtype."""
-        for e in self.entries:
-            for ref in _walk(e["inbound_nodes"]):
-                if ref["config"]["keras_history"][0] == name:
-                    return copy.deepcopy(ref)
-        layer = self.layer(name)
-        if layer is None:
-            raise ValueError(f"Cannot find the output shape of layer {name!r}.")
-        out = layer.output
-        return tensor_ref(name, list(out.shape), str(out.dtype))
+    def _config(self, name: str) -> dict:
+        """`get_config()` of the layer now at `name`, with edited activation."""
+        config = (self._given.get(name) or self._ops[name]).get_config()
+        if name in self._activations:
+            _inner_config(config)["activation"] = self._activations[name]
+        return config
+
+    def activation(self, name: str):
+        """The `activation` config of layer `name` (the wrapped layer's for
+        wrappers); None for inputs and operations that are not layers."""
+        if not isinstance(self._given.get(name) or self._ops.get(name), keras.layers.Layer):
+            return None
+        return _inner_config(self._config(name)).get("activation")
 
     # -- edits -----------------------------------------------------------
-    def rewire(self, old: str, new: str, skip: str | None = None) -> None:
-        """Makes every reader of `old`'s output read `new`'s output instead."""
-        for e in self.entries:
-            if e["name"] == skip:
-                continue
-            for ref in _walk(e["inbound_nodes"]):
-                hist = ref["config"]["keras_history"]
-                if hist[0] == old:
-                    ref["config"]["keras_history"] = [new, 0, 0]
-        outs = self.config["output_layers"]
-        if outs and isinstance(outs[0], str):
-            if outs[0] == old:
-                self.config["output_layers"] = [new, 0, 0]
-        else:
-            for i, ref in enumerate(outs):
-                if ref[0] == old:
-                    outs[i] = [new, 0, 0]
+    def set_activation(self, name: str, activation) -> None:
+        """Re-creates layer `name` with `activation` (e.g. `"linear"`)."""
+        self._activations[name] = activation
 
-    def insert_after(self, anchor: str, layer: keras.layers.Layer, extra_inputs=()) -> None:
-        """Inserts `layer` reading `anchor` (plus `extra_inputs` refs)."""
-        entry = keras.saving.serialize_keras_object(layer)
-        entry["name"] = layer.name
-        ref = self._ref_for(anchor)
-        args = [ref, *[copy.deepcopy(r) for r in extra_inputs]] if extra_inputs else ref
-        entry["inbound_nodes"] = [{"args": [args], "kwargs": {}}]
-        self.rewire(anchor, layer.name, skip=layer.name)
-        index = next(i for i, e in enumerate(self.entries) if e["name"] == anchor)
-        self.entries.insert(index + 1, entry)
+    def _redirect(self, old: str, new: Ref, skip: str | None = None) -> None:
+        """Makes every reader of an output of `old` (but `skip`) read `new`."""
+        def swap(x):
+            return new if isinstance(x, Ref) and x.layer == old else x
+
+        for n in self._nodes:
+            if n.name != skip:
+                n.args, n.kwargs = _map(n.args, swap), _map(n.kwargs, swap)
+        self._outputs = _map(self._outputs, swap)
+
+    def insert_after(self, anchor: str, layer: keras.layers.Layer,
+                     extra_inputs: tuple | list = ()) -> None:
+        """Inserts `layer` reading `anchor` (plus `extra_inputs` refs); every
+        other reader of `anchor` reads `layer` instead."""
+        ref = next((r for n in self._nodes for r in _refs((n.args, n.kwargs))
+                    if r.layer == anchor), Ref(anchor))
+        args = [ref, *extra_inputs] if extra_inputs else ref
+        self._given[layer.name] = layer
+        self._redirect(anchor, Ref(layer.name), skip=layer.name)
+        index = next(i for i, n in enumerate(self._nodes) if n.name == anchor)
+        self._nodes.insert(index + 1, _Node(layer.name, 0, (args,), {}))
 
     def remove(self, name: str) -> None:
         """Deletes `name`, wiring its readers to its first input."""
-        first = self.input_refs(name)[0]["config"]["keras_history"]
-        for e in self.entries:
-            for ref in _walk(e["inbound_nodes"]):
-                if ref["config"]["keras_history"][0] == name:
-                    ref["config"]["keras_history"] = list(first)
-        outs = self._output_refs()
-        for ref in outs:
-            if ref[0] == name:
-                ref[:] = list(first)
-        if self.config["output_layers"] and isinstance(self.config["output_layers"][0], str):
-            self.config["output_layers"] = outs[0]
-        self.entries[:] = [e for e in self.entries if e["name"] != name]
+        first = self.input_refs(name)[0]
+        self._redirect(name, first)
+        self._nodes = [n for n in self._nodes if n.name != name]
 
     def replace(self, name: str, layer: keras.layers.Layer) -> None:
-        """Swaps the layer of entry `name` for `layer` (same name, same wiring)."""
-        entry = self.entry(name)
-        new = keras.saving.serialize_keras_object(layer)
-        for key in ("module", "class_name", "config", "registered_name"):
-            entry[key] = new.get(key)
-        entry.pop("build_config", None)
+        """Swaps the layer at `name` for `layer` (same name, same wiring)."""
+        self._given[name] = layer
+        self._activations.pop(name, None)
 
     def replace_model(self, name: str, submodel: keras.Model) -> None:
         """Swaps nested model `name` for the edited `submodel` (same wiring)."""
         self.replace(name, submodel)
-        self.entry(name)["name"] = name
         self.nested[name] = submodel
 
-    def build(self, *sources: keras.Model) -> keras.Model:
-        """The edited model, with weights copied by layer name from `sources`.
+    def after_build(self, finish: Callable[[keras.Model], None]) -> None:
+        """Runs `finish(new_model)` at the end of `build` (e.g. to rescale weights)."""
+        self._after_build.append(finish)
 
-        Nested models swapped in by `replace_model` get their weights from
-        the edited sub-model.
+    def build(self) -> keras.Model:
+        """The edited model, with weights copied by layer name from `self.model`.
+
+        Nested models swapped in by `replace_model` keep their own weights;
+        the `after_build` callbacks then run on the new model.
         """
-        model = keras.Model.from_config(copy.deepcopy(self.config))
-        pools = [self.model, *sources]
+        new_input = {id(t): keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                                            sparse=t.sparse, name=name)
+                     for t, name in zip(self.model.inputs, self._input_names)}
+        tensors: dict[Ref, Any] = {
+            Ref(name): new_input[id(t)] for t, name in zip(self.model.inputs, self._input_names)}
+        layers: dict[str, Any] = {}
+
+        def fill(x):
+            return tensors[x] if isinstance(x, Ref) else x
+
+        for n in self._nodes:
+            if n.name not in layers:  # kept layers are fresh copies, built by the call
+                op = self._given.get(n.name) or self._ops[n.name]
+                layers[n.name] = (op if n.name in self._given
+                                  else type(op).from_config(self._config(n.name)))
+            out = layers[n.name](*_map(n.args, fill), **_map(n.kwargs, fill))
+            flat = [t for t in keras.tree.flatten(out) if isinstance(t, keras.KerasTensor)]
+            for j, t in enumerate(flat):
+                tensors[Ref(n.name, n.call, j)] = t
+        model = keras.Model(
+            keras.tree.map_structure(lambda t: new_input[id(t)], self.model.input),
+            _map(self._outputs, lambda x: tensors[x]), name=self.model.name)
         for layer in model.layers:
-            if not layer.weights:
+            if not layer.weights or layer.name in self.nested:
                 continue
-            if layer.name in self.nested:
-                layer.set_weights(self.nested[layer.name].get_weights())
-                continue
-            for pool in pools:
-                try:
-                    old = pool.get_layer(layer.name)
-                except ValueError:
-                    continue
-                if len(old.weights) == len(layer.weights) and all(
-                    tuple(a.shape) == tuple(b.shape) for a, b in zip(old.weights, layer.weights)
-                ):
-                    layer.set_weights(old.get_weights())
-                    break
+            old = self.layer(layer.name)
+            if old is not None and len(old.weights) == len(layer.weights) and all(
+                    tuple(a.shape) == tuple(b.shape) for a, b in zip(old.weights, layer.weights)):
+                layer.set_weights(old.get_weights())
+        for finish in self._after_build:
+            finish(model)
         return model
 
 
@@ -247,17 +296,16 @@ def check_nested(model: keras.Model, what: str) -> None:
 
 
 def edit_nested(model: keras.Model, what: str,
-                edit: Callable[[Graph], tuple[int, Callable[[keras.Model], None] | None]]
-                ) -> tuple[keras.Model, int]:
+                edit: Callable[[Graph], int]) -> tuple[keras.Model, int]:
     """Applies `edit` to `model`'s graph and, recursively, to every nested one.
 
     Args:
         model: a Functional or Sequential model (checked with `check_nested`
             first by the caller).
         what: the public function name, for messages.
-        edit: `edit(graph) -> (changes, finish)`: edits `graph` in place and
-            returns how many changes it made and an optional `finish(model)`
-            run on the rebuilt model (e.g. to rescale weights).
+        edit: `edit(graph) -> changes`: edits `graph` in place (see
+            `Graph.after_build` for work on the rebuilt model) and returns
+            how many changes it made.
 
     Returns:
         `(new_model, changes)`; with no change anywhere, `model` itself (as
@@ -266,27 +314,14 @@ def edit_nested(model: keras.Model, what: str,
     functional = as_functional(model, what)
     graph = Graph(functional)
     changes = 0
-    for entry in list(graph.entries):
-        layer = graph.layer(entry["name"])
+    for name in graph.order():
+        layer = graph.layer(name)
         if isinstance(layer, keras.Model) and is_graph_model(layer):
             sub, n = edit_nested(layer, what, edit)
             if n:
-                graph.replace_model(entry["name"], sub)
+                graph.replace_model(name, sub)
                 changes += n
-    n, finish = edit(graph)
-    changes += n
+    changes += edit(graph)
     if not changes:
         return functional, 0
-    new = graph.build()
-    if finish is not None:
-        finish(new)
-    return new, changes
-
-
-def inner_config(entry: dict) -> dict:
-    """The config holding `activation` (the wrapped layer's for wrappers)."""
-    config = entry["config"]
-    if "layer" in config and isinstance(config["layer"], dict) and "config" in config["layer"]:
-        return config["layer"]["config"]
-    return config
-
+    return graph.build(), changes

@@ -46,15 +46,7 @@ from keras_sparse.sparsify import sparse_wrappers
 from keras_sparse.tost.label_smoothing import LabelSmoothingCrossentropy
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
 from keras_sparse.tost.lrsi import apply_lrsi_scales, search_lrsi_scales
-from keras_sparse.tost.transforms import (
-    add_ghost_skips,
-    add_ghost_swish,
-    add_lrsi,
-    fold_lrsi,
-    ghost_layers,
-    remove_ghost_skips,
-    swap_to_relu,
-)
+from keras_sparse.tost import transforms
 
 __all__ = ["ToST", "ToSTCallback", "ghost_schedule"]
 
@@ -119,8 +111,8 @@ class ToSTCallback(SparsityLogger):
     def on_train_begin(self, logs=None):
         if sparse_wrappers(self.model):
             super().on_train_begin(logs)
-        self._gates = ghost_layers(self.model, GhostGate)
-        self._swishes = ghost_layers(self.model, GhostSwish)
+        self._gates = transforms.ghost_layers(self.model, GhostGate)
+        self._swishes = transforms.ghost_layers(self.model, GhostSwish)
         self._total = self.total_steps
         if self._total is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
@@ -305,11 +297,11 @@ class ToST:
             resolve_loss(model, loss, "ToST.prepare")
         out = model
         if self._lrsi_variant == "joint":
-            out = add_lrsi(out)
+            out = transforms.add_lrsi(out)
         if self.ghost_swish:
-            out = add_ghost_swish(out, beta=self.beta_start)
+            out = transforms.add_ghost_swish(out, beta=self.beta_start)
         if self._skip_variant is not None:
-            out = add_ghost_skips(out, alpha=self.alpha_start, variant=self._skip_variant)
+            out = transforms.add_ghost_skips(out, alpha=self.alpha_start, variant=self._skip_variant)
         if self._lrsi_variant == "gradinit":
             if out is model:
                 out = _copy(model)
@@ -346,14 +338,14 @@ class ToST:
         """
         report: dict[str, Any] = {}
         out = model
-        if ghost_layers(out, GhostGate):
-            out = remove_ghost_skips(out, force=force)
-        if ghost_layers(out, LRSIScale):
-            out = fold_lrsi(out)
-        if ghost_layers(out, GhostSwish):
-            report["beta"] = [float(s.beta.numpy()) for s in ghost_layers(out, GhostSwish)][0]
+        if transforms.ghost_layers(out, GhostGate):
+            out = transforms.remove_ghost_skips(out, force=force)
+        if transforms.ghost_layers(out, LRSIScale):
+            out = transforms.fold_lrsi(out)
+        if transforms.ghost_layers(out, GhostSwish):
+            report["beta"] = [float(s.beta.numpy()) for s in transforms.ghost_layers(out, GhostSwish)][0]
             before = out
-            out = swap_to_relu(out)
+            out = transforms.swap_to_relu(out)
             if validation_data is not None:
                 x, y = validation_data[0], validation_data[1]
                 acc_s, pred_s = _accuracy(before, x, y)

@@ -18,7 +18,7 @@ import numpy as np
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper
 from keras_sparse.model_utils import iter_leaf_layers
-from keras_sparse.tost.graph import Graph, as_functional, check_nested, edit_nested, inner_config
+from keras_sparse.tost.graph import OUTPUT, Graph, Ref, as_functional, check_nested, edit_nested
 from keras_sparse.tost.layers import GhostGate, GhostJump, GhostSwish, LRSIScale
 
 __all__ = [
@@ -49,6 +49,25 @@ _PASS_THROUGH = (
     GhostSwish,
     LRSIScale,
 )
+
+
+def _prepare(model, what: str) -> keras.Model:
+    """`model` as a Functional model whose nested models all have a graph."""
+    functional = as_functional(model, what)
+    check_nested(functional, what)
+    return functional
+
+
+def _edit_or_raise(model, what: str, edit, missing: str) -> keras.Model:
+    """Applies `edit` (see `edit_nested`); raises if it changed nothing.
+
+    Raises:
+        ValueError: no change; the message says the model has no `missing`.
+    """
+    new, changed = edit_nested(_prepare(model, what), what, edit)
+    if not changed:
+        raise ValueError(f"Model {model.name!r} has no {missing}.")
+    return new
 
 
 def _prunable(layer) -> bool:
@@ -90,8 +109,8 @@ _NORMALIZATION = (
 PLACEMENTS = ("before_norm", "after_unit")
 
 
-def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str, str, dict]]:
-    """(start layer, end layer, start input ref) of every ghost-skippable unit.
+def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str, str]]:
+    """(start layer, end layer) of every ghost-skippable unit.
 
     A unit starts at a single-call prunable layer whose input and output
     shapes are equal and extends through the single-consumer chain of
@@ -101,8 +120,7 @@ def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str
     normalization layer.
     """
     units = []
-    for entry in graph.entries:
-        name = entry["name"]
+    for name in graph.order():
         layer = graph.layer(name)
         if not _prunable(layer) or not graph.is_single_call(name):
             continue
@@ -118,7 +136,7 @@ def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str
         end = name
         while True:
             consumers = graph.consumers(end)
-            if len(consumers) != 1 or consumers[0] == "<output>":
+            if len(consumers) != 1 or consumers[0] == OUTPUT:
                 break
             nxt = graph.layer(consumers[0])
             if (not isinstance(nxt, _PASS_THROUGH) or not graph.is_single_call(nxt.name)
@@ -127,14 +145,14 @@ def _ghost_units(graph: Graph, placement: str = "before_norm") -> list[tuple[str
             if placement == "before_norm" and isinstance(nxt, _NORMALIZATION):
                 break
             end = nxt.name
-        units.append((name, end, refs[0]))
+        units.append((name, end))
     return units
 
 
 VARIANTS = ("jump", "identity")
 
 
-def _branch_layers(graph: Graph, ref: dict) -> list[str]:
+def _branch_layers(graph: Graph, ref: Ref) -> list[str]:
     """Prunable layers on the branch ending at `ref`, walking back to its split.
 
     Walks back from the producer of `ref` through single-call, single-input,
@@ -143,7 +161,7 @@ def _branch_layers(graph: Graph, ref: dict) -> list[str]:
     or a nested model.
     """
     found = []
-    name = ref["config"]["keras_history"][0]
+    name = ref.layer
     while True:
         layer = graph.layer(name)
         if (layer is None or isinstance(layer, (keras.layers.InputLayer, keras.Model))
@@ -154,7 +172,7 @@ def _branch_layers(graph: Graph, ref: dict) -> list[str]:
             return found
         if _prunable(layer):
             found.append(name)
-        name = refs[0]["config"]["keras_history"][0]
+        name = refs[0].layer
 
 
 def _residual_convs(graph: Graph) -> list[str]:
@@ -165,12 +183,12 @@ def _residual_convs(graph: Graph) -> list[str]:
     tied branches are all taken.
     """
     names = []
-    for entry in graph.entries:
-        if not isinstance(graph.layer(entry["name"]), keras.layers.Add):
+    for name in graph.order():
+        if not isinstance(graph.layer(name), keras.layers.Add):
             continue
-        if not graph.is_single_call(entry["name"]):
+        if not graph.is_single_call(name):
             continue
-        branches = [_branch_layers(graph, ref) for ref in graph.input_refs(entry["name"])]
+        branches = [_branch_layers(graph, ref) for ref in graph.input_refs(name)]
         most = max((len(b) for b in branches), default=0)
         for branch in branches:
             if most and len(branch) == most:
@@ -226,10 +244,9 @@ def _jump_edit(graph: Graph, alpha: float) -> int:
                 and graph.is_single_call(consumers[0])):
             anchor = consumers[0]
         elif anchor == name:
-            cfg = inner_config(graph.entry(name))
-            activation = cfg.get("activation")
+            activation = graph.activation(name)
             if activation not in (None, "linear"):
-                cfg["activation"] = "linear"
+                graph.set_activation(name, "linear")
                 graph.insert_after(name, keras.layers.Activation(
                     keras.activations.deserialize(activation) if isinstance(activation, dict)
                     else activation, name=f"{name}_act"))
@@ -329,21 +346,22 @@ def add_ghost_skips(model: keras.Model, alpha: float = 1.0, placement: str | Non
     placement = "before_norm" if placement is None else placement
     if placement not in PLACEMENTS:
         raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: {placement!r}.")
-    functional = as_functional(model, "add_ghost_skips")
-    check_nested(functional, "add_ghost_skips")
+    functional = _prepare(model, "add_ghost_skips")
     if ghost_layers(functional, GhostGate):
         raise ValueError(f"Model {model.name!r} already has ghost skips (GhostGate layers).")
 
     def edit_identity(graph):
         units = _ghost_units(graph, placement)
-        for start, end, ref in units:
+        for start, end in units:
+            # The skip reads what `start` reads now, i.e. after the gates
+            # already inserted upstream.
             gate = GhostGate(alpha=alpha, name=f"{start}_ghost_gate")
-            graph.insert_after(end, gate, extra_inputs=[ref])
-        return len(units), None
+            graph.insert_after(end, gate, extra_inputs=graph.input_refs(start)[:1])
+        return len(units)
 
     if variant == "jump":
         new, changes = edit_nested(functional, "add_ghost_skips",
-                                   lambda graph: (_jump_edit(graph, alpha), None))
+                                   lambda graph: _jump_edit(graph, alpha))
         if not changes:
             raise ValueError(
                 f"Model {model.name!r} has no place for a ghost jump: jumps go on "
@@ -388,8 +406,7 @@ def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
         ValueError: a gate still has `alpha != 0` and `force` is False, or
             there is no GhostGate.
     """
-    functional = as_functional(model, "remove_ghost_skips")
-    check_nested(functional, "remove_ghost_skips")
+    functional = _prepare(model, "remove_ghost_skips")
     gates = ghost_layers(functional, GhostGate)
     if not gates:
         raise ValueError(f"Model {model.name!r} has no GhostGate layer to remove.")
@@ -409,10 +426,9 @@ def remove_ghost_skips(model: keras.Model, force: bool = False) -> keras.Model:
         for name in jumps:  # fuse back an activation split out by the jump
             conv = name[: -len("_ghost_jump")]
             act = graph.layer(f"{conv}_act")
-            if isinstance(act, keras.layers.Activation) and f"{conv}_act" in [
-                    e["name"] for e in graph.entries]:
+            if isinstance(act, keras.layers.Activation) and graph.contains(f"{conv}_act"):
                 _refuse(graph, act.name, keras.activations.serialize(act.activation))
-        return len(names), None
+        return len(names)
 
     return edit_nested(functional, "remove_ghost_skips", edit)[0]
 
@@ -426,15 +442,14 @@ def _refuse(graph: Graph, act_name: str, activation) -> bool:
     refs = graph.input_refs(act_name)
     if len(refs) != 1:
         return False
-    source = refs[0]["config"]["keras_history"][0]
+    source = refs[0].layer
     if act_name not in (f"{source}_act", f"{source}_ghost_swish"):
         return False
     if graph.consumers(source) != [act_name] or not graph.is_single_call(source):
         return False
-    cfg = inner_config(graph.entry(source))
-    if cfg.get("activation") not in (None, "linear"):
+    if graph.activation(source) not in (None, "linear"):
         return False
-    cfg["activation"] = activation
+    graph.set_activation(source, activation)
     graph.remove(act_name)
     return True
 
@@ -461,19 +476,13 @@ def add_ghost_swish(model: keras.Model, beta: float = 1.0) -> keras.Model:
     Raises:
         ValueError: the model has no ReLU.
     """
-    functional = as_functional(model, "add_ghost_swish")
-    check_nested(functional, "add_ghost_swish")
-    new, changed = edit_nested(functional, "add_ghost_swish",
-                               lambda graph: (_swish_edit(graph, beta), None))
-    if not changed:
-        raise ValueError(f"Model {model.name!r} has no ReLU to replace with GhostSwish.")
-    return new
+    return _edit_or_raise(model, "add_ghost_swish", lambda graph: _swish_edit(graph, beta),
+                          missing="ReLU to replace with GhostSwish")
 
 
 def _swish_edit(graph: Graph, beta: float) -> int:
     changed = 0
-    for entry in list(graph.entries):
-        name = entry["name"]
+    for name in graph.order():
         layer = graph.layer(name)
         if isinstance(layer, keras.layers.ReLU):
             cfg = layer.get_config()
@@ -481,12 +490,12 @@ def _swish_edit(graph: Graph, beta: float) -> int:
                 graph.replace(name, GhostSwish(beta, name=name))
                 changed += 1
         elif isinstance(layer, keras.layers.Activation) and _is_relu_activation(
-                entry["config"].get("activation")):
+                graph.activation(name)):
             graph.replace(name, GhostSwish(beta, relu_layer="activation", name=name))
             changed += 1
         elif graph.is_single_call(name) and _is_relu_activation(
-                inner_config(entry).get("activation")) and not isinstance(layer, keras.layers.Activation):
-            inner_config(entry)["activation"] = "linear"
+                graph.activation(name)) and not isinstance(layer, keras.layers.Activation):
+            graph.set_activation(name, "linear")
             graph.insert_after(name, GhostSwish(beta, name=f"{name}_ghost_swish"))
             changed += 1
     return changed
@@ -505,8 +514,7 @@ def swap_to_relu(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: the model has no GhostSwish.
     """
-    functional = as_functional(model, "swap_to_relu")
-    check_nested(functional, "swap_to_relu")
+    functional = _prepare(model, "swap_to_relu")
     if not ghost_layers(functional, GhostSwish):
         raise ValueError(f"Model {model.name!r} has no GhostSwish layer to swap.")
 
@@ -518,7 +526,7 @@ def swap_to_relu(model: keras.Model) -> keras.Model:
                 relu = (keras.layers.Activation("relu", name=name)
                         if layer.relu_layer == "activation" else keras.layers.ReLU(name=name))
                 graph.replace(name, relu)
-        return len(names), None
+        return len(names)
 
     return edit_nested(functional, "swap_to_relu", edit)[0]
 
@@ -547,26 +555,19 @@ def add_lrsi(model: keras.Model, initial_scale: float = 1.0) -> keras.Model:
     Reference:
         Jaiswal et al., ICML 2022 (LRSI).
     """
-    functional = as_functional(model, "add_lrsi")
-    check_nested(functional, "add_lrsi")
-    new, changed = edit_nested(functional, "add_lrsi",
-                               lambda graph: (_lrsi_edit(graph, initial_scale), None))
-    if not changed:
-        raise ValueError(f"Model {model.name!r} has no prunable layer to re-scale.")
-    return new
+    return _edit_or_raise(model, "add_lrsi", lambda graph: _lrsi_edit(graph, initial_scale),
+                          missing="prunable layer to re-scale")
 
 
 def _lrsi_edit(graph: Graph, initial_scale: float) -> int:
     changed = 0
-    for entry in list(graph.entries):
-        name = entry["name"]
+    for name in graph.order():
         if not _prunable(graph.layer(name)) or not graph.is_single_call(name):
             continue
-        cfg = inner_config(entry)
-        activation = cfg.get("activation")
+        activation = graph.activation(name)
         graph.insert_after(name, LRSIScale(initial_scale, name=f"{name}_lrsi"))
         if activation not in (None, "linear"):
-            cfg["activation"] = "linear"
+            graph.set_activation(name, "linear")
             graph.insert_after(f"{name}_lrsi", keras.layers.Activation(
                 keras.activations.deserialize(activation) if isinstance(activation, dict)
                 else activation, name=f"{name}_act"))
@@ -588,8 +589,7 @@ def fold_lrsi(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: no LRSIScale layer, or one not right after a prunable layer.
     """
-    functional = as_functional(model, "fold_lrsi")
-    check_nested(functional, "fold_lrsi")
+    functional = _prepare(model, "fold_lrsi")
     if not ghost_layers(functional, LRSIScale):
         raise ValueError(f"Model {model.name!r} has no LRSIScale layer to fold.")
     _check_lrsi_placement(functional)
@@ -598,7 +598,7 @@ def fold_lrsi(model: keras.Model) -> keras.Model:
 
 def _lrsi_source(graph: Graph, name: str):
     refs = graph.input_refs(name)
-    return graph.layer(refs[0]["config"]["keras_history"][0]) if refs else None
+    return graph.layer(refs[0].layer) if refs else None
 
 
 def _check_lrsi_placement(model: keras.Model) -> None:
@@ -616,7 +616,7 @@ def _check_lrsi_placement(model: keras.Model) -> None:
             _check_lrsi_placement(layer)
 
 
-def _fold_edit(graph: Graph):
+def _fold_edit(graph: Graph) -> int:
     folds = {}
     for name in graph.names(LRSIScale):
         source = _lrsi_source(graph, name)
@@ -645,4 +645,5 @@ def _fold_edit(graph: Graph):
             if getattr(inner, "bias", None) is not None:
                 inner.bias.assign(np.asarray(inner.bias.numpy()) * np.float32(value))
 
-    return len(folds), finish
+    graph.after_build(finish)
+    return len(folds)

@@ -14,6 +14,18 @@ B = 8
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def set_scores_np(seed, step, kernel, size):
+    """SET's grow scores of a kernel replayed in NumPy: the device graph's
+    integer arithmetic (`_dst._mix`), to compare masks with the device."""
+    a = (_dst._base(seed, kernel) + int(step) * 7919) % _dst._M
+    return _dst._mix(np.arange(size, dtype=np.int64), a, kernel).astype(np.int32)
+
+
+def update_steps(p):
+    """The steps of `p`'s updates: update `j` is at `(first + 1 + j) * interval`."""
+    return [(p.first + 1 + j) * p.interval for j in range(len(p.fractions))]
+
+
 def _model(seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
@@ -109,11 +121,11 @@ def test_plan_resolves_fractions_and_decay_like_keras():
                                         stop_step=0.5, drop_fraction=0.4)
     p = _dst.plan(algo, 200)
     assert (p.start, p.stop) == (20, 100)
-    assert p.update_steps() == [30, 40, 50, 60, 70, 80, 90, 100]
+    assert update_steps(p) == [30, 40, 50, 60, 70, 80, 90, 100]
     algo.setup([keras_sparse.algorithms.Target(
         "k", keras.Variable(np.ones((4, 4))),
         keras.Variable(np.ones((4, 4))), 0.0)], 200)
-    assert p.fractions == [algo.drop_fraction_at(t) for t in p.update_steps()]
+    assert p.fractions == [algo.drop_fraction_at(t) for t in update_steps(p)]
     counts = _dst.drop_counts(p, 37)
     assert counts.tolist() == [round(f * 37) for f in p.fractions]
     assert counts[0] > counts[-1] == 0  # cosine decay down to 0 at stop
@@ -207,7 +219,7 @@ def test_mest_plan_follows_elastic_mutation_stages():
     algo.setup([keras_sparse.algorithms.Target(
         "k", keras.Variable(np.ones((4, 4))),
         keras.Variable(np.ones((4, 4))), 0.0)], 1000)
-    assert p.fractions == [algo.drop_fraction_at(t) for t in p.update_steps()]
+    assert p.fractions == [algo.drop_fraction_at(t) for t in update_steps(p)]
     assert p.gradient_weight == 1.0
     assert p.fractions[0] == pytest.approx(0.2) and 0.1 in p.fractions
 
@@ -257,7 +269,7 @@ def test_mest_update_equals_numpy_replay(tmp_path, rng):
         m = before[f"{name}__mask"]
         n_drop = int(np.round(0.4 * m.sum()))
         keep = np.abs(w_after_step[name]) + 10 * np.abs(np.asarray(grads[name]))
-        grow = _dst.set_scores_np(3, 2, k, m.size).reshape(m.shape)
+        grow = set_scores_np(3, 2, k, m.size).reshape(m.shape)
         new_m, grown = mask_math.prune_and_grow(m, keep, grow.astype(float),
                                                 n_drop)
         np.testing.assert_array_equal(after[f"{name}__mask"], new_m)
@@ -295,7 +307,7 @@ def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
             for k in (0, 1):
                 assert np.all(st[f"{n}__slot{k}"][m == 0] == 0.0)
             fresh = (m > 0) & (prev[n] == 0)
-            if t in p.update_steps():
+            if t in update_steps(p):
                 assert np.all(st[n][fresh] == 0.0)  # regrown weights 0
                 for k in (0, 1):  # ... and their Adam slots reset
                     assert np.all(st[f"{n}__slot{k}"][fresh] == 0.0)
@@ -303,7 +315,7 @@ def test_set_invariants_count_zeros_and_reset_slots(tmp_path, rng):
                 assert not fresh.any()
             new_total += int(fresh.sum())
             prev[n] = m
-        if t in p.update_steps():
+        if t in update_steps(p):
             assert out["regrown"] == new_total
             regrown_total += new_total
         assert out["sparsity"] == pytest.approx(
@@ -323,7 +335,7 @@ def test_set_update_equals_numpy_replay_with_the_hash(tmp_path, rng):
     for k, name in zip((0, 2), KERNELS):
         m = before[f"{name}__mask"]
         n_drop = int(np.round(0.4 * m.sum()))
-        grow = _dst.set_scores_np(3, 2, k, m.size).reshape(m.shape)
+        grow = set_scores_np(3, 2, k, m.size).reshape(m.shape)
         new_m, grown = mask_math.prune_and_grow(
             m, np.abs(w_after_step[name]), grow.astype(np.float64), n_drop)
         np.testing.assert_array_equal(after[f"{name}__mask"], new_m)
@@ -340,14 +352,14 @@ def test_set_hash_grows_uniformly_over_eligible_positions():
     ok[rng.choice(size, eligible, replace=False)] = True
     hits = np.zeros(size)
     for step in range(1, updates + 1):
-        s = np.where(ok, _dst.set_scores_np(5, step * 10, 1, size), -1)
+        s = np.where(ok, set_scores_np(5, step * 10, 1, size), -1)
         hits[np.argsort(-s, kind="stable")[:n]] += 1
     assert hits[~ok].sum() == 0
     expected = updates * n / eligible
     chi2 = float(((hits[ok] - expected) ** 2 / expected).sum())
     # chi-square with 299 dof: mean 299, sd ~24.5; 400 is ~4 sd.
     assert chi2 < 400, chi2
-    assert len(set(_dst.set_scores_np(5, 10, 1, size))) > 0.99 * size
+    assert len(set(set_scores_np(5, 10, 1, size))) > 0.99 * size
 
 
 # ------------------------------------------------------ state and weights
