@@ -136,7 +136,6 @@ class Chase(RigL):
         self.channel_schedule = schedules.CubicSparsity(0.0, self.channel_sparsity)
         self._graph = None
         self._units: list[dict] = []
-        self._forbidden: list[np.ndarray] = []
         self.channel_stats: dict[str, float] = {}
 
     def get_config(self) -> dict:
@@ -174,8 +173,16 @@ class Chase(RigL):
         return units
 
     # -------------------------------------------------------- lifecycle
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
+    @property
+    def _forbidden(self) -> list[np.ndarray]:
+        """Per weight, 1 where a removed channel forbids growth (persistent state)."""
+        return self.state_of("forbidden")
+
+    def fresh_state(self, ctx):
+        return [{"forbidden": np.zeros(m.shape, np.uint8)} for m in ctx.masks]
+
+    def start(self, ctx):
+        targets = ctx.targets
         if self._graph is None:
             self._units = []
             if self.channel_sparsity > 0:
@@ -194,12 +201,7 @@ class Chase(RigL):
                     "and not a model output), so it runs as RigL. Sparsify the consumers "
                     "of the hidden layers, or use channel_sparsity=0.", UserWarning,
                     stacklevel=2)
-        fresh = [np.zeros(tuple(t.mask.shape), np.uint8) for t in targets]
-        self._forbidden = [f.astype(np.uint8) for f in self.restore(targets, "forbidden", fresh)]
         self.channel_stats = self._channel_stats()
-
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "forbidden": self._forbidden[index]}
 
     def removed_channels(self) -> dict[str, np.ndarray]:
         """`{producer layer name: bool array}` of removed channels, per eligible layer."""
@@ -216,8 +218,8 @@ class Chase(RigL):
                 "channels_removed": float(removed)}
 
     # ----------------------------------------------------- what differs
-    def grow_scores(self, index, weight, mask, grad, rng):
-        scores = np.abs(grad).astype(np.float64)
+    def grow_scores(self, ctx, index, rng):
+        scores = np.abs(ctx.grads[index]).astype(np.float64)
         scores[self._forbidden[index] > 0] = -np.inf
         return scores
 
