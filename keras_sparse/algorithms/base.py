@@ -20,6 +20,7 @@ grow as many). Every hook receives an explicit, frozen context
   `ctx.scratch` (computed once, on the engine's thread);
 - `finish(ctx, i, weight, mask, grown)`: a last per-weight step, returning
   a `LayerResult` with the method's own statistics and state;
+- `finish_model(ctx, results)`: a model-level step over all weights;
 - `fresh_state(ctx)` / `start(ctx)`: persistent per-weight state and
   checks at the start of a run (`ctx.state` holds the restored state).
 
@@ -169,6 +170,7 @@ class Policy:
     """
 
     needs_gradients = False
+    registered_name = "policy"
     # Mask structures this algorithm keeps (`keras_sparse.masks.STRUCTURES`).
     structures: tuple[str, ...] = mask_math.STRUCTURES
 
@@ -229,6 +231,21 @@ class Policy:
         """
         return LayerResult(weight, mask)
 
+    def finish_model(self, ctx: UpdateContext, results: Sequence[LayerResult]) -> dict[int, LayerResult]:
+        """A model-level step after every weight's `finish` (on the engine's thread).
+
+        For what needs all weights at once (Chase's channel removal and
+        global regrowth). Variables are assigned after it.
+
+        Args:
+            ctx: the update's context (weights and masks from before the update).
+            results: per weight, its `finish` result.
+
+        Returns:
+            `{index: LayerResult}` for the weights it changes (default: none).
+        """
+        return {}
+
 
 class Algorithm(Policy):
     """A policy bound to the engine and to its schedules: what the callbacks run.
@@ -261,17 +278,15 @@ class Algorithm(Policy):
             model they do not fit (in `setup`, before any mask changes).
     """
 
-    registered_name = "algorithm"
-
     def __init__(
         self,
         update_interval: int = 100,
         start_step: int | float = 0,
         stop_step: int | float = 0.75,
+        *,
         structure: str = "unstructured",
         seed: int = 0,
         on_nonfinite: str = "skip",
-        *,
         schedule: schedules.UpdateSchedule | None = None,
         fraction_schedule: Any = None,
         fraction_span: str = "updates",
@@ -476,22 +491,14 @@ class Updater(Algorithm):
     start at 0.0 and their optimizer moments are reset.
 
     Args:
-        update_interval: steps between mask updates (RigL: 100).
-        start_step: first update step (int) or fraction of training.
-        stop_step: last update step (int) or fraction of training (RigL: 0.75).
+        update_interval, start_step, stop_step: when masks change, as
+            `Algorithm` (RigL: every 100 steps until 0.75 of training).
         drop_fraction: initial fraction of active weights dropped per update,
             in (0, 1) (RigL: 0.3).
         drop_fraction_decay: `"cosine"` (RigL), `"constant"` or
             `"stagewise"` (halved at 50% and 75% of the update span); with
             `drop_fraction`, builds the default drop-fraction schedule.
-        structure: `"unstructured"`, `"block"` or `"n:m"`
-            (`keras_sparse.masks.STRUCTURES`); masks keep it.
-        seed: integer seed; randomness comes from `(seed, step, weight index)`,
-            so a resumed run draws what an uninterrupted one draws.
-        on_nonfinite: what an update does when a weight or a captured
-            gradient holds NaN/Inf: `"skip"` (default: warn, count it in
-            `skipped_updates`, change nothing) or `"raise"`
-            (`FloatingPointError`, nothing changed).
+        structure, seed, on_nonfinite: as `Algorithm`.
         **kwargs: `Algorithm`'s injected `schedule`, `fraction_schedule`,
             `fraction_span`.
 
@@ -505,8 +512,8 @@ class Updater(Algorithm):
     `fresh_state`.
 
     Raises:
-        TypeError, ValueError: invalid arguments (at construction), or a
-            model they do not fit (in `setup`, before any mask changes).
+        TypeError, ValueError: as `Algorithm`; also an invalid drop fraction
+            or decay, at construction.
     """
 
     registered_name = "updater"
@@ -531,7 +538,8 @@ class Updater(Algorithm):
             )
         self.drop_fraction = drop_fraction
         self.drop_fraction_decay = drop_fraction_decay
-        super().__init__(update_interval, start_step, stop_step, structure, seed, on_nonfinite, **kwargs)
+        super().__init__(update_interval, start_step, stop_step, structure=structure, seed=seed,
+                         on_nonfinite=on_nonfinite, **kwargs)
         if drop_fraction is not None and drop_fraction_decay is not None:
             self._generic_fraction_schedule()  # validates drop_fraction now
 

@@ -113,9 +113,13 @@ class LayerResult:
             and `DynamicSparseTraining` logs their sum over weights.
         state: persistent state slots that changed (merged into the
             weight's state by the engine, on its own thread, and saved).
+        new_connections: from `Policy.finish_model` only: entries grown
+            outside prune-and-grow (e.g. a global regrowth), 1.0 where new;
+            their optimizer moments are reset and they count in `regrown`.
     """
 
     weight: np.ndarray
     mask: np.ndarray
     stats: Mapping[str, float] = field(default_factory=dict)
     state: Mapping[str, np.ndarray] = field(default_factory=dict)
+    new_connections: np.ndarray | None = None

@@ -1,4 +1,11 @@
-"""Sparse-to-sparse dynamic sparse training: SET, RigL, RigL-ITOP, MEST+EM, NeurRev, DSR, Deep-R."""
+"""The SET family: SET, RigL, RigL-ITOP, MEST+EM, NeurRev, DSR, Deep-R.
+
+Sparse-to-sparse dynamic sparse training at constant sparsity: every
+update drops and grows connections (`keras_sparse.algorithms.base.Updater`).
+Each class is a policy (scores, counts, per-update hooks on an
+`UpdateContext`) run by the shared engine; the pruners, whose sparsity
+rises over training, are in `keras_sparse.algorithms.gradual`.
+"""
 
 from __future__ import annotations
 
@@ -246,8 +253,8 @@ class MEST(Updater):
             self.lower_bound, self.upper_bound, self.stage_boundaries = lower, upper, boundaries
             self.mutation_ratios = tuple(round((lo - upper) / (1.0 - upper), 12) for lo in lower)
             # No generic drop fraction: the stages are the schedule, over all of training.
-            super().__init__(drop_fraction=None, drop_fraction_decay=None,
-                             fraction_span="training", **kwargs)
+            kwargs.setdefault("fraction_span", "training")
+            super().__init__(drop_fraction=None, drop_fraction_decay=None, **kwargs)
         self.gradient_weight = float(gradient_weight)
         self.needs_gradients = self.gradient_weight > 0
 
@@ -376,8 +383,10 @@ class NeurRev(RigL):
     over the whole model), and when a weight runs out of active negative
     entries it prunes the rest by magnitude (see
     `keras_sparse.masks.search_and_awake`).
-    Logged as `awakened`: weights pruned by Search & Awake that were
-    negative.
+    Logged as `awakened` (a statistic of the policy, `LayerResult.stats`,
+    summed over weights by the callback): weights pruned by Search & Awake
+    that were negative. `delta` is computed once per update (`prepare`) and
+    theta* is persistent state (`fresh_state`, `LayerResult.state`).
 
     Args:
         p: relaxation as a fraction of each weight's size (absolute, the
@@ -584,7 +593,9 @@ class DeepR(SET):
     (flipped) value, as for any connection dropped and re-drawn in one
     update (RigL's convention, `Updater`); Deep-R would restart it at zero.
     With `n` flips in a layer of `size` entries at sparsity `s`, that is
-    about `n / (s * size)` of the flips.
+    about `n / (s * size)` of the flips. The flips and the learning rate
+    are read once per update (`prepare`; an update without an optimizer
+    adds no noise); the signs are persistent state.
 
     Args:
         temperature: T (default 0: no noise).

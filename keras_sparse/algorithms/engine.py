@@ -236,14 +236,19 @@ class Engine:
                     keras.ops.convert_to_tensor(new_m, "float32"), regrown, ever_active, stats,
                     result)
 
-        results = map_weights(new_mask_and_weight, range(len(targets)), total_size)
+        results = list(map_weights(new_mask_and_weight, range(len(targets)), total_size))
+        # A model-level step (Chase's channel removal and global regrowth),
+        # on this thread, before any variable changes.
+        for i, layer in policy.finish_model(ctx, [r[5] for r in results]).items():
+            results[i] = self._replace_result(ctx, i, results[i], layer)
         stats = {}
         names: set[str] = set()
         for i, (t, (new_w, new_m, regrown, ever_active, weight_stats, result)) in enumerate(
                 zip(targets, results)):
             t.mask.assign(new_m)
             t.weight.assign(new_w)
-            reset_slots(optimizer, t.weight, regrown)
+            reset = regrown if result.new_connections is None else np.maximum(regrown, result.new_connections)
+            reset_slots(optimizer, t.weight, reset)
             self.ever_active[i] = ever_active
             self.last_grown[i] = np.asarray(regrown) > 0
             self.policy_state[i] = {**self.policy_state[i], **result.state}
@@ -254,6 +259,26 @@ class Engine:
         self.policy_stat_names = tuple(sorted(names))
         self.stats = stats
         return stats
+
+    @staticmethod
+    def _replace_result(ctx: UpdateContext, i: int, record: tuple, layer: LayerResult) -> tuple:
+        """`record` of weight `i` with the model-level step's result `layer`.
+
+        The ITOP set keeps what was active after prune-and-grow; the
+        connections of the previous update (`last_grown`) stay those of
+        prune-and-grow.
+        """
+        _, _, regrown, ever_active, stats, result = record
+        size = layer.mask.size
+        ever_active = ever_active | (layer.mask > 0)
+        stats = {**stats, **layer.stats, "sparsity": 1.0 - np.count_nonzero(layer.mask) / size,
+                 "itop_rate": float(np.count_nonzero(ever_active) / size)}
+        if layer.new_connections is not None:
+            stats["regrown"] = stats.get("regrown", 0.0) + float(layer.new_connections.sum())
+        return (keras.ops.convert_to_tensor(layer.weight, ctx.weights[i].dtype),
+                keras.ops.convert_to_tensor(layer.mask, "float32"), regrown, ever_active, stats,
+                dataclasses.replace(layer, stats={**result.stats, **layer.stats},
+                                    state={**result.state, **layer.state}))
 
     def _prune_and_grow_one(self, ctx: UpdateContext, i: int,
                             counts: tuple[int, int]) -> tuple[LayerResult, np.ndarray]:
