@@ -90,23 +90,23 @@ def neurrev_class(ratio: float, sign_free: bool = False):
     (ascending delta): the ablation. Not registered; benchmark-only.
     """
     from keras_sparse import masks as mask_math
-    from keras_sparse.algorithms import NeurRev
+    from keras_sparse.algorithms import LayerResult, NeurRev
 
-    def after_prune_and_grow(self, index, step, weight, mask, grown, grad):
-        n_prune = int(mask.sum()) - int(round(self._active_before[index]))
+    def finish(self, ctx, index, weight, mask, grown):
+        n_prune = int(mask.sum()) - int(np.count_nonzero(ctx.masks[index]))
         # Any sign: hand search_and_awake -|w| (every non-zero entry is a
         # candidate, same delta order); zeros (just grown) stay out, as in S&A.
         new_mask, pruned, _ = mask_math.search_and_awake(
-            mask, np.where(weight != 0, -np.abs(weight), 0.0), self._delta[index], n_prune,
+            mask, np.where(weight != 0, -np.abs(weight), 0.0), ctx.scratch["delta"][index], n_prune,
             self.structure)
         negative = float((pruned * (weight < 0)).sum())
         weight = weight * new_mask
-        self._reference[index] = weight.copy()
-        return weight, new_mask, {"awakened": negative, "sign_free": float(pruned.sum())}
+        return LayerResult(weight, new_mask, stats={"awakened": negative, "sign_free": float(pruned.sum())},
+                           state={"reference": weight.copy()})
 
     attrs: dict[str, Any] = {"relax_ratio": float(ratio)}
     if sign_free:
-        attrs["after_prune_and_grow"] = after_prune_and_grow
+        attrs["finish"] = finish
     return type(f"NeurRev_r{ratio:g}{'_signfree' if sign_free else ''}", (NeurRev,), attrs)
 
 

@@ -165,8 +165,9 @@ class DynamicSparseTraining(SparsityLogger):
     update the masks, then logs `sparsity`, `drop_fraction`, `regrown`,
     `itop_rate`, `churn` (the share of the connections grown at the previous
     update that this one dropped), `churn_mean` (the same over every update
-    of this `fit`: all such drops over all such growths) and `awakened` for
-    NeurRev; with `per_layer=True` also `<figure>/<layer>/<weight>`. Put it before `keras.callbacks.TensorBoard`
+    of this `fit`: all such drops over all such growths) and the
+    algorithm's own figures (`Algorithm.policy_statistics`, e.g. NeurRev's
+    `awakened`); with `per_layer=True` also `<figure>/<layer>/<weight>`. Put it before `keras.callbacks.TensorBoard`
     to see these in TensorBoard.
 
     Dense gradients for grow criteria are the ones of the user's own training
@@ -216,7 +217,8 @@ class DynamicSparseTraining(SparsityLogger):
     appears in the logs.
 
     Args:
-        algorithm: an `keras_sparse.algorithms.Updater`, name or config dict.
+        algorithm: a `keras_sparse.algorithms.Algorithm` (`Updater`,
+            `Pruner` or a custom policy), name or config dict.
         total_steps: total training steps over all `fit` calls (optimizer
             steps), to resolve fractional start/stop steps; default: see
             "Training length" above. Set it once for loops of
@@ -494,11 +496,12 @@ class DynamicSparseTraining(SparsityLogger):
             out["churn"] = self._dst_logs["churn"]
         if self._churn_totals[0]:
             out["churn_mean"] = float(self._churn_totals[1] / self._churn_totals[0])
-        if any("awakened" in s for s in stats.values()):
-            out["awakened"] = float(sum(s.get("awakened", 0.0) for s in stats.values()))
+        # The algorithm's own figures (NeurRev's `awakened`, ...), summed over weights.
+        out.update(self.algorithm.policy_statistics(stats))
         if self.per_layer:
+            names = ("drop_fraction", "regrown", "itop_rate", "churn", *self.algorithm.policy_stat_names)
             for key, s in stats.items():
-                for name in ("drop_fraction", "regrown", "itop_rate", "churn", "awakened"):
+                for name in names:
                     if name in s:
                         out[f"{name}/{key}"] = float(s[name])
         return out

@@ -38,8 +38,9 @@ as `keras_sparse.algorithms.Updater.update` does in Keras:
   kernels is the `regrown` output of `train`.
 - MEST (`keras_sparse.algorithms.MEST`): drop scores `|w| + lambda |g|`
   (the same gradient as RigL's), random growth (SET's hash), and the
-  mutation ratio of `MEST.drop_fraction_at` (Elastic Mutation stages over
-  all of training, so `total_steps` is needed; or the legacy
+  mutation ratio of `MEST`'s fraction schedule (Elastic Mutation stages
+  over all of training, `fraction_span="training"`, so `total_steps` is
+  needed; or the legacy
   `drop_fraction` schedule).
 - NeurRev (`keras_sparse.algorithms.NeurRev`): each kernel keeps its
   reference weights theta* in a variable (the exported weights, then the
@@ -182,7 +183,7 @@ def plan(algorithm, total_steps) -> DSTPlan:
     steps = [(start // interval + 1 + j) * interval for j in range(n_updates)]
     if kind == "mest" and algo.elastic:
         # MEST's Elastic Mutation stages are fractions of all of training
-        # (`MEST.drop_fraction_at`).
+        # (`MEST`'s fraction schedule, `fraction_span="training"`).
         fractions = [float(algo.fraction_schedule(t, 0, int(total_steps)))
                      for t in steps]
     else:
@@ -198,7 +199,7 @@ def plan(algorithm, total_steps) -> DSTPlan:
 
 
 def relaxation(p: DSTPlan, mask: np.ndarray) -> int:
-    """NeurRev's extra growth `round(p * size)` of a kernel (as `NeurRev.setup`)."""
+    """NeurRev's extra growth `round(p * size)` of a kernel (as `NeurRev.start`)."""
     s = 1.0 - float(mask.mean())
     frac = min(p.relax_ratio * (1.0 - s) if p.p is None else p.p, s)
     n = round(frac * mask.size)
@@ -206,7 +207,7 @@ def relaxation(p: DSTPlan, mask: np.ndarray) -> int:
 
 
 def check_relaxation(p: DSTPlan, masks: list[np.ndarray]) -> None:
-    """NeurRev's `s - p >= 0` over the masked kernels (as `NeurRev.setup`).
+    """NeurRev's `s - p >= 0` over the masked kernels (as `NeurRev.start`).
 
     Raises:
         ValueError: `p` above the sparsity of the masked kernels.
@@ -240,7 +241,7 @@ def counts(p: DSTPlan, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def drop_counts(p: DSTPlan, n_active: int) -> np.ndarray:
     """Entries dropped (and grown) at each update by a kernel with `n_active` kept entries.
 
-    `round(fraction * n_active)` as `Updater.counts` (Python's round), one
+    `round(fraction * n_active)` as `Policy.counts` (Python's round), one
     int32 per update (at least one entry, 0, when there is no update).
     """
     n = [round(f * float(n_active)) for f in p.fractions]

@@ -11,9 +11,8 @@ import numpy as np
 from keras_sparse import channels as channel_graph
 from keras_sparse import masks as mask_math
 from keras_sparse import schedules
-from keras_sparse.algorithms.base import Target, register
+from keras_sparse.algorithms.base import LayerResult, Target, register
 from keras_sparse.algorithms.dst import RigL
-from keras_sparse.algorithms.optimizer_state import reset_slots
 from keras_sparse.schedules import validate_fraction
 
 __all__ = ["Chase"]
@@ -136,7 +135,6 @@ class Chase(RigL):
         self.channel_schedule = schedules.CubicSparsity(0.0, self.channel_sparsity)
         self._graph = None
         self._units: list[dict] = []
-        self._forbidden: list[np.ndarray] = []
         self.channel_stats: dict[str, float] = {}
 
     def get_config(self) -> dict:
@@ -174,8 +172,16 @@ class Chase(RigL):
         return units
 
     # -------------------------------------------------------- lifecycle
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
+    @property
+    def _forbidden(self) -> list[np.ndarray]:
+        """Per weight, 1 where a removed channel forbids growth (persistent state)."""
+        return self.state_of("forbidden")
+
+    def fresh_state(self, ctx):
+        return [{"forbidden": np.zeros(m.shape, np.uint8)} for m in ctx.masks]
+
+    def start(self, ctx):
+        targets = ctx.targets
         if self._graph is None:
             self._units = []
             if self.channel_sparsity > 0:
@@ -194,30 +200,26 @@ class Chase(RigL):
                     "and not a model output), so it runs as RigL. Sparsify the consumers "
                     "of the hidden layers, or use channel_sparsity=0.", UserWarning,
                     stacklevel=2)
-        fresh = [np.zeros(tuple(t.mask.shape), np.uint8) for t in targets]
-        self._forbidden = [f.astype(np.uint8) for f in self.restore(targets, "forbidden", fresh)]
         self.channel_stats = self._channel_stats()
 
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "forbidden": self._forbidden[index]}
-
-    def removed_channels(self) -> dict[str, np.ndarray]:
+    def removed_channels(self, forbidden: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """`{producer layer name: bool array}` of removed channels, per eligible layer."""
+        forbidden = self._forbidden if forbidden is None else forbidden
         out = {}
         for u in self._units:
-            f = self._forbidden[u["producer"]]
+            f = forbidden[u["producer"]]
             out[u["layer"]] = f.reshape(-1, f.shape[-1]).all(axis=0) if f.size else np.zeros(0, bool)
         return out
 
-    def _channel_stats(self) -> dict[str, float]:
-        removed = sum(int(r.sum()) for r in self.removed_channels().values())
+    def _channel_stats(self, forbidden: list[np.ndarray] | None = None) -> dict[str, float]:
+        removed = sum(int(r.sum()) for r in self.removed_channels(forbidden).values())
         total = sum(u["size"] for u in self._units)
         return {"channel_sparsity": removed / total if total else 0.0,
                 "channels_removed": float(removed)}
 
     # ----------------------------------------------------- what differs
-    def grow_scores(self, index, weight, mask, grad, rng):
-        scores = np.abs(grad).astype(np.float64)
+    def grow_scores(self, ctx, index, rng):
+        scores = np.abs(ctx.grads[index]).astype(np.float64)
         scores[self._forbidden[index] > 0] = -np.inf
         return scores
 
@@ -260,67 +262,59 @@ class Chase(RigL):
             chosen.append((u_i, int(chan[j])))
         return chosen
 
-    # ----------------------------------------------------------- update
-    def update(self, step, targets, grads=None, optimizer=None):
-        before = [(keras.ops.convert_to_numpy(t.weight),
-                   np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32)) for t in targets]
-        stats = super().update(step, targets, grads, optimizer)
-        if not stats or self.channel_sparsity == 0 or not self._units:
-            return stats
-        weights = [keras.ops.convert_to_numpy(t.weight) for t in targets]
-        masks = [np.asarray(keras.ops.convert_to_numpy(t.mask), np.float32) for t in targets]
-        chosen = self.select_channels(step, weights, masks)
+    # ------------------------------------------------- model-level step
+    def finish_model(self, ctx, results):
+        """Removes channels, then regrows the freed budget over the whole model.
+
+        Runs after RigL's per-weight prune-and-grow (`results`); returns the
+        weights it changes (the engine assigns them and resets the moments
+        of their new connections).
+        """
+        if self.channel_sparsity == 0 or not self._units:
+            return {}
+        weights = [np.asarray(r.weight) for r in results]
+        masks = [np.asarray(r.mask, np.float32) for r in results]
+        chosen = self.select_channels(ctx.step, weights, masks)
         if not chosen:
-            return stats
+            return {}
+        forbidden = [f.copy() for f in self._forbidden]
         touched = set()
         for u_i, c in chosen:
             for ti, axis, idx in self._units[u_i]["slices"]:
                 if idx[c].size:
-                    f = np.moveaxis(self._forbidden[ti], axis, 0)  # a view
+                    f = np.moveaxis(forbidden[ti], axis, 0)  # a view
                     f[idx[c]] = 1
                     touched.add(ti)
         freed = 0
         for ti in touched:
-            new_m = masks[ti] * (1 - self._forbidden[ti])
+            new_m = masks[ti] * (1 - forbidden[ti])
             freed += int(masks[ti].sum() - new_m.sum())
             masks[ti] = new_m
             weights[ti] = weights[ti] * new_m
-        grown = self._reallocate(freed, masks, grads)
-        for i, t in enumerate(targets):
+        grown = self._reallocate(freed, masks, ctx.grads, forbidden)
+        out = {}
+        for i in range(len(results)):
             if i not in touched and not grown[i].any():
                 continue
             # As in RigL's update, an entry dropped and re-grown at the same
             # update is not new: it gets its value back and keeps its
             # moments; only entries inactive before the update start at zero.
-            old_w, old_m = before[i]
-            new = grown[i] * (1 - old_m)
+            old_w, old_m = ctx.weights[i], ctx.masks[i]
             returning = grown[i] * old_m
-            masks[i] = np.maximum(masks[i], grown[i])
-            weights[i] = weights[i] * (1 - grown[i]) + old_w * returning
-            t.mask.assign(keras.ops.convert_to_tensor(masks[i], "float32"))
-            t.weight.assign(keras.ops.convert_to_tensor(weights[i], weights[i].dtype))
-            if new.any():
-                reset_slots(optimizer, t.weight, new)
-            self._ever_active[i] = self._ever_active[i] | (masks[i] > 0)
-            if t.state is not None:
-                t.state.update(self.persistent_state(i))
-            s = stats.get(t.key)
-            if s is not None:
-                s["sparsity"] = 1.0 - np.count_nonzero(masks[i]) / masks[i].size
-                s["regrown"] = s.get("regrown", 0.0) + float(new.sum())
-                s["itop_rate"] = float(np.count_nonzero(self._ever_active[i]) / masks[i].size)
-        self.channel_stats = self._channel_stats()
+            out[i] = LayerResult(
+                weights[i] * (1 - grown[i]) + old_w * returning, np.maximum(masks[i], grown[i]),
+                state={"forbidden": forbidden[i]}, new_connections=grown[i] * (1 - old_m))
+        self.channel_stats = self._channel_stats(forbidden)
         self.channel_stats["reallocated"] = float(sum(g.sum() for g in grown))
-        self.stats = stats
-        return stats
+        return out
 
-    def _reallocate(self, n: int, masks, grads) -> list[np.ndarray]:
+    def _reallocate(self, n: int, masks, grads, forbidden) -> list[np.ndarray]:
         """Grows `n` entries over all weights by dense-gradient magnitude (global)."""
         grown = [np.zeros_like(m) for m in masks]
         if n <= 0:
             return grown
         scores = [np.where((m == 0) & (f == 0), np.abs(g).astype(np.float64), -np.inf).reshape(-1)
-                  for m, f, g in zip(masks, self._forbidden, grads)]
+                  for m, f, g in zip(masks, forbidden, grads)]
         flat = np.concatenate(scores)
         allowed = int(np.isfinite(flat).sum())
         n = min(n, allowed)

@@ -1,4 +1,11 @@
-"""Sparse-to-sparse dynamic sparse training: SET, RigL, RigL-ITOP, MEST+EM, NeurRev, DSR, Deep-R."""
+"""The SET family: SET, RigL, RigL-ITOP, MEST+EM, NeurRev, DSR, Deep-R.
+
+Sparse-to-sparse dynamic sparse training at constant sparsity: every
+update drops and grows connections (`keras_sparse.algorithms.base.Updater`).
+Each class is a policy (scores, counts, per-update hooks on an
+`UpdateContext`) run by the shared engine; the pruners, whose sparsity
+rises over training, are in `keras_sparse.algorithms.gradual`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import numpy as np
 
 from keras_sparse import masks as mask_math
 from keras_sparse import schedules
-from keras_sparse.algorithms.base import Updater, register, validate_real
+from keras_sparse.algorithms.base import LayerResult, Updater, register, validate_real
 from keras_sparse.schedules import validate_fraction
 
 __all__ = ["DSR", "DeepR", "MEST", "NeurRev", "RigL", "RigLITOP", "SET"]
@@ -51,8 +58,8 @@ class RigL(SET):
 
     needs_gradients = True
 
-    def grow_scores(self, index, weight, mask, grad, rng):
-        return np.abs(grad)
+    def grow_scores(self, ctx, index, rng):
+        return np.abs(ctx.grads[index])
 
 
 @register("rigl_itop")
@@ -120,9 +127,13 @@ class RigLITOP(RigL):
                 f"{drop_fraction}]. Received: {drop_fraction_min!r}."
             )
         self.drop_fraction_min = float(drop_fraction_min)
-        if drop_fraction_decay == "cosine":
-            self.fraction_schedule = schedules.CosineDecay(
-                drop_fraction, alpha=self.drop_fraction_min / float(drop_fraction))
+
+    def default_fraction_schedule(self):
+        """Cosine from `drop_fraction` down to `drop_fraction_min` (other decays: as `Updater`)."""
+        if self.drop_fraction_decay == "cosine":
+            return schedules.CosineDecay(
+                self.drop_fraction, alpha=self.drop_fraction_min / float(self.drop_fraction))
+        return super().default_fraction_schedule()
 
     def get_config(self):
         return {**super().get_config(), "drop_fraction_min": self.drop_fraction_min}
@@ -232,23 +243,28 @@ class MEST(Updater):
                     f"not both. Received: drop_fraction={drop_fraction!r}, "
                     f"drop_fraction_decay={drop_fraction_decay!r} and {given!r}."
                 )
+            self.lower_bound = self.upper_bound = self.stage_boundaries = None
+            self.mutation_ratios = None
             super().__init__(drop_fraction=0.3 if drop_fraction is None else drop_fraction,
                              drop_fraction_decay="stagewise" if drop_fraction_decay is None
                              else drop_fraction_decay, **kwargs)
-            self.lower_bound = self.upper_bound = self.stage_boundaries = None
-            self.mutation_ratios = None
         else:
             lower, upper, boundaries = _elastic_bounds(lower_bound, upper_bound, stage_boundaries)
-            # The base needs a valid generic schedule; EM replaces it below.
-            super().__init__(drop_fraction=0.5, drop_fraction_decay="constant", **kwargs)
-            self.drop_fraction = self.drop_fraction_decay = None
             self.lower_bound, self.upper_bound, self.stage_boundaries = lower, upper, boundaries
             self.mutation_ratios = tuple(round((lo - upper) / (1.0 - upper), 12) for lo in lower)
-            self.fraction_schedule = schedules.PiecewiseConstant(self.mutation_ratios, boundaries)
+            # No generic drop fraction: the stages are the schedule, over all of training.
+            kwargs.setdefault("fraction_span", "training")
+            super().__init__(drop_fraction=None, drop_fraction_decay=None, **kwargs)
         self.gradient_weight = float(gradient_weight)
         self.needs_gradients = self.gradient_weight > 0
 
-    def setup(self, targets, total_steps):
+    def default_fraction_schedule(self):
+        """EM: the mutation ratio of each stage (`mutation_ratios`); legacy: as `Updater`."""
+        if self.elastic:
+            return schedules.PiecewiseConstant(self.mutation_ratios, self.stage_boundaries)
+        return super().default_fraction_schedule()
+
+    def check_run(self, total_steps):
         if self.elastic and total_steps is None:
             raise ValueError(
                 "MEST's Elastic Mutation stages (`stage_boundaries`="
@@ -256,26 +272,23 @@ class MEST(Updater):
                 "total number of steps is unknown. Pass `total_steps` to the callback "
                 "(or fit with a known number of steps)."
             )
-        super().setup(targets, total_steps)
+
+    def start(self, ctx):
         if self.elastic:
-            stop = self.bounds[1]
+            stop = ctx.bounds[1]
             late = [k for k, b in enumerate(self.stage_boundaries, 1)
-                    if self.mutation_ratios[k] > 0 and b * total_steps > stop]
+                    if self.mutation_ratios[k] > 0 and b * ctx.total_steps > stop]
             if late:
                 warnings.warn(
                     f"MEST: stage(s) {late} (mutation ratios "
                     f"{[self.mutation_ratios[k] for k in late]}) start after `stop_step` "
                     f"(step {stop}), so they never mutate the masks.", UserWarning, stacklevel=2)
 
-    def drop_fraction_at(self, step):
-        if self.elastic:
-            return self.fraction_schedule(step, 0, self.total_steps)
-        return super().drop_fraction_at(step)
-
-    def drop_scores(self, index, weight, mask, grad):
+    def drop_scores(self, ctx, index):
+        weight = ctx.weights[index]
         if self.gradient_weight == 0:
             return np.abs(weight)
-        return np.abs(weight) + self.gradient_weight * np.abs(grad)
+        return np.abs(weight) + self.gradient_weight * np.abs(ctx.grads[index])
 
     def get_config(self):
         def listed(v):
@@ -370,8 +383,10 @@ class NeurRev(RigL):
     over the whole model), and when a weight runs out of active negative
     entries it prunes the rest by magnitude (see
     `keras_sparse.masks.search_and_awake`).
-    Logged as `awakened`: weights pruned by Search & Awake that were
-    negative.
+    Logged as `awakened` (a statistic of the policy, `LayerResult.stats`,
+    summed over weights by the callback): weights pruned by Search & Awake
+    that were negative. `delta` is computed once per update (`prepare`) and
+    theta* is persistent state (`fresh_state`, `LayerResult.state`).
 
     Args:
         p: relaxation as a fraction of each weight's size (absolute, the
@@ -396,7 +411,6 @@ class NeurRev(RigL):
     def __init__(self, p: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.p = None if p is None else validate_fraction(p, "p")
-        self._reference: list[np.ndarray] = []
         self._relax: list[int] = []
 
     def get_config(self):
@@ -406,11 +420,20 @@ class NeurRev(RigL):
         """`r` of the default `p = min(r * (1 - s), s)`: share of the non-zero budget per update."""
         return float(self.relax_ratio)
 
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
-        self._relax = []
+    @property
+    def _reference(self) -> list[np.ndarray]:
+        """theta*, per weight: the weights at the previous update (persistent state)."""
+        return self.state_of("reference")
+
+    def fresh_state(self, ctx):
+        # theta* survives save/load: a resumed run measures delta against the
+        # weights of the last update, as an uninterrupted one does.
+        return [{"reference": w.copy()} for w in ctx.weights]
+
+    def start(self, ctx):
+        relax = []
         unit = mask_math.group_size(self.structure)
-        masks = [keras.ops.convert_to_numpy(t.mask) for t in targets]
+        masks = ctx.masks
         total = sum(m.size for m in masks)
         s_global = 1.0 - sum(float(m.sum()) for m in masks) / total
         if self.p is not None and s_global - self.p < -1e-9:
@@ -427,39 +450,29 @@ class NeurRev(RigL):
             n = int(round(p * mask.size)) // unit * unit
             # The relaxed mask must fit the structure (2:4 caps density at 0.5).
             cap = mask_math.capacity(mask, self.structure)
-            self._relax.append(min(n, cap))
-        # theta* survives save/load: a resumed run measures delta against the
-        # weights of the last update, as an uninterrupted one does.
-        self._reference = self.restore(
-            targets, "reference", [keras.ops.convert_to_numpy(t.weight).copy() for t in targets])
+            relax.append(min(n, cap))
+        self._relax = relax
 
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "reference": self._reference[index]}
+    def prepare(self, ctx):
+        return {"delta": [np.abs(w - s["reference"]) for w, s in zip(ctx.weights, ctx.state)]}
 
-    def before_update(self, step, weights, masks, grads):
-        self._delta = [np.abs(w - r) for w, r in zip(weights, self._reference)]
-
-    def counts(self, step, weights, masks, grads):
-        base = super().counts(step, weights, masks, grads)
+    def counts(self, ctx):
+        base = super().counts(ctx)
         out = []
-        for (n_drop, n_grow), m, relax in zip(base, masks, self._relax):
+        for (n_drop, n_grow), m, relax in zip(base, ctx.masks, self._relax):
             free = mask_math.capacity(m, self.structure)
             out.append((n_drop, min(n_grow + relax, free + n_drop)))
         return out
 
-    def after_prune_and_grow(self, index, step, weight, mask, grown, grad):
+    def finish(self, ctx, index, weight, mask, grown):
         # Back from the relaxed sparsity s - p to s: as many active as before.
-        n_prune = int(mask.sum()) - int(round(self._active_before[index]))
+        n_prune = int(mask.sum()) - int(np.count_nonzero(ctx.masks[index]))
         new_mask, pruned, negative = mask_math.search_and_awake(
-            mask, weight, self._delta[index], n_prune, self.structure
+            mask, weight, ctx.scratch["delta"][index], n_prune, self.structure
         )
         weight = weight * new_mask
-        self._reference[index] = weight.copy()
-        return weight, new_mask, {"awakened": float(negative)}
-
-    def update(self, step, targets, grads=None, optimizer=None):
-        self._active_before = [float(keras.ops.convert_to_numpy(keras.ops.sum(t.mask))) for t in targets]
-        return super().update(step, targets, grads, optimizer)
+        return LayerResult(weight, new_mask, stats={"awakened": float(negative)},
+                           state={"reference": weight.copy()})
 
 
 @register("dsr")
@@ -492,40 +505,51 @@ class DSR(Updater):
         super().__init__(drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay, **kwargs)
         self.initial_threshold = float(initial_threshold)
         self.tolerance = validate_fraction(tolerance, "tolerance")
-        self.threshold = self.initial_threshold
 
     def get_config(self):
         return {**super().get_config(), "initial_threshold": self.initial_threshold,
                 "tolerance": self.tolerance}
 
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
+    @property
+    def threshold(self) -> float:
+        """H: the current global threshold (persistent state; `initial_threshold` before `setup`)."""
+        state = self.engine.policy_state
+        return float(state[0]["threshold"]) if state else self.initial_threshold
+
+    def fresh_state(self, ctx):
         # H adapts at every update; a resumed run continues from the saved H.
-        self.threshold = float(self.restore(
-            targets, "threshold", [np.float64(self.initial_threshold)] * len(targets))[0])
+        return [{"threshold": np.float64(self.initial_threshold)} for _ in ctx.targets]
 
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "threshold": np.float64(self.threshold)}
-
-    def counts(self, step, weights, masks, grads):
+    def prepare(self, ctx):
+        """Drops below H per weight, and H for the next update (the paper's rule)."""
         unit = mask_math.group_size(self.structure)
+        threshold = float(ctx.state[0]["threshold"])
         drops = []
-        for w, m in zip(weights, masks):
+        for w, m in zip(ctx.weights, ctx.masks):
             mag = mask_math.to_blocks(np.abs(w)) if self.structure == "block" else np.abs(w)
             am = mask_math.to_blocks(m, "max") if self.structure == "block" else m
-            n = int(((am > 0) & (mag < self.threshold)).sum()) * unit
+            n = int(((am > 0) & (mag < threshold)).sum()) * unit
             drops.append(min(n, int(m.sum()) - unit))  # never empty a layer
         drops = [max(0, d) for d in drops]
         total = sum(drops)
-        target = self.drop_fraction_at(step) * sum(float(m.sum()) for m in masks)
+        target = ctx.drop_fraction * sum(float(m.sum()) for m in ctx.masks)
         if total < (1 - self.tolerance) * target:
-            self.threshold *= 2.0
+            threshold *= 2.0
         elif total > (1 + self.tolerance) * target:
-            self.threshold /= 2.0
+            threshold /= 2.0
+        return {"drops": drops, "threshold": np.float64(threshold)}
+
+    def counts(self, ctx):
+        unit = mask_math.group_size(self.structure)
+        drops, masks = ctx.scratch["drops"], ctx.masks
+        total = sum(drops)
         survivors = np.array([float(m.sum()) - d for m, d in zip(masks, drops)])
         room = np.array([mask_math.capacity(m, self.structure) + d for m, d in zip(masks, drops)], float)
         grows = _proportional(total // unit, survivors, room // unit) * unit
         return list(zip(drops, [int(g) for g in grows]))
+
+    def finish(self, ctx, index, weight, mask, grown):
+        return LayerResult(weight, mask, state={"threshold": ctx.scratch["threshold"]})
 
 
 def _proportional(n: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -569,7 +593,9 @@ class DeepR(SET):
     (flipped) value, as for any connection dropped and re-drawn in one
     update (RigL's convention, `Updater`); Deep-R would restart it at zero.
     With `n` flips in a layer of `size` entries at sparsity `s`, that is
-    about `n / (s * size)` of the flips.
+    about `n / (s * size)` of the flips. The flips and the learning rate
+    are read once per update (`prepare`; an update without an optimizer
+    adds no noise); the signs are persistent state.
 
     Args:
         temperature: T (default 0: no noise).
@@ -584,48 +610,47 @@ class DeepR(SET):
         temperature = validate_real(temperature, "temperature")
         super().__init__(**kwargs)
         self.temperature = float(temperature)
-        self._signs: list[np.ndarray] = []
-        self.learning_rate = 0.0
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
 
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
+    @property
+    def _signs(self) -> list[np.ndarray]:
+        """Per weight, the signs at the previous update (persistent state)."""
+        return self.state_of("signs")
+
+    def fresh_state(self, ctx):
         # Signs at the previous update (saved: a resumed run checks flips
         # against them, not against the weights at resume).
-        self._signs = self.restore(targets, "signs", [
-            np.sign(keras.ops.convert_to_numpy(t.weight)).astype(np.int8) for t in targets])
+        return [{"signs": np.sign(w).astype(np.int8)} for w in ctx.weights]
 
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "signs": self._signs[index]}
+    def prepare(self, ctx):
+        """The flipped connections per weight, and the learning rate for the noise."""
+        flipped = [(m > 0) & (s["signs"] != 0) & (np.sign(w) == -s["signs"])
+                   for w, m, s in zip(ctx.weights, ctx.masks, ctx.state)]
+        learning_rate = 0.0  # no optimizer: unknown, no noise
+        if ctx.optimizer is not None and self.temperature > 0:
+            lr = getattr(ctx.optimizer, "learning_rate", 0.0)
+            learning_rate = float(keras.ops.convert_to_numpy(lr))
+        return {"flipped": flipped, "learning_rate": learning_rate}
 
-    def counts(self, step, weights, masks, grads):
+    def counts(self, ctx):
         out = []
-        self._flipped = []
-        for w, m, ref in zip(weights, masks, self._signs):
-            flipped = (m > 0) & (ref != 0) & (np.sign(w) == -ref)
-            self._flipped.append(flipped)
+        for flipped in ctx.scratch["flipped"]:
             n = int(flipped.sum())
             if self.structure == "block":
                 n = int((mask_math.to_blocks(flipped.astype(np.float32), "max") > 0).sum()) * mask_math.GROUP
             out.append((n, n))
         return out
 
-    def drop_scores(self, index, weight, mask, grad):
+    def drop_scores(self, ctx, index):
         # Flipped connections first (score -1), then by magnitude.
-        return np.where(self._flipped[index], -1.0, np.abs(weight))
+        return np.where(ctx.scratch["flipped"][index], -1.0, np.abs(ctx.weights[index]))
 
-    def update(self, step, targets, grads=None, optimizer=None):
-        if optimizer is not None and self.temperature > 0:
-            lr = getattr(optimizer, "learning_rate", 0.0)
-            self.learning_rate = float(keras.ops.convert_to_numpy(lr))
-        return super().update(step, targets, grads, optimizer)
-
-    def after_prune_and_grow(self, index, step, weight, mask, grown, grad):
-        if self.temperature > 0 and self.learning_rate > 0:
-            rng = mask_math.seed_for(self.seed, step, index, 1)
-            sigma = np.sqrt(2.0 * self.learning_rate * self.temperature * self.update_interval)
+    def finish(self, ctx, index, weight, mask, grown):
+        learning_rate = ctx.scratch["learning_rate"]
+        if self.temperature > 0 and learning_rate > 0:
+            rng = mask_math.seed_for(self.seed, ctx.step, index, 1)
+            sigma = np.sqrt(2.0 * learning_rate * self.temperature * self.update_interval)
             weight = weight + sigma * rng.standard_normal(weight.shape) * mask * (1 - grown)
-        self._signs[index] = np.sign(weight).astype(np.int8)
-        return weight, mask, {}
+        return LayerResult(weight, mask, state={"signs": np.sign(weight).astype(np.int8)})

@@ -1,21 +1,37 @@
-"""Dense-to-sparse gradual pruning: GMP, GraNet and GraNet-ST."""
+"""Pruners: gradual magnitude pruning (GMP), GraNet and GraNet-ST.
+
+Pruners raise the sparsity over training, on a sparsity schedule, instead
+of keeping it constant as the SET family (`keras_sparse.algorithms.dst`)
+does; they share the engine (`keras_sparse.algorithms.engine`) and take
+no `drop_fraction`.
+"""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse._parallel import map_weights
-from keras_sparse.algorithms.base import Updater, register
+from keras_sparse.algorithms.base import Algorithm, register
 from keras_sparse.schedules import CosineDecay, CubicSparsity, UpdateSchedule, validate_fraction
 
-__all__ = ["GMP", "GraNet", "GraNetST"]
+__all__ = ["GMP", "GraNet", "GraNetST", "Pruner"]
+
+
+class Pruner(Algorithm):
+    """Base of the pruners: the sparsity follows a schedule to a target.
+
+    Takes `Algorithm`'s arguments (when to update, structure, seed,
+    `on_nonfinite`, injected schedules) and no drop fraction: how much each
+    update prunes comes from the subclass's sparsity schedule through its
+    `counts`. A pruner that also regrows (GraNet) injects its regrowth rate
+    as the drop-fraction schedule (`ctx.drop_fraction`).
+    """
 
 
 @register("gmp")
-class GMP(Updater):
+class GMP(Pruner):
     """Gradual magnitude pruning on Zhu and Gupta's cubic schedule.
 
     Start from a model sparsified at sparsity 0 (`sparsify(model, 0.0)`:
@@ -30,8 +46,8 @@ class GMP(Updater):
             per-layer allocation from `keras_sparse.allocation`
             (`"uniform"`, `"er"`, `"erk"`): each layer follows its own cubic
             schedule to its allocated sparsity.
-        update_interval, start_step, stop_step, structure, seed: as `Updater`.
-        **kwargs: other `Updater` arguments (`on_nonfinite`); not
+        update_interval, start_step, stop_step, structure, seed: as `Algorithm`.
+        **kwargs: other `Algorithm` arguments (`on_nonfinite`); not
             `drop_fraction`/`drop_fraction_decay` (TypeError).
 
     Reference:
@@ -58,26 +74,24 @@ class GMP(Updater):
         self.distribution = distribution
         # When the sparsity follows the cubic schedule. GMP's updates are
         # exactly these; GraNet keeps updating (regrowing) after them.
-        self.prune_schedule = self.schedule
+        self.prune_schedule = UpdateSchedule(self.update_interval, self.start_step, self.stop_step)
 
     def get_config(self):
-        config = super().get_config()
-        for k in ("drop_fraction", "drop_fraction_decay"):
-            config.pop(k)
-        return {**config, "sparsity": self.sparsity, "distribution": self.distribution}
+        return {**super().get_config(), "sparsity": self.sparsity, "distribution": self.distribution}
 
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
-        start, stop = self._prune_bounds = self.prune_schedule.bounds(total_steps)
-        # Reach s_f exactly at the last scheduled update.
-        self._end = max(stop - stop % self.update_interval, start + 1)
-        masks = [keras.ops.convert_to_numpy(t.mask) for t in targets]
-        sizes = np.array([m.size for m in masks], float)
-        self._sizes = sizes
+    def fresh_state(self, ctx):
         # The schedule starts from the sparsity at the start of training, not
         # at a resume: the starting non-zero counts are saved with the model.
-        self._initial_active = [int(a) for a in self.restore(
-            targets, "initial_active", [np.int64(np.count_nonzero(m)) for m in masks])]
+        return [{"initial_active": np.int64(np.count_nonzero(m))} for m in ctx.masks]
+
+    def start(self, ctx):
+        targets, masks = ctx.targets, ctx.masks
+        start, stop = self._prune_bounds = self.prune_schedule.bounds(ctx.total_steps)
+        # Reach s_f exactly at the last scheduled update.
+        self._end = max(stop - stop % self.update_interval, start + 1)
+        sizes = np.array([m.size for m in masks], float)
+        self._sizes = sizes
+        self._initial_active = [int(s["initial_active"]) for s in ctx.state]
         self._initial = [1.0 - a / m.size for a, m in zip(self._initial_active, masks)]
         init_global = 1.0 - sum(self._initial_active) / sizes.sum()
         if init_global > self.sparsity + 1e-6:
@@ -97,9 +111,6 @@ class GMP(Updater):
         for t, m in zip(targets, masks):
             if self.structure == "n:m" and self.sparsity < 0.5:
                 mask_math.validate_structure("n:m", m.shape, self.sparsity, f"weight {t.key!r}")
-
-    def persistent_state(self, index):
-        return {**super().persistent_state(index), "initial_active": np.int64(self._initial_active[index])}
 
     def target_sparsity(self, step: int) -> float:
         """Global target sparsity at `step`."""
@@ -122,8 +133,8 @@ class GMP(Updater):
             out.append(max(0, int(m.sum()) - keep) // unit * unit)
         return out
 
-    def counts(self, step, weights, masks, grads):
-        return [(n, 0) for n in self.prune_counts(step, weights, masks)]
+    def counts(self, ctx):
+        return [(n, 0) for n in self.prune_counts(ctx.step, ctx.weights, ctx.masks)]
 
 
 @register("granet")
@@ -196,7 +207,10 @@ class GraNet(GMP):
     def __init__(self, sparsity: float = 0.9, regeneration_rate: float = 0.5,
                  stop_step: int | float = 0.6875, regrow_stop_step: int | float = 1.0,
                  regeneration_rate_min: float = 0.005, **kwargs):
-        rate = validate_fraction(regeneration_rate, "regeneration_rate")
+        validate_fraction(regeneration_rate, "regeneration_rate")
+        # Updates run until the regrowth stops (`default_schedule`); the
+        # sparsity schedule (`prune_schedule`) ends at `stop_step`.
+        self.regrow_stop_step = regrow_stop_step
         super().__init__(sparsity=sparsity, stop_step=stop_step, **kwargs)
         if (isinstance(regeneration_rate_min, bool)
                 or not isinstance(regeneration_rate_min, (int, float, np.integer, np.floating))
@@ -207,19 +221,22 @@ class GraNet(GMP):
             )
         self.regeneration_rate = regeneration_rate
         self.regeneration_rate_min = float(regeneration_rate_min)
-        self._regen = CosineDecay(rate,
-                                  alpha=self.regeneration_rate_min / rate)
-        # Updates run until the regrowth stops; the sparsity schedule
-        # (`prune_schedule`) ends at `stop_step`.
-        self.schedule = UpdateSchedule(self.update_interval, self.start_step, regrow_stop_step)
-        self.regrow_stop_step = regrow_stop_step
+
+    def default_schedule(self):
+        """Every `update_interval` steps from `start_step` to `regrow_stop_step`."""
+        return UpdateSchedule(self.update_interval, self.start_step, self.regrow_stop_step)
+
+    def default_fraction_schedule(self):
+        """r(t): cosine from `regeneration_rate` to `regeneration_rate_min` over the updates."""
+        rate = validate_fraction(self.regeneration_rate, "regeneration_rate")
+        return CosineDecay(rate, alpha=self.regeneration_rate_min / rate)
 
     def get_config(self):
         return {**super().get_config(), "regeneration_rate": self.regeneration_rate,
                 "regrow_stop_step": self.regrow_stop_step,
                 "regeneration_rate_min": self.regeneration_rate_min}
 
-    def setup(self, targets, total_steps):
+    def check_run(self, total_steps):
         prune_stop = self.prune_schedule.bounds(total_steps)[1]
         regrow_stop = self.schedule.bounds(total_steps)[1]
         if regrow_stop < prune_stop:
@@ -228,18 +245,18 @@ class GraNet(GMP):
                 f"step {regrow_stop}) is before `stop_step` ({self.stop_step!r}, step "
                 f"{prune_stop}). Accepted: a regrowth stop at or after the prune stop."
             )
-        super().setup(targets, total_steps)
 
-    def grow_scores(self, index, weight, mask, grad, rng):
-        return np.abs(grad)
+    def grow_scores(self, ctx, index, rng):
+        return np.abs(ctx.grads[index])
 
     def regeneration_rate_at(self, step: int) -> float:
         """r(t): the share of each layer's active weights dropped and regrown at `step`."""
-        return self._regen(step, self.bounds[0], self.bounds[1])
+        return self.drop_fraction_at(step)
 
-    def counts(self, step, weights, masks, grads):
-        prune = self.prune_counts(step, weights, masks)
-        rate = self.regeneration_rate_at(step)
+    def counts(self, ctx):
+        masks = ctx.masks
+        prune = self.prune_counts(ctx.step, ctx.weights, masks)
+        rate = ctx.drop_fraction
         unit = mask_math.group_size(self.structure)
         out = []
         for n, m in zip(prune, masks):
@@ -260,8 +277,8 @@ class GraNetST(GraNet):
         ValueError: at `on_train_begin` if the model starts dense.
     """
 
-    def setup(self, targets, total_steps):
-        super().setup(targets, total_steps)
+    def start(self, ctx):
+        super().start(ctx)
         if self._global_schedule.initial_sparsity <= 0.0:
             raise ValueError(
                 "GraNetST starts from a sparse model, but the masks are all "
