@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_sparse.report import model_parameter_count
-from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.model_view import masked_weights, sparse_wrappers, sparsity_counts
 
 __all__ = ["SparsityLogger"]
 
@@ -80,16 +80,9 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def refresh_sparsity(self) -> None:
         """Recomputes the logged sparsity from the masks (after a mask change)."""
-        total = active = 0
-        values = {}
-        for wrapper in self._wrappers:
-            for name, _, mask in wrapper.masked_weights:
-                size = int(np.prod(mask.shape))
-                ones = float(keras.ops.convert_to_numpy(keras.ops.sum(mask)))
-                total += size
-                active += ones
-                values[f"sparsity/{wrapper.name}/{name}"] = 1.0 - ones / size
-        pruned = total - active
+        records = [r for w in self._wrappers for r in masked_weights(w)]
+        values = {f"sparsity/{r.key}": sparsity_counts([r]).sparsity for r in records}
+        pruned, total = sparsity_counts(records)
         logs = {
             "model_sparsity": pruned / self._model_params if self._model_params else 0.0,
             "masked_sparsity": pruned / total if total else 0.0,
@@ -353,10 +346,9 @@ class DynamicSparseTraining(SparsityLogger):
                 "Pass `total_steps=` to the callback or `steps_per_epoch=` to fit."
             )
         self._targets = [
-            _algorithms.Target(f"{w.name}/{name}", weight, mask, w.sparsity_of(name),
-                               state=w.training_state(name))
-            for w in self.wrappers
-            for name, weight, mask in w.masked_weights
+            _algorithms.Target(r.key, r.weight, r.mask, r.wrapper.sparsity_of(r.name),
+                               state=r.wrapper.training_state(r.name))
+            for r in masked_weights(self.model)
         ]
         # Validates before any mask changes. Saved state is read again before
         # the first batch: a BackupAndRestore listed after this callback

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from keras_sparse.channels import channel_counts
-from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.layers.sparse_wrapper import masked
+from keras_sparse.model_view import masked_weights, sparse_wrappers, sparsity_counts
 
 __all__ = [
     "SparsityReport",
@@ -232,25 +233,24 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
     except Exception:  # noqa: BLE001 - the column is optional: subclassed, shared or uncloneable layers
         counts = {}
     rows = []
-    for wrapper in wrappers:
-        for name, weight, mask in wrapper.masked_weights:
-            params = int(np.prod(weight.shape, dtype=np.int64))
-            nonzeros = int(np.count_nonzero(weight.numpy() * mask.numpy()))
-            per_entry = 2 * _positions(wrapper)
-            channels = counts.get(wrapper.name, (None, None)) if name == "kernel" else (None, None)
-            rows.append(
-                WeightReport(
-                    layer=wrapper.name,
-                    weight=name,
-                    shape=tuple(int(d) for d in weight.shape),
-                    params=params,
-                    nonzeros=nonzeros,
-                    flops_dense=per_entry * params,
-                    flops_sparse=per_entry * nonzeros,
-                    channels_before=channels[0],
-                    channels_after=channels[1],
-                )
+    for r in masked_weights(model):
+        entries = sparsity_counts([masked(r.weight, r.mask)])  # NaN-safe: pruned entries are 0
+        params, nonzeros = entries.total, entries.nonzeros
+        per_entry = 2 * _positions(r.wrapper)
+        channels = counts.get(r.wrapper.name, (None, None)) if r.name == "kernel" else (None, None)
+        rows.append(
+            WeightReport(
+                layer=r.wrapper.name,
+                weight=r.name,
+                shape=tuple(int(d) for d in r.weight.shape),
+                params=params,
+                nonzeros=nonzeros,
+                flops_dense=per_entry * params,
+                flops_sparse=per_entry * nonzeros,
+                channels_before=channels[0],
+                channels_after=channels[1],
             )
+        )
     return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))
 
 
@@ -260,12 +260,7 @@ def model_parameter_count(model: keras.Model) -> int:
     This is `keras_sparse.strip(model).count_params()`: the parameters of
     the plain model, biases, normalization and layers left dense included.
     """
-    masks = sum(
-        int(np.prod(mask.shape, dtype=np.int64))
-        for wrapper in sparse_wrappers(model)
-        for _, _, mask in wrapper.masked_weights
-    )
-    return int(model.count_params()) - masks
+    return int(model.count_params()) - sparsity_counts(model).total
 
 
 def summary(model: keras.Model, print_fn=print) -> SparsityReport:
