@@ -354,7 +354,7 @@ def _replica_context_assign_diverges(strategy, model) -> bool:
 
     import keras_sparse
 
-    mask = keras_sparse.sparse_wrappers(model)[0].masked_weights[0].mask
+    mask = next(keras_sparse.masked_weights(model)).mask
     before = mask.numpy()
 
     @tf.function
