@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_sparse.channels import channel_counts
 from keras_sparse.layers.sparse_wrapper import masked
-from keras_sparse.model_view import masked_weights, sparse_wrappers, sparsity_counts
+from keras_sparse.model_view import SparsityCounts, masked_weights, sparse_wrappers, sparsity_counts
 
 __all__ = [
     "SparsityReport",
@@ -52,7 +52,12 @@ class WeightReport:
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+        return SparsityCounts(self.params - self.nonzeros, self.params).sparsity
+
+
+def _row_total(field: str, doc: str) -> property:
+    """A read-only property summing `field` over a report's rows."""
+    return property(lambda self: sum(getattr(r, field) for r in self.rows), doc=doc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,33 +72,20 @@ class SparsityReport:
     rows: tuple[WeightReport, ...]
     model_params: int
 
-    @property
-    def total_params(self) -> int:
-        """Entries of all masked weights."""
-        return sum(r.params for r in self.rows)
-
-    @property
-    def total_nonzeros(self) -> int:
-        return sum(r.nonzeros for r in self.rows)
+    total_params = _row_total("params", "Entries of all masked weights.")
+    total_nonzeros = _row_total("nonzeros", "Non-zero entries of all masked weights.")
+    flops_dense = _row_total("flops_dense", "Multiply-add FLOPs with every entry active.")
+    flops_sparse = _row_total("flops_sparse", "Multiply-add FLOPs of the non-zero entries.")
 
     @property
     def total_sparsity(self) -> float:
         """Sparsity over the masked weights."""
-        return 1.0 - self.total_nonzeros / self.total_params if self.total_params else 0.0
+        return SparsityCounts(self.total_params - self.total_nonzeros, self.total_params).sparsity
 
     @property
     def model_sparsity(self) -> float:
         """Zeros of the masked weights over all model parameters."""
-        zeros = self.total_params - self.total_nonzeros
-        return zeros / self.model_params if self.model_params else 0.0
-
-    @property
-    def flops_dense(self) -> int:
-        return sum(r.flops_dense for r in self.rows)
-
-    @property
-    def flops_sparse(self) -> int:
-        return sum(r.flops_sparse for r in self.rows)
+        return SparsityCounts(self.total_params - self.total_nonzeros, self.model_params).sparsity
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly data: rows and totals."""
