@@ -208,21 +208,19 @@ def _step_facts(model) -> dict:
              "weights_identical": True, "gates_identical": True, "replicas": 0,
              "mask_kind": None, "active": {}, "sizes": {}}
     digest = hashlib.sha1()
-    for wrapper in keras_sparse.sparse_wrappers(model):
-        for name, weight, mask in wrapper.masked_weights:
-            key = f"{wrapper.name}/{name}"
-            masks = _replica_values(mask)
-            weights = _replica_values(weight)
-            facts["replicas"] = len(masks)
-            facts["mask_kind"] = type(getattr(mask, "value", mask)).__name__
-            facts["masks_identical"] &= all(np.array_equal(masks[0], m) for m in masks)
-            facts["masks_binary"] &= all(bool(np.all((m == 0) | (m == 1))) for m in masks)
-            facts["pruned_zero_every_replica"] &= all(
-                bool(np.all(w[m == 0] == 0.0)) for w, m in zip(weights, masks))
-            facts["weights_identical"] &= all(np.array_equal(weights[0], w) for w in weights)
-            facts["active"][key] = int(masks[0].sum())
-            facts["sizes"][key] = int(masks[0].size)
-            digest.update(key.encode() + np.ascontiguousarray(masks[0], np.float32).tobytes())
+    for key, _, _, weight, mask in keras_sparse.masked_weights(model):
+        masks = _replica_values(mask)
+        weights = _replica_values(weight)
+        facts["replicas"] = len(masks)
+        facts["mask_kind"] = type(getattr(mask, "value", mask)).__name__
+        facts["masks_identical"] &= all(np.array_equal(masks[0], m) for m in masks)
+        facts["masks_binary"] &= all(bool(np.all((m == 0) | (m == 1))) for m in masks)
+        facts["pruned_zero_every_replica"] &= all(
+            bool(np.all(w[m == 0] == 0.0)) for w, m in zip(weights, masks))
+        facts["weights_identical"] &= all(np.array_equal(weights[0], w) for w in weights)
+        facts["active"][key] = int(masks[0].sum())
+        facts["sizes"][key] = int(masks[0].size)
+        digest.update(key.encode() + np.ascontiguousarray(masks[0], np.float32).tobytes())
     gates = keras_sparse.tost.ghost_layers(model, keras_sparse.tost.GhostGate)
     alphas = []
     for gate in gates:
@@ -356,7 +354,7 @@ def _replica_context_assign_diverges(strategy, model) -> bool:
 
     import keras_sparse
 
-    mask = keras_sparse.sparse_wrappers(model)[0].masked_weights[0].mask
+    mask = next(keras_sparse.masked_weights(model)).mask
     before = mask.numpy()
 
     @tf.function

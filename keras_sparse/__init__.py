@@ -7,6 +7,8 @@ Public API:
       `strip(model, remove_channels=True)` also takes masked-out channels
       out physically (`keras_sparse.channels`).
     - `summary(model)`, `sparsity_report(model)`: per-layer sparsity and FLOPs.
+    - `masked_weights(model)`, `sparsity_counts(model)`: the masked weights
+      (`"layer/weight"`, wrapper, weight, mask) and their zero counts.
     - `keras_sparse.layers.SparseWrapper`: the mask-holding layer wrapper.
     - `keras_sparse.callbacks`: `model.fit` callbacks.
     - `keras_sparse.allocation`, `keras_sparse.masks`: the underlying math.
@@ -27,11 +29,14 @@ from keras_sparse import (
     schedules,
     tost,
 )
+from keras_sparse.model_view import MaskedWeightRecord, SparsityCounts, masked_weights, sparsity_counts
 from keras_sparse.report import SparsityReport, sparsity_report, summary
 from keras_sparse.sparsify import sparse_wrappers, sparsify, strip
 from keras_sparse.version import __version__
 
 __all__ = [
+    "MaskedWeightRecord",
+    "SparsityCounts",
     "SparsityReport",
     "__version__",
     "algorithms",
@@ -42,12 +47,14 @@ __all__ = [
     "diagnostics",
     "layers",
     "lottery",
+    "masked_weights",
     "masks",
     "models",
     "pruning",
     "schedules",
     "sparse_wrappers",
     "sparsify",
+    "sparsity_counts",
     "sparsity_report",
     "strip",
     "summary",

@@ -10,14 +10,16 @@ when to act from `optimizer.iterations`, change masks, call
 
 from __future__ import annotations
 
+import inspect
 import warnings
 import weakref
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from keras_sparse.report import model_parameter_count
-from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.model_view import masked_weights, sparse_wrappers, sparsity_counts
 
 __all__ = ["SparsityLogger"]
 
@@ -78,16 +80,9 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def refresh_sparsity(self) -> None:
         """Recomputes the logged sparsity from the masks (after a mask change)."""
-        total = active = 0
-        values = {}
-        for wrapper in self._wrappers:
-            for name, _, mask in wrapper.masked_weights:
-                size = int(np.prod(mask.shape))
-                ones = float(keras.ops.convert_to_numpy(keras.ops.sum(mask)))
-                total += size
-                active += ones
-                values[f"sparsity/{wrapper.name}/{name}"] = 1.0 - ones / size
-        pruned = total - active
+        records = [r for w in self._wrappers for r in masked_weights(w)]
+        values = {f"sparsity/{r.key}": sparsity_counts([r]).sparsity for r in records}
+        pruned, total = sparsity_counts(records)
         logs = {
             "model_sparsity": pruned / self._model_params if self._model_params else 0.0,
             "masked_sparsity": pruned / total if total else 0.0,
@@ -353,10 +348,9 @@ class DynamicSparseTraining(SparsityLogger):
                 "Pass `total_steps=` to the callback or `steps_per_epoch=` to fit."
             )
         self._targets = [
-            _algorithms.Target(f"{w.name}/{name}", weight, mask, w.sparsity_of(name),
-                               state=w.training_state(name))
-            for w in self.wrappers
-            for name, weight, mask in w.masked_weights
+            _algorithms.Target(r.key, r.weight, r.mask, r.wrapper.sparsity_of(r.name),
+                               state=r.wrapper.training_state(r.name))
+            for r in masked_weights(self.model)
         ]
         # Validates before any mask changes. Saved state is read again before
         # the first batch: a BackupAndRestore listed after this callback
@@ -541,46 +535,406 @@ def _updates_run(schedule, total, it, first_epoch, length, spe, limit=2_000_000)
     return int(np.count_nonzero((hi > lo) & (hi // k > lo // k)))
 
 
-def _named(algorithm_cls, doc_name):
-    class Named(DynamicSparseTraining):
-        __doc__ = (
-            f"`model.fit` callback running `keras_sparse.algorithms.{algorithm_cls.__name__}`.\n\n"
-            "    Args:\n"
-            "        total_steps: see `DynamicSparseTraining`.\n"
-            "        per_layer: also log per-layer figures.\n"
-            f"        **kwargs: arguments of `keras_sparse.algorithms.{algorithm_cls.__name__}`.\n\n"
-            "    Example:\n\n"
-            f"    >>> model.fit(x, y, callbacks=[keras_sparse.callbacks.{doc_name}(seed=0)])\n"
-        )
-
-        def __init__(self, *, total_steps=None, per_layer=False, **kwargs):
-            super().__init__(algorithm_cls(**kwargs), total_steps=total_steps, per_layer=per_layer)
-
-        def get_config(self):
-            return {"total_steps": self.total_steps, "per_layer": self.per_layer,
-                    **self.algorithm.get_config()}
-
-    Named.__name__ = Named.__qualname__ = doc_name
-    return keras.saving.register_keras_serializable(package="keras_sparse", name=doc_name)(Named)
-
-
-SET = _named(_algorithms.SET, "SET")
-RigL = _named(_algorithms.RigL, "RigL")
-RigLITOP = _named(_algorithms.RigLITOP, "RigLITOP")
-MEST = _named(_algorithms.MEST, "MEST")
-NeurRev = _named(_algorithms.NeurRev, "NeurRev")
-DSR = _named(_algorithms.DSR, "DSR")
-DeepR = _named(_algorithms.DeepR, "DeepR")
-GMP = _named(_algorithms.GMP, "GMP")
-GraNet = _named(_algorithms.GraNet, "GraNet")
-GraNetST = _named(_algorithms.GraNetST, "GraNetST")
-
+# ---------------------------------------------------------------------------
+# Named callbacks: `DynamicSparseTraining` with one algorithm and its
+# arguments written out, so `help()` and `inspect.signature` show them.
+# ---------------------------------------------------------------------------
 
 __all__ += ["Chase"]
 
+# Args lines shared by the named callbacks; a class documents an argument
+# itself where its meaning or default differs.
+_SHARED_ARGS = {
+    "update_interval": "optimizer steps between mask updates.",
+    "start_step": "first update step (int) or fraction of training (float).",
+    "stop_step": "last update step (int) or fraction of training (float).",
+    "drop_fraction": "initial fraction of the active weights dropped per update, in (0, 1).",
+    "drop_fraction_decay": '`"cosine"`, `"constant"` or `"stagewise"` (halved at 50% and\n'
+                           "            75% of the update span).",
+    "structure": '`"unstructured"`, `"block"` or `"n:m"`\n'
+                 "            (`keras_sparse.masks.STRUCTURES`); the masks keep it.",
+    "seed": "non-negative int; randomness comes from `(seed, step, weight index)`,\n"
+            "            so a resumed run draws what an uninterrupted one draws.",
+    "on_nonfinite": 'when a weight or captured gradient holds NaN/Inf: `"skip"` (warn,\n'
+                    "            count it in `skipped_updates`, change nothing) or `\"raise\"`\n"
+                    "            (`FloatingPointError`, nothing changed).",
+    "sparsity": "final sparsity over the masked weights, in [0, 1).",
+    "distribution": '`"global"` (one magnitude ranking over all layers) or a per-layer\n'
+                    '            allocation of `keras_sparse.allocation` (`"uniform"`, `"er"`, `"erk"`).',
+    "total_steps": "total optimizer steps over all `fit` calls, to resolve fractional\n"
+                   "            start/stop steps; default: from `fit` (see `DynamicSparseTraining`).",
+    "per_layer": "also log per-layer figures.",
+}
+def _named_callback(algorithm_cls: type, **fragments: str):
+    """Class decorator of the named callbacks.
 
-@keras.saving.register_keras_serializable(package="keras_sparse", name="Chase")
-class Chase(DynamicSparseTraining):
+    Sets `algorithm_class`, completes the docstring's `Args:` and registers
+    the class for `.keras` loading under its own name. In the docstring the
+    line `{shared_args}` becomes one `_SHARED_ARGS` line per parameter of
+    `__init__` that the class does not document itself, in signature order;
+    `{name}` lines become `fragments[name]`.
+    """
+
+    def decorate(cls):
+        cls.algorithm_class = algorithm_cls
+        doc = cls.__doc__
+        for name, text in fragments.items():
+            doc = doc.replace("{" + name + "}", text)
+        shared = [f"        {name}: {_SHARED_ARGS[name]}"
+                  for name in inspect.signature(cls.__init__).parameters
+                  if name in _SHARED_ARGS and f"        {name}:" not in doc]
+        cls.__doc__ = doc.replace("        {shared_args}", "\n".join(shared))
+        return keras.saving.register_keras_serializable(package="keras_sparse", name=cls.__name__)(cls)
+
+    return decorate
+
+
+class _NamedCallback(DynamicSparseTraining):
+    """`DynamicSparseTraining` running one algorithm class, built from keyword arguments.
+
+    A subclass writes out every argument of its algorithm in `__init__` and
+    passes them on with `super().__init__(**_arguments(locals()))`; its
+    config is the callback's arguments and the algorithm's, flat.
+    """
+
+    algorithm_class: type = _algorithms.Updater
+
+    def __init__(self, *, total_steps: int | None = None, per_layer: bool = False, **algorithm_args):
+        super().__init__(self.algorithm_class(**algorithm_args), total_steps=total_steps,
+                         per_layer=per_layer)
+
+    def get_config(self):
+        return {**self.algorithm.get_config(), "total_steps": self.total_steps, "per_layer": self.per_layer}
+
+
+def _arguments(frame_locals: dict) -> dict:
+    """The arguments of a named callback's `__init__`, from its `locals()`."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
+
+
+@_named_callback(_algorithms.SET)
+class SET(_NamedCallback):
+    """`model.fit` callback running SET (`keras_sparse.algorithms.SET`).
+
+    Sparse Evolutionary Training: at every update each masked weight drops
+    its smallest-magnitude active entries and grows as many at random (zero
+    init, optimizer moments reset). RigL's schedule defaults, so methods
+    compare on equal terms.
+
+    Args:
+        {shared_args}
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.9, seed=0)
+    >>> sparse.fit(x, y, epochs=10, callbacks=[keras_sparse.callbacks.SET(seed=0)])
+
+    Reference:
+        Mocanu et al., "Scalable training of artificial neural networks with
+        adaptive sparse connectivity inspired by network science", Nature
+        Communications 2018.
+    """
+
+    def __init__(self, *, update_interval: int = 100, start_step: int | float = 0, stop_step: int | float = 0.75,
+                 drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine", structure: str = "unstructured",
+                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.RigL)
+class RigL(_NamedCallback):
+    """`model.fit` callback running RigL (`keras_sparse.algorithms.RigL`).
+
+    SET with growth by dense-gradient magnitude; the gradients are the ones
+    of the training step at the update step (`keras_sparse.gradients`).
+    Defaults are google-research/rigl's.
+
+    Args:
+        {shared_args}
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.9, "erk", seed=0)
+    >>> sparse.fit(x, y, epochs=10, callbacks=[
+    ...     keras_sparse.callbacks.RigL(update_interval=100, seed=0)])
+
+    Reference:
+        Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+    """
+
+    def __init__(self, *, update_interval: int = 100, start_step: int | float = 0,
+                 stop_step: int | float = 0.75, drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
+                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
+                 total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.RigLITOP)
+class RigLITOP(_NamedCallback):
+    """`model.fit` callback running RigL-ITOP (`keras_sparse.algorithms.RigLITOP`).
+
+    RigL's prune-and-grow on In-Time Over-Parameterization's schedule: a
+    long update interval, a larger drop fraction cosine-decayed over all of
+    training to a small floor, no stop at 75%. Defaults are the reference
+    code's (see `keras_sparse.algorithms.RigLITOP`).
+
+    Args:
+        update_interval: optimizer steps between mask updates; on budgets
+            much shorter than the paper's pass a proportionally shorter one.
+        stop_step: last update step or fraction of training (1.0: until the end).
+        drop_fraction_min: the cosine's floor, in [0, drop_fraction] (only
+            used with `"cosine"`).
+        {shared_args}
+
+    Example:
+
+    >>> itop = keras_sparse.callbacks.RigLITOP(update_interval=400, seed=0)
+    >>> sparse.fit(x, y, epochs=25, callbacks=[itop])
+
+    Reference:
+        Liu et al., "Do We Actually Need Dense Over-Parameterization?
+        In-Time Over-Parameterization in Sparse Training", ICML 2021.
+    """
+
+    def __init__(self, *, update_interval: int = 4000, start_step: int | float = 0, stop_step: int | float = 1.0,
+                 drop_fraction: float = 0.5, drop_fraction_decay: str = "cosine", drop_fraction_min: float = 0.005,
+                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
+                 total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.MEST)
+class MEST(_NamedCallback):
+    """`model.fit` callback running MEST+EM (`keras_sparse.algorithms.MEST`).
+
+    Elastic Mutation: in stage k each update drops the share
+    `(lower_bound[k] - upper_bound) / (1 - upper_bound)` of each weight's
+    active entries with the lowest `|W| + gradient_weight * |grad W|` and
+    regrows as many at random (zero init). Stages are fractions of training,
+    so the training length must be known.
+
+    Args:
+        gradient_weight: lambda in the removal score, >= 0 (0: magnitude only,
+            as the reference scripts).
+        lower_bound: per-stage prune-to sparsities, non-increasing, each in
+            [upper_bound, 1); None: `(0.92, 0.91, 0.9)`.
+        upper_bound: grow-to sparsity in [0, 1), one value or a list of equal
+            values; None: 0.9.
+        stage_boundaries: where stages 2, 3, ... start, as fractions of
+            training, strictly increasing in (0, 1); None: `(0.5625, 0.75)`.
+        drop_fraction: legacy (non-EM) variant only, not combined with the
+            bounds: the generic schedule's drop fraction (None: 0.3 there).
+        drop_fraction_decay: legacy variant only (None: `"stagewise"` there).
+        {shared_args}
+
+    Example:
+
+    >>> sparse.fit(x, y, epochs=160, callbacks=[
+    ...     keras_sparse.callbacks.MEST(gradient_weight=0.0, seed=0)])
+
+    Reference:
+        Yuan et al., "MEST: Accurate and Fast Memory-Economic Sparse Training
+        Framework on the Edge", NeurIPS 2021.
+    """
+
+    def __init__(self, *, gradient_weight: float = 1.0, lower_bound: Sequence[float] | float | None = None,
+                 upper_bound: Sequence[float] | float | None = None,
+                 stage_boundaries: Sequence[float] | None = None, drop_fraction: float | None = None,
+                 drop_fraction_decay: str | None = None, update_interval: int = 100,
+                 start_step: int | float = 0, stop_step: int | float = 0.75, structure: str = "unstructured",
+                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.NeurRev)
+class NeurRev(_NamedCallback):
+    """`model.fit` callback running NeurRev (`keras_sparse.algorithms.NeurRev`).
+
+    RigL plus Search & Awake: each update relaxes every weight to sparsity
+    `s - p`, then prunes `p * size` active negative weights that changed
+    least since the previous update, back to `s`. Also logs `awakened`.
+
+    Args:
+        p: relaxation as a fraction of each weight's size, capped per weight
+            at its sparsity; None: `min(0.1 * (1 - s), s)` per weight. `s - p`
+            must be >= 0.
+        {shared_args}
+
+    Example:
+
+    >>> sparse.fit(x, y, epochs=10, callbacks=[
+    ...     keras_sparse.callbacks.NeurRev(update_interval=100, seed=0)])
+
+    Reference:
+        Li et al., "NeurRev: Train Better Sparse Neural Network Practically
+        via Neuron Revitalization", ICLR 2024.
+    """
+
+    def __init__(self, *, p: float | None = None, update_interval: int = 100, start_step: int | float = 0,
+                 stop_step: int | float = 0.75, drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
+                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.DSR)
+class DSR(_NamedCallback):
+    """`model.fit` callback running DSR (`keras_sparse.algorithms.DSR`).
+
+    Dynamic Sparse Reparameterization: prune every active weight below one
+    global threshold H, adapt H towards `drop_fraction` of the active
+    weights, regrow as many at random, allocated across layers in
+    proportion to their surviving non-zeros (the total count is conserved).
+
+    Args:
+        initial_threshold: H at the first update, > 0 (paper: 0.001).
+        tolerance: delta of the threshold rule, in (0, 1) (paper: 0.1).
+        drop_fraction: target fraction pruned per update, in (0, 1).
+        {shared_args}
+
+    Example:
+
+    >>> sparse.fit(x, y, epochs=10, callbacks=[keras_sparse.callbacks.DSR(seed=0)])
+
+    Reference:
+        Mostafa and Wang, "Parameter Efficient Training of Deep Convolutional
+        Neural Networks by Dynamic Sparse Reparameterization", ICML 2019.
+    """
+
+    def __init__(self, *, initial_threshold: float = 1e-3, tolerance: float = 0.1, drop_fraction: float = 0.3,
+                 drop_fraction_decay: str = "constant", update_interval: int = 100, start_step: int | float = 0,
+                 stop_step: int | float = 0.75, structure: str = "unstructured", seed: int = 0,
+                 on_nonfinite: str = "skip", total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.DeepR)
+class DeepR(_NamedCallback):
+    """`model.fit` callback running Deep-R (`keras_sparse.algorithms.DeepR`).
+
+    At every update, connections whose sign flipped since the previous
+    update turn dormant and as many are grown at random (zero init). With
+    `temperature > 0`, soft-Deep-R Langevin noise is added at updates.
+
+    Args:
+        temperature: T of the Langevin noise, >= 0 (0: none).
+        drop_fraction: accepted (saved configs) and unused: sign flips decide the drops.
+        drop_fraction_decay: accepted and unused, as `drop_fraction`.
+        {shared_args}
+
+    Example:
+
+    >>> sparse.fit(x, y, epochs=10, callbacks=[keras_sparse.callbacks.DeepR(seed=0)])
+
+    Reference:
+        Bellec et al., "Deep Rewiring: Training very sparse deep networks",
+        ICLR 2018.
+    """
+
+    def __init__(self, *, temperature: float = 0.0, update_interval: int = 100, start_step: int | float = 0,
+                 stop_step: int | float = 0.75, structure: str = "unstructured", seed: int = 0,
+                 on_nonfinite: str = "skip", drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
+                 total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.GMP)
+class GMP(_NamedCallback):
+    """`model.fit` callback running gradual magnitude pruning (`keras_sparse.algorithms.GMP`).
+
+    Dense-to-sparse: start from `sparsify(model, 0.0)` (masks all ones) or a
+    sparser start; every `update_interval` steps in `[start_step,
+    stop_step]` prune by magnitude on Zhu and Gupta's cubic schedule to
+    `sparsity`. Nothing is regrown, so there is no drop fraction.
+
+    Args:
+        {shared_args}
+
+    Example:
+
+    >>> sparse = keras_sparse.sparsify(model, 0.0)
+    >>> sparse.fit(x, y, epochs=10, callbacks=[keras_sparse.callbacks.GMP(sparsity=0.9)])
+
+    Reference:
+        Zhu and Gupta, "To prune, or not to prune: exploring the efficacy of
+        pruning for model compression", 2017.
+    """
+
+    def __init__(self, *, sparsity: float = 0.9, distribution: str = "global", update_interval: int = 100,
+                 start_step: int | float = 0, stop_step: int | float = 0.75, structure: str = "unstructured",
+                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+_GRANET_ARGS = """regeneration_rate: initial share r of each layer's active weights dropped
+            and regrown by gradient per update, in (0, 1).
+        stop_step: last step (int) or fraction of training (float) at which the
+            sparsity changes.
+        regrow_stop_step: last step or fraction of training of the
+            prune-and-regrow updates (1.0: until the end); not before `stop_step`.
+        regeneration_rate_min: what r decays to (cosine) at `regrow_stop_step`,
+            in [0, regeneration_rate]."""
+
+
+@_named_callback(_algorithms.GraNet, granet_args=_GRANET_ARGS)
+class GraNet(_NamedCallback):
+    """`model.fit` callback running GraNet (`keras_sparse.algorithms.GraNet`).
+
+    Gradual magnitude pruning (as `GMP`, global by default) plus zero-cost
+    neuroregeneration: each update also drops `r(t)` of each layer's active
+    weights and regrows as many by dense-gradient magnitude. Dense-to-sparse:
+    `sparsify(model, 0.0)` first.
+
+    Args:
+        {granet_args}
+        {shared_args}
+
+    Example:
+
+    >>> dense_start = keras_sparse.sparsify(model, 0.0)
+    >>> granet = keras_sparse.callbacks.GraNet(sparsity=0.95, distribution="erk")
+    >>> dense_start.fit(x, y, epochs=10, callbacks=[granet])
+
+    Reference:
+        Liu et al., "Sparse Training via Boosting Pruning Plasticity with
+        Neuroregeneration", NeurIPS 2021.
+    """
+
+    def __init__(self, *, sparsity: float = 0.9, regeneration_rate: float = 0.5, stop_step: int | float = 0.6875,
+                 regrow_stop_step: int | float = 1.0, regeneration_rate_min: float = 0.005,
+                 distribution: str = "global", update_interval: int = 100, start_step: int | float = 0,
+                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
+                 total_steps: int | None = None, per_layer: bool = False):
+        super().__init__(**_arguments(locals()))
+
+
+@_named_callback(_algorithms.GraNetST, granet_args=_GRANET_ARGS)
+class GraNetST(GraNet):
+    """`model.fit` callback running GraNet-ST (`keras_sparse.algorithms.GraNetST`).
+
+    GraNet from a sparse start (sparse-to-sparse): sparsify first (e.g.
+    `sparsify(model, 0.5, "erk")`, the paper's start); a dense start raises
+    at `on_train_begin`. Arguments as `GraNet`.
+
+    Args:
+        {granet_args}
+        {shared_args}
+
+    Example:
+
+    >>> half = keras_sparse.sparsify(model, 0.5, "erk", seed=0)
+    >>> half.fit(x, y, epochs=10, callbacks=[keras_sparse.callbacks.GraNetST(sparsity=0.9)])
+
+    Reference:
+        Liu et al., "Sparse Training via Boosting Pruning Plasticity with
+        Neuroregeneration", NeurIPS 2021.
+    """
+
+
+@_named_callback(_algorithms.Chase)
+class Chase(_NamedCallback):
     """`model.fit` callback running `keras_sparse.algorithms.Chase`.
 
     RigL plus gradual removal of the channels with the lowest unmasked mean
@@ -593,16 +947,9 @@ class Chase(DynamicSparseTraining):
     Args:
         channel_sparsity: final fraction of eligible channels removed, in [0, 1).
         min_channel_ratio: per-layer floor factor, in [0, 1].
-        update_interval: steps between updates.
-        start_step: first update step (int) or fraction of training.
-        stop_step: last update step (int) or fraction of training.
         drop_fraction: RigL's initial drop fraction, in (0, 1).
-        drop_fraction_decay: `"cosine"`, `"constant"` or `"stagewise"`.
         structure: only `"unstructured"` (Chase removes whole channels).
-        seed: non-negative int.
-        on_nonfinite: `"skip"` or `"raise"`.
-        total_steps: see `DynamicSparseTraining`.
-        per_layer: also log per-layer figures.
+        {shared_args}
 
     Example:
 
@@ -621,16 +968,8 @@ class Chase(DynamicSparseTraining):
                  drop_fraction_decay: str = "cosine", structure: str = "unstructured",
                  seed: int = 0, on_nonfinite: str = "skip",
                  total_steps: int | None = None, per_layer: bool = False):
-        algorithm = _algorithms.Chase(
-            channel_sparsity=channel_sparsity, min_channel_ratio=min_channel_ratio,
-            update_interval=update_interval, start_step=start_step, stop_step=stop_step,
-            drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay,
-            structure=structure, seed=seed, on_nonfinite=on_nonfinite)
-        super().__init__(algorithm, total_steps=total_steps, per_layer=per_layer)
+        super().__init__(**_arguments(locals()))
 
     def extra_logs(self):
         return {**super().extra_logs(), **{k: v for k, v in self.algorithm.channel_stats.items()
                                              if k != "reallocated"}}
-
-    def get_config(self):
-        return {**self.algorithm.get_config(), "total_steps": self.total_steps, "per_layer": self.per_layer}

@@ -53,7 +53,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sparse.layers.sparse_wrapper import SparseWrapper
+from keras_sparse.layers.sparse_wrapper import SparseWrapper, masked
 from keras_sparse.model_utils import check_graph_model
 
 __all__ = ["ChannelGraph", "analyze", "channel_counts", "remove_channels"]
@@ -400,7 +400,7 @@ def _kernel(layer) -> np.ndarray:
     if isinstance(layer, SparseWrapper):
         for name, weight, mask in layer.masked_weights:
             if name == "kernel":
-                return keras.ops.convert_to_numpy(weight) * (keras.ops.convert_to_numpy(mask) > 0)
+                return keras.ops.convert_to_numpy(masked(weight, mask))  # NaN-safe, as `strip`
     return keras.ops.convert_to_numpy(_inner(layer).kernel)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 
+from keras_sparse.model_view import sparsity_counts
 from keras_sparse.pruning.core import (
     as_sparse_model,
     check_distribution,
@@ -189,8 +190,8 @@ def magnitude_prune(
         current ones.
     """
     current = get_masks(model)
-    total = sum(m.size for m in current.values())
-    density = sum(float(m.sum()) for m in current.values()) / total
+    counts = sparsity_counts(current.values())
+    total, density = counts.total, counts.nonzeros / counts.total
     target = 1.0 - density * (1.0 - prune_fraction)
     scores = {k: np.abs(w.numpy()) for k, (_, w, _) in masked_weight_table(model).items()}
     return masks_from_scores(scores, min(target, 1.0 - 1.0 / total), scope, distribution, current)
@@ -310,8 +311,7 @@ def find_ticket(
         sparse.set_weights(rewind)
         set_masks(sparse, masks)
         _recompile(sparse, compile_config)
-        total = sum(m.size for m in masks.values())
-        sparsity = 1.0 - sum(float(m.sum()) for m in masks.values()) / total
+        sparsity = sparsity_counts(masks.values()).sparsity
         logs = {k: v[-1] for k, v in result.history.items()}
         history.append({"round": r, "sparsity": sparsity, **logs})
         if on_round_end is not None:

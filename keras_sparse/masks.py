@@ -23,10 +23,12 @@ __all__ = [
     "from_blocks",
     "global_drop_counts",
     "group_size",
+    "keeps_structure",
     "num_active",
     "prune_and_grow",
     "structured_random_mask",
     "to_blocks",
+    "unit_entries",
     "validate_structure",
     "random_mask",
     "seed_for",
@@ -250,6 +252,55 @@ def from_blocks(a: np.ndarray) -> np.ndarray:
 def group_size(structure: str) -> int:
     """Entries per mask unit: 4 for `"block"`, else 1."""
     return GROUP if structure == "block" else 1
+
+
+def keeps_structure(mask: np.ndarray, structure: str) -> bool:
+    """Whether a 0/1 `mask` has the pattern `structure` asks for.
+
+    `"block"`: every 1x4 block along axis -2 is all ones or all zeros;
+    `"n:m"`: at most 2 ones in each group of 4 along axis -2;
+    `"unstructured"`: always.
+
+    Args:
+        mask: a 0/1 array whose axis -2 is a multiple of 4 (for `"block"`
+            and `"n:m"`).
+        structure: one of `STRUCTURES`.
+
+    Returns:
+        True when the mask keeps the structure.
+
+    Example:
+
+    >>> keras_sparse.masks.keeps_structure(np.ones((4, 2)), "n:m")
+    False
+    """
+    structure = validate_structure(structure)
+    if structure == "block":
+        units = to_blocks(mask)
+        return not bool(np.any((units > 0) & (units < 1)))
+    if structure == "n:m":
+        return not bool(np.any(_grouped(np.asarray(mask)).sum(axis=-2) > N_OF_M))
+    return True
+
+
+def unit_entries(flags: np.ndarray, structure: str) -> int:
+    """Entries in the mask units that hold a flagged entry.
+
+    For `"block"`, a 1x4 block with any flagged entry counts as its 4
+    entries (structured updates move whole blocks); otherwise the flagged
+    entries are counted.
+
+    Args:
+        flags: a boolean array (e.g. active entries whose sign flipped).
+        structure: one of `STRUCTURES`.
+
+    Returns:
+        The number of entries, a multiple of `group_size(structure)`.
+    """
+    flags = np.asarray(flags)
+    if validate_structure(structure) == "block":
+        return int((to_blocks(flags.astype(np.float32), "max") > 0).sum()) * GROUP
+    return int(np.count_nonzero(flags))
 
 
 def _as_scores(scores) -> np.ndarray:

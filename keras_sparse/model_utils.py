@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import keras
 
-__all__ = ["check_graph_model", "clone_with", "iter_leaf_layers"]
+__all__ = ["check_graph_model", "clone_with", "iter_layers", "iter_leaf_layers"]
 
 
 def is_graph_model(model) -> bool:
@@ -52,25 +52,52 @@ def check_graph_model(model, what: str) -> None:
         )
 
 
-def iter_leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    """Yields each distinct non-model layer, descending into nested models.
+def is_nested_model(layer) -> bool:
+    """True for a `keras.Model` with sub-layers (any kind: graph or subclassed)."""
+    return isinstance(layer, keras.Model) and hasattr(layer, "layers")
 
+
+def iter_layers(
+    model: keras.layers.Layer,
+    descend: Callable[[keras.layers.Layer], bool] = is_nested_model,
+) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """The one walk over a model's layers: yields `(path, layer)`.
+
+    Depth-first in `.layers` order, it descends into every layer for which
+    `descend(layer)` is true (default: nested models) instead of yielding
+    it; `path` names those containers, `"sub_model/"` (`""` at the top).
     Shared layers (used at several call sites or in several sub-models) are
-    yielded once, in first-seen order.
+    yielded once, where first seen.
+
+    Args:
+        model: a model (or any layer with `.layers`).
+        descend: which layers are containers to walk into.
+
+    Yields:
+        `(path, layer)` for every distinct non-container layer.
     """
     seen: set[int] = set()
 
-    def walk(container):
-        for layer in container.layers:
+    def walk(container, prefix):
+        for layer in getattr(container, "layers", None) or ():
             if id(layer) in seen:
                 continue
             seen.add(id(layer))
-            if is_graph_model(layer):
-                yield from walk(layer)
+            if descend(layer):
+                yield from walk(layer, f"{prefix}{layer.name}/")
             else:
-                yield layer
+                yield prefix, layer
 
-    yield from walk(model)
+    yield from walk(model, "")
+
+
+def iter_leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Yields each distinct non-model layer, descending into nested graph models.
+
+    Shared layers are yielded once, in first-seen order (`iter_layers`).
+    """
+    for _, layer in iter_layers(model, is_graph_model):
+        yield layer
 
 
 def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:

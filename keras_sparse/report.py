@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from keras_sparse.channels import channel_counts
-from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.layers.sparse_wrapper import masked
+from keras_sparse.model_view import SparsityCounts, masked_weights, sparse_wrappers, sparsity_counts
 
 __all__ = [
     "SparsityReport",
@@ -51,7 +52,12 @@ class WeightReport:
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+        return SparsityCounts(self.params - self.nonzeros, self.params).sparsity
+
+
+def _row_total(field: str, doc: str) -> property:
+    """A read-only property summing `field` over a report's rows."""
+    return property(lambda self: sum(getattr(r, field) for r in self.rows), doc=doc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,33 +72,20 @@ class SparsityReport:
     rows: tuple[WeightReport, ...]
     model_params: int
 
-    @property
-    def total_params(self) -> int:
-        """Entries of all masked weights."""
-        return sum(r.params for r in self.rows)
-
-    @property
-    def total_nonzeros(self) -> int:
-        return sum(r.nonzeros for r in self.rows)
+    total_params = _row_total("params", "Entries of all masked weights.")
+    total_nonzeros = _row_total("nonzeros", "Non-zero entries of all masked weights.")
+    flops_dense = _row_total("flops_dense", "Multiply-add FLOPs with every entry active.")
+    flops_sparse = _row_total("flops_sparse", "Multiply-add FLOPs of the non-zero entries.")
 
     @property
     def total_sparsity(self) -> float:
         """Sparsity over the masked weights."""
-        return 1.0 - self.total_nonzeros / self.total_params if self.total_params else 0.0
+        return SparsityCounts(self.total_params - self.total_nonzeros, self.total_params).sparsity
 
     @property
     def model_sparsity(self) -> float:
         """Zeros of the masked weights over all model parameters."""
-        zeros = self.total_params - self.total_nonzeros
-        return zeros / self.model_params if self.model_params else 0.0
-
-    @property
-    def flops_dense(self) -> int:
-        return sum(r.flops_dense for r in self.rows)
-
-    @property
-    def flops_sparse(self) -> int:
-        return sum(r.flops_sparse for r in self.rows)
+        return SparsityCounts(self.total_params - self.total_nonzeros, self.model_params).sparsity
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly data: rows and totals."""
@@ -232,25 +225,24 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
     except Exception:  # noqa: BLE001 - the column is optional: subclassed, shared or uncloneable layers
         counts = {}
     rows = []
-    for wrapper in wrappers:
-        for name, weight, mask in wrapper.masked_weights:
-            params = int(np.prod(weight.shape, dtype=np.int64))
-            nonzeros = int(np.count_nonzero(weight.numpy() * mask.numpy()))
-            per_entry = 2 * _positions(wrapper)
-            channels = counts.get(wrapper.name, (None, None)) if name == "kernel" else (None, None)
-            rows.append(
-                WeightReport(
-                    layer=wrapper.name,
-                    weight=name,
-                    shape=tuple(int(d) for d in weight.shape),
-                    params=params,
-                    nonzeros=nonzeros,
-                    flops_dense=per_entry * params,
-                    flops_sparse=per_entry * nonzeros,
-                    channels_before=channels[0],
-                    channels_after=channels[1],
-                )
+    for r in masked_weights(model):
+        entries = sparsity_counts([masked(r.weight, r.mask)])  # NaN-safe: pruned entries are 0
+        params, nonzeros = entries.total, entries.nonzeros
+        per_entry = 2 * _positions(r.wrapper)
+        channels = counts.get(r.wrapper.name, (None, None)) if r.name == "kernel" else (None, None)
+        rows.append(
+            WeightReport(
+                layer=r.wrapper.name,
+                weight=r.name,
+                shape=tuple(int(d) for d in r.weight.shape),
+                params=params,
+                nonzeros=nonzeros,
+                flops_dense=per_entry * params,
+                flops_sparse=per_entry * nonzeros,
+                channels_before=channels[0],
+                channels_after=channels[1],
             )
+        )
     return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))
 
 
@@ -260,12 +252,7 @@ def model_parameter_count(model: keras.Model) -> int:
     This is `keras_sparse.strip(model).count_params()`: the parameters of
     the plain model, biases, normalization and layers left dense included.
     """
-    masks = sum(
-        int(np.prod(mask.shape, dtype=np.int64))
-        for wrapper in sparse_wrappers(model)
-        for _, _, mask in wrapper.masked_weights
-    )
-    return int(model.count_params()) - masks
+    return int(model.count_params()) - sparsity_counts(model).total
 
 
 def summary(model: keras.Model, print_fn=print) -> SparsityReport:

@@ -14,28 +14,9 @@ from keras_sparse import masks as mask_math
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper, masked
 from keras_sparse.model_utils import check_graph_model, clone_with, iter_leaf_layers
+from keras_sparse.model_view import masked_weights, sparse_wrappers
 
 __all__ = ["sparse_wrappers", "sparsify", "strip"]
-
-
-def sparse_wrappers(model: keras.Model) -> list[SparseWrapper]:
-    """Every distinct `SparseWrapper` in `model`, nested models included."""
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"Expected a keras.Model. Received: {type(model).__name__}.")
-    found, seen = [], set()
-
-    def walk(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, SparseWrapper):
-            found.append(layer)
-            return
-        for sub in getattr(layer, "layers", None) or ():
-            walk(sub)
-
-    walk(model)
-    return found
 
 
 # keep_dense="auto" leaves the first layer dense under "uniform" only while it
@@ -373,7 +354,7 @@ def strip(model: keras.Model, remove_channels: bool = False) -> keras.Model:
         return None
 
     def copy_weights(wrapper, plain):
-        masks = {id(w): m for _, w, m in wrapper.masked_weights}
+        masks = {id(r.weight): r.mask for r in masked_weights(wrapper)}
         plain.set_weights(
             [
                 keras.ops.convert_to_numpy(masked(v, masks[id(v)])) if id(v) in masks else v.numpy()

@@ -1,6 +1,8 @@
 """`keras_sparse.callbacks.DynamicSparseTraining`: schedules across fit calls,
 warnings about plans that do little, one mask updater per fit, argument checks."""
 
+import inspect
+import pydoc
 import warnings
 
 import keras
@@ -225,3 +227,86 @@ def test_start_not_before_stop_with_mixed_kinds_fails_at_train_begin_before_chan
         _fit(model, [ks.callbacks.RigL(update_interval=1, start_step=7)])
     for a, b in zip(before, _weights(model)):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------- named callbacks' signatures
+def _named_callbacks():
+    return {name: getattr(ks.callbacks, name) for name in ks.callbacks.__all__
+            if isinstance(getattr(ks.callbacks, name), type)
+            and issubclass(getattr(ks.callbacks, name), ks.callbacks.DynamicSparseTraining)
+            and getattr(ks.callbacks, name) is not ks.callbacks.DynamicSparseTraining}
+
+
+NAMED = sorted(_named_callbacks())
+# Arguments an algorithm's `**kwargs` passes on to its base but rejects itself.
+REJECTED = {"GMP": {"drop_fraction", "drop_fraction_decay"},
+            "GraNet": {"drop_fraction", "drop_fraction_decay"},
+            "GraNetST": {"drop_fraction", "drop_fraction_decay"}}
+
+
+def _algorithm_parameters(algorithm_cls):
+    """{name: default} of every argument the algorithm takes: its `__init__`'s, and
+    along the MRO its bases' where an `__init__` passes `**kwargs` on (the first
+    class naming an argument gives its default)."""
+    out = {}
+    for klass in algorithm_cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        for name, p in params.items():
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                out.setdefault(name, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return out
+
+
+def test_every_algorithm_has_a_named_callback():
+    assert set(NAMED) >= {"SET", "RigL", "RigLITOP", "MEST", "NeurRev", "DSR", "DeepR", "GMP",
+                          "GraNet", "GraNetST", "Chase"}
+    for name in NAMED:
+        assert ks.callbacks.__dict__[name].algorithm_class is getattr(ks.algorithms, name)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_callback_signature_lists_every_algorithm_argument_with_its_default(name):
+    cls = getattr(ks.callbacks, name)
+    signature = inspect.signature(cls).parameters
+    expected = _algorithm_parameters(cls.algorithm_class)
+    for arg in REJECTED.get(name, ()):
+        expected.pop(arg)
+        with pytest.raises(TypeError, match=arg):  # really not an argument of the algorithm
+            cls.algorithm_class(**{arg: 0.3})
+    assert expected, name
+    for arg, default in expected.items():
+        assert arg in signature, (name, arg)
+        assert signature[arg].default == default, (name, arg, signature[arg].default, default)
+    assert set(signature) == set(expected) | {"total_steps", "per_layer"}, name
+    assert not any(p.kind == p.VAR_KEYWORD for p in signature.values()), name
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_callback_documents_every_argument(name):
+    cls = getattr(ks.callbacks, name)
+    doc = cls.__doc__
+    for section in ("Args:", "Example:", "Reference:"):
+        assert section in doc, (name, section)
+    for arg in inspect.signature(cls).parameters:
+        assert f"        {arg}: " in doc, (name, arg)
+    assert "{" + "shared_args}" not in doc and "{" + "granet_args}" not in doc
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_callback_defaults_build_the_algorithm_defaults(name):
+    cls = getattr(ks.callbacks, name)
+    assert cls().algorithm.get_config() == cls.algorithm_class().get_config()
+    changed = cls(seed=3, update_interval=7, total_steps=40, per_layer=True)
+    assert changed.algorithm.get_config() == cls.algorithm_class(seed=3, update_interval=7).get_config()
+    again = cls.from_config(changed.get_config())
+    assert again.get_config() == changed.get_config() and type(again.algorithm) is cls.algorithm_class
+
+
+def test_help_of_rigl_shows_its_arguments():
+    text = pydoc.render_doc(ks.callbacks.RigL, renderer=pydoc.plaintext)
+    for arg in ("update_interval", "drop_fraction", "total_steps", "Evci"):
+        assert arg in text, arg

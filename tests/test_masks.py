@@ -43,3 +43,24 @@ def test_topk_mask_hand_case_and_ties():
     np.testing.assert_array_equal(masks.topk_mask(np.ones(4), 2), [1, 1, 0, 0])
     with pytest.raises(ValueError, match="k"):
         masks.topk_mask(scores, 7)
+
+
+def test_keeps_structure_hand_cases():
+    block = np.array([[1, 0], [1, 0], [1, 0], [1, 0]], np.float32)
+    broken = block.copy()
+    broken[0, 0] = 0
+    assert masks.keeps_structure(block, "block") and not masks.keeps_structure(broken, "block")
+    two_of_four = np.array([[1], [0], [1], [0]], np.float32)
+    assert masks.keeps_structure(two_of_four, "n:m")
+    assert not masks.keeps_structure(np.ones((4, 1)), "n:m")
+    assert masks.keeps_structure(broken, "unstructured")
+    with pytest.raises(ValueError, match="structure"):
+        masks.keeps_structure(block, "blocks")
+
+
+def test_unit_entries_counts_whole_blocks():
+    flags = np.zeros((8, 2), bool)
+    flags[1, 0] = flags[2, 0] = flags[5, 1] = True  # two blocks touched
+    assert masks.unit_entries(flags, "block") == 8
+    assert masks.unit_entries(flags, "unstructured") == 3
+    assert masks.unit_entries(flags, "n:m") == 3

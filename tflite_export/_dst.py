@@ -214,8 +214,9 @@ def check_relaxation(p: DSTPlan, masks: list[np.ndarray]) -> None:
     """
     if p.kind != "neurrev" or p.p is None or not masks:
         return
-    total = sum(m.size for m in masks)
-    s = 1.0 - sum(float(np.count_nonzero(m)) for m in masks) / total
+    from keras_sparse.model_view import sparsity_counts
+
+    s = sparsity_counts(masks).sparsity
     if s - p.p < -1e-9:
         raise ValueError(
             f"NeurRev's relaxed sparsity s - p must be >= 0, but the masked "

@@ -637,9 +637,7 @@ class DeepR(SET):
     def counts(self, ctx):
         out = []
         for flipped in ctx.scratch["flipped"]:
-            n = int(flipped.sum())
-            if self.structure == "block":
-                n = int((mask_math.to_blocks(flipped.astype(np.float32), "max") > 0).sum()) * mask_math.GROUP
+            n = mask_math.unit_entries(flipped, self.structure)
             out.append((n, n))
         return out
 

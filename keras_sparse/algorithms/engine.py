@@ -112,19 +112,12 @@ class Engine:
         return ctx
 
     def _check_structure_of_mask(self, key: str, mask: np.ndarray) -> None:
-        if self.structure == "block":
-            units = mask_math.to_blocks(mask)
-            if np.any((units > 0) & (units < 1)):
-                raise ValueError(
-                    f"Mask of {key!r} is not made of 1x4 blocks; sparsify with "
-                    "`structure='block'` to use an updater with structure='block'."
-                )
-        elif self.structure == "n:m":
-            if np.any(mask_math._grouped(mask).sum(axis=-2) > mask_math.N_OF_M):
-                raise ValueError(
-                    f"Mask of {key!r} is not 2:4 sparse; sparsify with "
-                    "`structure='n:m'` to use an updater with structure='n:m'."
-                )
+        if not mask_math.keeps_structure(mask, self.structure):
+            pattern = "made of 1x4 blocks" if self.structure == "block" else "2:4 sparse"
+            raise ValueError(
+                f"Mask of {key!r} is not {pattern}; sparsify with `structure={self.structure!r}` "
+                f"to use an updater with structure={self.structure!r}."
+            )
 
     # ------------------------------------------------------------ state
     def restore(self, targets: Sequence[Target], slot: str, fresh: Sequence[np.ndarray]) -> list[np.ndarray]:

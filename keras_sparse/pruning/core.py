@@ -16,7 +16,8 @@ import numpy as np
 from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse.model_utils import check_graph_model
-from keras_sparse.sparsify import sparse_wrappers, sparsify
+from keras_sparse.model_view import masked_weights, sparse_wrappers
+from keras_sparse.sparsify import sparsify
 
 __all__ = [
     "SCOPES",
@@ -34,11 +35,7 @@ SCOPES = ("global", "layer")
 
 def masked_weight_table(model: keras.Model) -> dict[str, tuple[Any, Any, Any]]:
     """`{"layer/weight": (wrapper, weight, mask)}` for every masked weight."""
-    table = {}
-    for wrapper in sparse_wrappers(model):
-        for name, weight, mask in wrapper.masked_weights:
-            table[f"{wrapper.name}/{name}"] = (wrapper, weight, mask)
-    return table
+    return {r.key: (r.wrapper, r.weight, r.mask) for r in masked_weights(model)}
 
 
 def get_masks(model: keras.Model) -> dict[str, np.ndarray]:

@@ -63,8 +63,8 @@ import keras
 import numpy as np
 import tensorflow as tf  # Gradient capture only (Keras exposes no gradients).
 
-from keras_sparse.layers.sparse_wrapper import SparseWrapper
-from keras_sparse.model_utils import iter_leaf_layers
+from keras_sparse.model_utils import iter_layers
+from keras_sparse.model_view import masked_weights
 from keras_sparse.pruning.core import resolve_loss
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
 
@@ -129,30 +129,13 @@ def _variable_table(model: keras.Model) -> dict[str, tuple]:
     Keys name the nested sub-models, so they are unique even where Keras's
     `variable.path` is not (e.g. in clones); shared layers appear once.
     """
-    table, seen = {}, set()
-
-    def walk(container, prefix):
-        for layer in container.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
-                walk(layer, f"{prefix}{layer.name}/")
-                continue
-            for v in layer.trainable_weights:
-                table[f"{prefix}{layer.name}/{v.name}"] = (v, layer)
-
-    walk(model, "")
-    return table
+    return {f"{prefix}{layer.name}/{v.name}": (v, layer)
+            for prefix, layer in iter_layers(model) for v in layer.trainable_weights}
 
 
 def _scaled_variables(model: keras.Model):
     """(trainable variables, {key: variable} to scale, {id: mask}) of `model`."""
-    masks = {}
-    for layer in iter_leaf_layers(model):
-        if isinstance(layer, SparseWrapper):
-            for _, weight, mask in layer.masked_weights:
-                masks[id(weight)] = mask
+    masks = {id(r.weight): r.mask for r in masked_weights(model)}
     scaled = {key: v for key, (v, layer) in _variable_table(model).items()
               if not isinstance(layer, _GHOSTS)}
     return list(model.trainable_variables), scaled, masks

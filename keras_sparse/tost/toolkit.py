@@ -42,7 +42,7 @@ from keras_sparse.algorithms.base import validate_real
 from keras_sparse.callbacks import SparsityLogger
 from keras_sparse.pruning.core import resolve_loss
 from keras_sparse.schedules import validate_fraction
-from keras_sparse.sparsify import sparse_wrappers
+from keras_sparse.model_view import sparse_wrappers
 from keras_sparse.tost.label_smoothing import LabelSmoothingCrossentropy
 from keras_sparse.tost.layers import GhostGate, GhostSwish, LRSIScale
 from keras_sparse.tost.lrsi import apply_lrsi_scales, search_lrsi_scales

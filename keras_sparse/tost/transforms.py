@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_sparse.layers.prunable import get_prunable_weights, is_prunable
 from keras_sparse.layers.sparse_wrapper import SparseWrapper
-from keras_sparse.model_utils import iter_leaf_layers
+from keras_sparse.model_utils import iter_layers, iter_leaf_layers
 from keras_sparse.tost.graph import OUTPUT, Graph, Ref, as_functional, check_nested, edit_nested
 from keras_sparse.tost.layers import GhostGate, GhostJump, GhostSwish, LRSIScale
 
@@ -88,17 +88,7 @@ def _has_io_shape(layer) -> bool:
 
 def ghost_layers(model: keras.Model, cls: type) -> list[keras.layers.Layer]:
     """Every layer of type `cls` in `model` (nested models included)."""
-    found = []
-
-    def walk(container):
-        for layer in container.layers:
-            if isinstance(layer, cls):
-                found.append(layer)
-            elif hasattr(layer, "layers") and isinstance(layer, keras.Model):
-                walk(layer)
-
-    walk(model)
-    return found
+    return [layer for _, layer in iter_layers(model) if isinstance(layer, cls)]
 
 
 _NORMALIZATION = (
