@@ -561,6 +561,12 @@ _SHARED_ARGS = {
     "sparsity": "final sparsity over the masked weights, in [0, 1).",
     "distribution": '`"global"` (one magnitude ranking over all layers) or a per-layer\n'
                     '            allocation of `keras_sparse.allocation` (`"uniform"`, `"er"`, `"erk"`).',
+    "schedule": "a `keras_sparse.schedules.UpdateSchedule` of update steps, injected instead of\n"
+                "            the one built from `update_interval`, `start_step` and `stop_step`.",
+    "fraction_schedule": "the drop-fraction schedule, injected (a `keras_sparse.schedules` object,\n"
+                         "            `(step, start, stop) -> float`); default: the algorithm's own.",
+    "fraction_span": '`"updates"` (the fraction schedule runs over the update span) or `"training"`\n'
+                     "            (over all of training); default None: the algorithm's own.",
     "total_steps": "total optimizer steps over all `fit` calls, to resolve fractional\n"
                    "            start/stop steps; default: from `fit` (see `DynamicSparseTraining`).",
     "per_layer": "also log per-layer figures.",
@@ -606,6 +612,13 @@ class _NamedCallback(DynamicSparseTraining):
     def get_config(self):
         return {**self.algorithm.get_config(), "total_steps": self.total_steps, "per_layer": self.per_layer}
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("fraction_schedule"), dict):
+            config["fraction_schedule"] = keras.saving.deserialize_keras_object(config["fraction_schedule"])
+        return cls(**config)
+
 
 def _arguments(frame_locals: dict) -> dict:
     """The arguments of a named callback's `__init__`, from its `locals()`."""
@@ -637,7 +650,8 @@ class SET(_NamedCallback):
 
     def __init__(self, *, update_interval: int = 100, start_step: int | float = 0, stop_step: int | float = 0.75,
                  drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine", structure: str = "unstructured",
-                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None, per_layer: bool = False):
+                 seed: int = 0, on_nonfinite: str = "skip", schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -665,7 +679,8 @@ class RigL(_NamedCallback):
     def __init__(self, *, update_interval: int = 100, start_step: int | float = 0,
                  stop_step: int | float = 0.75, drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
                  structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
-                 total_steps: int | None = None, per_layer: bool = False):
+                 schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -699,7 +714,8 @@ class RigLITOP(_NamedCallback):
     def __init__(self, *, update_interval: int = 4000, start_step: int | float = 0, stop_step: int | float = 1.0,
                  drop_fraction: float = 0.5, drop_fraction_decay: str = "cosine", drop_fraction_min: float = 0.005,
                  structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
-                 total_steps: int | None = None, per_layer: bool = False):
+                 schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -742,7 +758,8 @@ class MEST(_NamedCallback):
                  stage_boundaries: Sequence[float] | None = None, drop_fraction: float | None = None,
                  drop_fraction_decay: str | None = None, update_interval: int = 100,
                  start_step: int | float = 0, stop_step: int | float = 0.75, structure: str = "unstructured",
-                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 seed: int = 0, on_nonfinite: str = "skip", schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None,
                  per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
@@ -773,7 +790,8 @@ class NeurRev(_NamedCallback):
 
     def __init__(self, *, p: float | None = None, update_interval: int = 100, start_step: int | float = 0,
                  stop_step: int | float = 0.75, drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
-                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip", schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None,
                  per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
@@ -805,7 +823,8 @@ class DSR(_NamedCallback):
     def __init__(self, *, initial_threshold: float = 1e-3, tolerance: float = 0.1, drop_fraction: float = 0.3,
                  drop_fraction_decay: str = "constant", update_interval: int = 100, start_step: int | float = 0,
                  stop_step: int | float = 0.75, structure: str = "unstructured", seed: int = 0,
-                 on_nonfinite: str = "skip", total_steps: int | None = None, per_layer: bool = False):
+                 on_nonfinite: str = "skip", schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -835,7 +854,8 @@ class DeepR(_NamedCallback):
     def __init__(self, *, temperature: float = 0.0, update_interval: int = 100, start_step: int | float = 0,
                  stop_step: int | float = 0.75, structure: str = "unstructured", seed: int = 0,
                  on_nonfinite: str = "skip", drop_fraction: float = 0.3, drop_fraction_decay: str = "cosine",
-                 total_steps: int | None = None, per_layer: bool = False):
+                 schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -863,7 +883,8 @@ class GMP(_NamedCallback):
 
     def __init__(self, *, sparsity: float = 0.9, distribution: str = "global", update_interval: int = 100,
                  start_step: int | float = 0, stop_step: int | float = 0.75, structure: str = "unstructured",
-                 seed: int = 0, on_nonfinite: str = "skip", total_steps: int | None = None,
+                 seed: int = 0, on_nonfinite: str = "skip", schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None,
                  per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
@@ -906,7 +927,8 @@ class GraNet(_NamedCallback):
                  regrow_stop_step: int | float = 1.0, regeneration_rate_min: float = 0.005,
                  distribution: str = "global", update_interval: int = 100, start_step: int | float = 0,
                  structure: str = "unstructured", seed: int = 0, on_nonfinite: str = "skip",
-                 total_steps: int | None = None, per_layer: bool = False):
+                 schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
 
@@ -967,7 +989,8 @@ class Chase(_NamedCallback):
                  stop_step: int | float = 0.75, drop_fraction: float = 0.3,
                  drop_fraction_decay: str = "cosine", structure: str = "unstructured",
                  seed: int = 0, on_nonfinite: str = "skip",
-                 total_steps: int | None = None, per_layer: bool = False):
+                 schedule=None, fraction_schedule=None,
+                 fraction_span: str | None = None, total_steps: int | None = None, per_layer: bool = False):
         super().__init__(**_arguments(locals()))
 
     def extra_logs(self):

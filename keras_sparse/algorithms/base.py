@@ -271,12 +271,16 @@ class Algorithm(Policy):
             `default_fraction_schedule()` (built from the subclass's
             arguments). Saved in the config only when given.
         fraction_span: `"updates"` (the fraction schedule runs over
-            `[start_step, stop_step]`) or `"training"` (over all of training).
+            `[start_step, stop_step]`) or `"training"` (over all of training);
+            None: the class's `default_fraction_span`.
 
     Raises:
         TypeError, ValueError: invalid arguments (at construction), or a
             model they do not fit (in `setup`, before any mask changes).
     """
+
+    default_fraction_span: str = "updates"
+    """The `fraction_span` used when none is given."""
 
     def __init__(
         self,
@@ -289,13 +293,15 @@ class Algorithm(Policy):
         on_nonfinite: str = "skip",
         schedule: schedules.UpdateSchedule | None = None,
         fraction_schedule: Any = None,
-        fraction_span: str = "updates",
+        fraction_span: str | None = None,
     ):
         if on_nonfinite not in _ON_NONFINITE:
             raise ValueError(
                 f"`on_nonfinite` must be one of {list(_ON_NONFINITE)}. "
                 f"Received: {on_nonfinite!r}."
             )
+        if fraction_span is None:
+            fraction_span = self.default_fraction_span
         if fraction_span not in FRACTION_SPANS:
             raise ValueError(
                 f"`fraction_span` must be one of {list(FRACTION_SPANS)}. Received: {fraction_span!r}."

@@ -253,7 +253,8 @@ class MEST(Updater):
             self.lower_bound, self.upper_bound, self.stage_boundaries = lower, upper, boundaries
             self.mutation_ratios = tuple(round((lo - upper) / (1.0 - upper), 12) for lo in lower)
             # No generic drop fraction: the stages are the schedule, over all of training.
-            kwargs.setdefault("fraction_span", "training")
+            if kwargs.get("fraction_span") is None:
+                kwargs["fraction_span"] = "training"
             super().__init__(drop_fraction=None, drop_fraction_decay=None, **kwargs)
         self.gradient_weight = float(gradient_weight)
         self.needs_gradients = self.gradient_weight > 0
