@@ -614,10 +614,7 @@ class _NamedCallback(DynamicSparseTraining):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("fraction_schedule"), dict):
-            config["fraction_schedule"] = keras.saving.deserialize_keras_object(config["fraction_schedule"])
-        return cls(**config)
+        return cls(**_algorithms.base.with_fraction_schedule(config))
 
 
 def _arguments(frame_locals: dict) -> dict:

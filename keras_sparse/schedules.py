@@ -54,6 +54,19 @@ def validate_fraction(value, what: str, low_open: bool = True, high_open: bool =
     return v
 
 
+def validate_floor(value, what: str, ceiling: float, ceiling_name: str) -> float:
+    """Checks that `value` is a real number in `[0, ceiling]` (a decay's floor).
+
+    Raises:
+        ValueError: not a real number, or outside `[0, ceiling]`; the message
+            names `ceiling_name` and its value.
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0.0 <= float(value) <= float(ceiling)):
+        raise ValueError(f"`{what}` must be a float in [0, {ceiling_name}={ceiling}]. Received: {value!r}.")
+    return float(value)
+
+
 def validate_boundaries(boundaries, what: str = "boundaries") -> tuple[float, ...]:
     """Checks that `boundaries` is a sequence of strictly increasing fractions in (0, 1).
 

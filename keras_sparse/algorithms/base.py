@@ -247,6 +247,14 @@ class Policy:
         return {}
 
 
+def with_fraction_schedule(config: dict) -> dict:
+    """A copy of an algorithm config with its serialized `fraction_schedule` rebuilt."""
+    config = dict(config)
+    if isinstance(config.get("fraction_schedule"), dict):
+        config["fraction_schedule"] = keras.saving.deserialize_keras_object(config["fraction_schedule"])
+    return config
+
+
 class Algorithm(Policy):
     """A policy bound to the engine and to its schedules: what the callbacks run.
 
@@ -368,10 +376,7 @@ class Algorithm(Policy):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("fraction_schedule"), dict):
-            config["fraction_schedule"] = keras.saving.deserialize_keras_object(config["fraction_schedule"])
-        return cls(**config)
+        return cls(**with_fraction_schedule(config))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"

@@ -18,7 +18,7 @@ import numpy as np
 from keras_sparse import masks as mask_math
 from keras_sparse import schedules
 from keras_sparse.algorithms.base import LayerResult, Updater, register, validate_real
-from keras_sparse.schedules import validate_fraction
+from keras_sparse.schedules import validate_floor, validate_fraction
 
 __all__ = ["DSR", "DeepR", "MEST", "NeurRev", "RigL", "RigLITOP", "SET"]
 
@@ -119,14 +119,8 @@ class RigLITOP(RigL):
         super().__init__(update_interval=update_interval, stop_step=stop_step,
                          drop_fraction=drop_fraction, drop_fraction_decay=drop_fraction_decay,
                          **kwargs)
-        if (isinstance(drop_fraction_min, bool)
-                or not isinstance(drop_fraction_min, (int, float, np.integer, np.floating))
-                or not 0.0 <= float(drop_fraction_min) <= float(drop_fraction)):
-            raise ValueError(
-                "`drop_fraction_min` must be a float in [0, drop_fraction="
-                f"{drop_fraction}]. Received: {drop_fraction_min!r}."
-            )
-        self.drop_fraction_min = float(drop_fraction_min)
+        self.drop_fraction_min = validate_floor(drop_fraction_min, "drop_fraction_min", drop_fraction,
+                                                "drop_fraction")
 
     def default_fraction_schedule(self):
         """Cosine from `drop_fraction` down to `drop_fraction_min` (other decays: as `Updater`)."""

@@ -14,7 +14,7 @@ from keras_sparse import allocation
 from keras_sparse import masks as mask_math
 from keras_sparse._parallel import map_weights
 from keras_sparse.algorithms.base import Algorithm, register
-from keras_sparse.schedules import CosineDecay, CubicSparsity, UpdateSchedule, validate_fraction
+from keras_sparse.schedules import CosineDecay, CubicSparsity, UpdateSchedule, validate_floor, validate_fraction
 
 __all__ = ["GMP", "GraNet", "GraNetST", "Pruner"]
 
@@ -212,13 +212,7 @@ class GraNet(GMP):
         # sparsity schedule (`prune_schedule`) ends at `stop_step`.
         self.regrow_stop_step = regrow_stop_step
         super().__init__(sparsity=sparsity, stop_step=stop_step, **kwargs)
-        if (isinstance(regeneration_rate_min, bool)
-                or not isinstance(regeneration_rate_min, (int, float, np.integer, np.floating))
-                or not 0.0 <= float(regeneration_rate_min) <= float(regeneration_rate)):
-            raise ValueError(
-                "`regeneration_rate_min` must be a float in [0, regeneration_rate="
-                f"{regeneration_rate}]. Received: {regeneration_rate_min!r}."
-            )
+        validate_floor(regeneration_rate_min, "regeneration_rate_min", regeneration_rate, "regeneration_rate")
         self.regeneration_rate = regeneration_rate
         self.regeneration_rate_min = float(regeneration_rate_min)
 

@@ -287,15 +287,8 @@ def synflow_scores(model: keras.Model) -> dict[str, np.ndarray]:
     }
 
 
-def snip(
-    model: keras.Model,
-    data,
-    sparsity: float,
-    loss=None,
-    scope: str = "global",
-    distribution: str | Mapping[str, float] = "erk",
-    num_batches: int | None = 1,
-) -> keras.Model:
+def snip(model: keras.Model, data, sparsity: float, loss=None, scope: str = "global",
+         distribution: str | Mapping[str, float] = "erk", num_batches: int | None = 1) -> keras.Model:
     """Prunes `model` at initialization with SNIP (keeps the largest `|g * w|`).
 
     Args:
@@ -332,27 +325,15 @@ def snip(
                          distribution=distribution, num_batches=num_batches)
 
 
-def grasp(
-    model: keras.Model,
-    data,
-    sparsity: float,
-    loss=None,
-    scope: str = "global",
-    distribution: str | Mapping[str, float] = "erk",
-    num_batches: int | None = 1,
-    temperature: float | str = "auto",
-) -> keras.Model:
+def grasp(model: keras.Model, data, sparsity: float, loss=None, scope: str = "global",
+          distribution: str | Mapping[str, float] = "erk", num_batches: int | None = 1,
+          temperature: float | str = "auto") -> keras.Model:
     """Prunes `model` at initialization with GraSP (removes the highest `-theta * Hg`).
 
     Args:
-        model: a sparse or dense model (see `snip`).
-        data: a `(x, y)` tuple, a `tf.data.Dataset` or an iterable of batches
-            (the paper uses about 10 examples per class).
-        sparsity: target fraction of zeros, [0, 1).
-        loss: loss callable or name; default the model's compiled loss.
-        scope: `"global"` (the paper's choice) or `"layer"`.
-        distribution: per-weight budgets for `scope="layer"`.
-        num_batches: batches to use.
+        model, data, sparsity, loss, scope, distribution, num_batches: as
+            in `snip` (GraSP's paper uses about 10 examples per class, and
+            `scope="global"`).
         temperature: divides the model output before the loss; `"auto"`
             (default): 200 for a `from_logits=True` Keras loss, as in the
             authors' code, else 1 (see `grasp_scores`).
