@@ -187,6 +187,7 @@ def test_backup_and_restore_resume_matches_uninterrupted(tmp_path, method, order
     assert all_masked_entries_zero(resumed)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kill_epoch", [3, pytest.param(1, marks=pytest.mark.slow),
                                         pytest.param(2, marks=pytest.mark.slow)])
@@ -219,6 +220,7 @@ def test_save_load_model_continue_matches_uninterrupted(tmp_path, method):
     _assert_same(_state(loaded), reference)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", ["gmp", "dsr"])
 def test_resume_without_saved_state_diverges(tmp_path, method):
     """Control: the state matters. Dropping it at the resume point (as before
@@ -346,6 +348,7 @@ def test_training_state_rejects_unknown_weight_name():
         wrapper.training_state("bias")
 
 
+@pytest.mark.full
 def test_tost_callback_resumes_ghost_schedule_with_backup(tmp_path):
     """ToST's gate and Swish beta come from optimizer.iterations and are
     variables: a BackupAndRestore resume ends where an uninterrupted run does."""

@@ -79,6 +79,7 @@ def test_load_note_without_figures_is_empty():
     assert _common.load_note({"before": None, "after": [1.0]}, 2) == ""
 
 
+@pytest.mark.full
 def test_load_probe_sees_another_process_and_not_itself():
     import subprocess
     import sys

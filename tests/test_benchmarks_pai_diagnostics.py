@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_sparse as ks
 from benchmarks import harness, pai_diagnostics
@@ -24,6 +25,7 @@ def test_negative_share_counts_only_kept_entries():
     assert pai_diagnostics.negative_share(sparse) == {"d/kernel": 0.75}
 
 
+@pytest.mark.full
 def test_measure_and_render_on_tiny_data():
     data = _tiny_data()
     probe = data.x_train[:32]

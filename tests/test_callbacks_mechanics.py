@@ -344,6 +344,7 @@ def test_same_seed_same_masks_every_method(method):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("method", METHODS)
 def test_different_seed_changes_only_random_growth(method):
     a, b = _final_masks(method, 5), _final_masks(method, 6)

@@ -94,6 +94,7 @@ def _train_litert(path, xs, ys):
     return losses, w0, interp.get_signature_runner("get_weights")()
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_20_steps_match_sparse_keras_in_litert_and_tflite_runtime(
         tmp_path, rng, name):
