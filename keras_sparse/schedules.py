@@ -32,6 +32,7 @@ __all__ = [
     "UpdateSchedule",
     "resolve_step",
     "validate_boundaries",
+    "validate_floor",
     "validate_fraction",
 ]
 

@@ -160,3 +160,47 @@ def mask_of(t):
 
 def weight_of(t):
     return keras.ops.convert_to_numpy(t.weight)
+
+
+# Checks every public class goes through (tests/test_public_api.py).
+
+
+def run_serialization_test(obj) -> None:
+    """`obj` survives `get_config` / `from_config` and Keras (de)serialization unchanged."""
+    config = obj.get_config()
+    clone = type(obj).from_config(config)
+    assert type(clone) is type(obj)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+    assert type(restored) is type(obj)
+    assert restored.get_config() == config
+
+
+def run_layer_test(layer, input_shape, sparsity: float = 0.5) -> None:
+    """`layer`, wrapped in `SparseWrapper`, builds, masks its forward pass exactly
+    (output == the stripped layer's), and survives a `.keras`-style config round trip."""
+    wrapper = ks.layers.SparseWrapper(layer, sparsity=sparsity, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, *input_shape)).astype("float32")
+    model = keras.Sequential([keras.Input(input_shape), wrapper])
+    out = np.asarray(model(x))
+    for _, weight, mask in wrapper.masked_weights:
+        m = mask.numpy()
+        assert set(np.unique(m)) <= {0.0, 1.0}
+        assert np.all(weight.numpy()[m == 0] == 0.0)
+    np.testing.assert_allclose(np.asarray(ks.strip(model)(x)), out, rtol=1e-5, atol=1e-6)
+    clone = keras.Sequential.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(x)), out, rtol=1e-5, atol=1e-6)
+
+
+def run_updater_invariants(method: str, structure: str = "unstructured", epochs: int = 1) -> list[list[int]]:
+    """Trains the tiny model of `make_model` with the registered algorithm `method`
+    (`algorithm(method, structure)`: an update every 2 steps) under `DynamicSparseTraining`
+    and checks after every batch: binary masks, pruned weights exactly zero, `structure` kept.
+    Returns the per-batch non-zero counts (per masked weight)."""
+    model = sparse_model(method, structure)
+    checker = Checker(structure)
+    x, y = data()
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
+              callbacks=[ks.callbacks.DynamicSparseTraining(algorithm(method, structure)), checker])
+    return checker.history
