@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
     p.add_argument("--intervals", type=int, nargs="+", default=[100, 400])
     p.add_argument("--out-dir", default=str(RESULTS_DIR))
+    p.add_argument("--report-only", action="store_true",
+                   help="write the JSON and Markdown from the runs already done; train nothing")
     args = p.parse_args(argv)
     budget = QUICK if args.quick else FULL
     intervals = [4] if args.quick else args.intervals
@@ -341,9 +343,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     keys = plan(args.sparsities, intervals, seeds)
     rows = read_rows(jsonl)
     done = {_key_of(r) for r in rows}
-    data = load_data(budget, args.quick)
     info = machine_info()
-    for key in (bar := tqdm([k for k in keys if k not in done], unit="run")):
+    pending = [] if args.report_only else [k for k in keys if k not in done]
+    data = load_data(budget, args.quick) if pending else None
+    for key in (bar := tqdm(pending, unit="run")):
         bar.set_description(f"{key.method} {key.sparsity} dt={key.interval} s{key.seed}")
         row = run_one(key, budget, data)
         with open(jsonl, "a") as f:
