@@ -125,15 +125,25 @@ def bench_inference(quick, tmp, rows, checkpoint=None):
                ("cnn", "random", 1)]
     precisions = (["float32", "int8_dynamic"] if quick else
                   ["float32", "float16", "int8_dynamic", "int8_full"])
-    dense_cache = {}
+    dense_cache: dict[tuple[str, str], bytes] = {}
+
+    def dense_at(arch, prec):
+        """The dense model's file at `prec` (the baseline of every export at that precision)."""
+        if (arch, prec) not in dense_cache:
+            path = os.path.join(tmp, f"{arch}_dense_{prec}.tflite")
+            tflite_export.export_inference(
+                mlp() if arch == "mlp" else cnn(), path, precision=prec,
+                representative_data=rep if arch == "mlp" else rep_cnn,
+                measure_latency=False, compare_dense=False, write_report_json=False)
+            with open(path, "rb") as f:
+                dense_cache[(arch, prec)] = f.read()
+        return dense_cache[(arch, prec)]
 
     def measure(arch, pattern, block):
         build = mlp if arch == "mlp" else cnn
         data_rep = rep if arch == "mlp" else rep_cnn
-        if arch not in dense_cache:
-            dense = build()
-            dense_cache[arch] = convert(dense, "float32", sparsity=False)
-        dense_bytes = len(dense_cache[arch])
+        dense_f32 = dense_at(arch, "float32")
+        dense_bytes = len(dense_f32)
         model = zero_out(build(), 0.1, block)
         out = []
         for prec in precisions:
@@ -143,9 +153,18 @@ def bench_inference(quick, tmp, rows, checkpoint=None):
                 measure_latency=False, compare_dense=False, optimize="sparse")
             with open(path, "rb") as f:
                 data = f.read()
+            # What a user gets by default (optimize="latency"): the faster encoding.
+            default_path = os.path.join(tmp, f"{arch}_{pattern}_{prec}_default.tflite")
+            d = tflite_export.export_inference(
+                model, default_path, precision=prec, representative_data=data_rep,
+                compare_dense=False, write_report_json=False)
+            with open(default_path, "rb") as f:
+                default_data = f.read()
             lat = alternated_latency({
                 "sparse": _interp_feed(data, r.op_resolver),
-                "dense": _interp_feed(dense_cache[arch], "default")}, invokes)
+                "default": _interp_feed(default_data, d.op_resolver),
+                "dense_same": _interp_feed(dense_at(arch, prec), "default"),
+                "dense": _interp_feed(dense_f32, "default")}, invokes)
             out.append({
                 "model": arch, "pattern": pattern, "precision": prec,
                 "bytes": r.num_bytes, "dense_float32_bytes": dense_bytes,
@@ -157,6 +176,12 @@ def bench_inference(quick, tmp, rows, checkpoint=None):
                 "latency_us": lat["sparse"],
                 "dense_float32_latency_us": lat["dense"],
                 "speedup_vs_dense_f32": lat["dense"] / lat["sparse"],
+                "dense_same_precision_bytes": len(dense_at(arch, prec)),
+                "dense_same_precision_latency_us": lat["dense_same"],
+                "speedup_vs_dense_same_precision": lat["dense_same"] / lat["sparse"],
+                "default_choice": (d.encoding_choice or {}).get("chosen"),
+                "default_latency_us": lat["default"],
+                "default_vs_dense_same_precision": lat["dense_same"] / lat["default"],
                 "notes": r.notes,
             })
         return out
@@ -288,16 +313,24 @@ def to_markdown(res) -> str:
            "batch-1 single-thread latency (median, alternated with dense "
            f"float32, {res['invokes']} invokes each).", "",
            "| model | pattern | precision | bytes | x dense f32 | formats | "
-           "runtime path | resolver | latency us | dense f32 us | speed-up |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "runtime path | resolver | sparse us | dense same-precision us | sparse speed-up | "
+           "default choice | default speed-up | dense f32 us |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["inference"]:
+        same = r.get("dense_same_precision_latency_us")
         out.append(
             f"| {r['model']} | {r['pattern']} | {r['precision']} | "
             f"{r['bytes']} | {r['size_ratio']:.3f} | "
             f"{', '.join(r['sparse_formats']) or 'dense'} | "
             f"{r['runtime_path']} | {r['op_resolver']} | "
-            f"{r['latency_us']:.1f} | {r['dense_float32_latency_us']:.1f} | "
-            f"{r['speedup_vs_dense_f32']:.2f}x |")
+            f"{r['latency_us']:.1f} | {'-' if same is None else f'{same:.1f}'} | "
+            f"{r.get('speedup_vs_dense_same_precision', float('nan')):.2f}x | "
+            f"{r.get('default_choice') or '-'} | "
+            f"{r.get('default_vs_dense_same_precision', float('nan')):.2f}x | "
+            f"{r['dense_float32_latency_us']:.1f} |")
+    out += ["", "Speed-ups are against the dense model exported at the same precision, timed "
+            "alternately in the same run; \"default\" is what `export_inference` ships with its "
+            "default `optimize=\"latency\"` (it times both encodings and keeps the faster)."]
     out += ["", "On-device training (train signature, batch 32, SGD "
             "momentum, 90% 1x4-block sparsity; medians of "
             f"{res['training'][0]['steps'] if res['training'] else 0} steps, "
