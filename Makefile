@@ -10,6 +10,11 @@ EXTRAS ?= test,tflite,bench,examples
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core, 2 to 4; each test file stays in
+# one process (module-level caches and fixtures are shared within a file).
+# `make test PYTEST_WORKERS=0` runs in this process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : (n > 4 ? 4 : n) )))
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # The benchmark peer, TF-MOT, only runs under tf_keras (Keras 2): own venv,
 # TensorFlow pinned to the main venv's version.
 TFMOT_VENV ?= .venv-tfmot
@@ -90,11 +95,11 @@ lint: venv
 	$(VENV_PY) -m ruff check .
 
 test: venv tflrt-venv data
-	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The edit loop (<= 5 min): one case per parametrized test, no end-to-end scripts.
 test-fast: venv tflrt-venv data
-	$(VENV_PY) -m pytest -q -m "not slow and not full" $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q -m "not slow and not full" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Clear the default `-m "not slow"` from pyproject.toml.
 test-all: venv tflrt-venv data

@@ -80,6 +80,28 @@ def test_load_note_without_figures_is_empty():
 
 
 @pytest.mark.full
+def test_load_probe_counts_other_processes_not_its_own(monkeypatch):
+    # Fake clocks: the machine's busy CPU seconds, this process's own CPU
+    # seconds (with finished children) and the wall clock.
+    clock = {"busy": 100.0, "own": 10.0, "wall": 50.0}
+    monkeypatch.setattr(_common, "_busy_seconds", lambda: clock["busy"])
+    monkeypatch.setattr(_common, "_own_seconds", lambda: clock["own"])
+    monkeypatch.setattr(_common.time, "monotonic", lambda: clock["wall"])
+    probe = _common.LoadProbe()
+    # 2 s wall: this process used 2 CPU s, the machine 2.5 → 0.25 other cores.
+    clock.update(busy=102.5, own=12.0, wall=52.0)
+    assert probe.other_cores() == pytest.approx(0.25)
+    # Only own work since the start (or a finished child, like the TF-MOT
+    # peer) is not "other".
+    clock.update(busy=103.5, own=13.5)
+    assert probe.other_cores() == pytest.approx(0.0)
+    record = probe.record()
+    assert set(record) == {"before", "after", "other_cores"}
+    monkeypatch.setattr(_common, "_busy_seconds", lambda: None)
+    assert probe.other_cores() is None
+
+
+@pytest.mark.slow  # real processes: needs an otherwise idle machine (not under pytest-xdist)
 def test_load_probe_sees_another_process_and_not_itself():
     import subprocess
     import sys
