@@ -349,7 +349,7 @@ class DynamicSparseTraining(SparsityLogger):
             )
         self._targets = [
             _algorithms.Target(r.key, r.weight, r.mask, r.wrapper.sparsity_of(r.name),
-                               state=r.wrapper.training_state(r.name))
+                               state=r.wrapper.training_state(r.name), block_size=r.wrapper.block_size)
             for r in masked_weights(self.model)
         ]
         # Validates before any mask changes. Saved state is read again before
@@ -552,7 +552,8 @@ _SHARED_ARGS = {
     "drop_fraction_decay": '`"cosine"`, `"constant"` or `"stagewise"` (halved at 50% and\n'
                            "            75% of the update span).",
     "structure": '`"unstructured"`, `"block"` or `"n:m"`\n'
-                 "            (`keras_sparse.masks.STRUCTURES`); the masks keep it.",
+                 "            (`keras_sparse.masks.STRUCTURES`); the masks keep it (blocks: each\n"
+                 "            layer's `block_size` from `sparsify`).",
     "seed": "non-negative int; randomness comes from `(seed, step, weight index)`,\n"
             "            so a resumed run draws what an uninterrupted one draws.",
     "on_nonfinite": 'when a weight or captured gradient holds NaN/Inf: `"skip"` (warn,\n'

@@ -9,6 +9,7 @@ Masks are float arrays of 0.0 and 1.0 with the shape of the weight they mask.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -17,7 +18,13 @@ import numpy as np
 from keras_sparse._parallel import map_weights
 
 __all__ = [
+    "BLOCK_SIZES",
     "STRUCTURES",
+    "Structure",
+    "as_structure",
+    "groups_evenly",
+    "validate_block_size",
+    "weight_structure",
     "capacity",
     "search_and_awake",
     "from_blocks",
@@ -176,34 +183,109 @@ STRUCTURES = ("unstructured", "block", "n:m")
 """Accepted `structure` values.
 
 - `"unstructured"`: any entry may be active.
-- `"block"`: 1x4 blocks along the input dimension (axis -2 of a Dense
-  `(in, out)` kernel, input channels of a Conv kernel) are all active or all
-  pruned, as in TFLite's sparse FULLY_CONNECTED kernels.
+- `"block"`: 1 x `block_size` blocks along the input dimension (axis -2 of
+  a Dense `(in, out)` kernel, input channels of a Conv kernel) are all
+  active or all pruned, as in TFLite's sparse FULLY_CONNECTED kernels
+  (`BLOCK_SIZES`).
 - `"n:m"`: at most 2 of every 4 consecutive entries along axis -2 are active
   (NVIDIA 2:4 pattern), which needs a sparsity of at least 0.5.
 """
 
-GROUP = 4  # Block length and M of N:M, along axis -2.
+GROUP = 4  # Default block length, and M of N:M, along axis -2.
 N_OF_M = 2
 
+BLOCK_SIZES = (4, 16)
+"""Accepted `block_size` values of `structure="block"`.
 
-def validate_structure(structure: str, shape: Sequence[int] | None = None,
-                       sparsity: float | None = None, what: str = "weight") -> str:
-    """Checks `structure` (and that a weight of `shape` can have it).
+TFLite's sparse FULLY_CONNECTED kernels read 1x4 blocks in float32
+(`tflite::optimized_ops::FullyConnectedSparseWeight1x4`) and 1x16 blocks in
+int8 (`FullyConnectedSparseWeight1x16`); the converter stores other block
+sizes element-wise behind a DENSIFY op.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The mask pattern of one weight.
+
+    Functions of this module take a `structure` as one of `STRUCTURES` (a
+    `"block"` string means 1x4 blocks) or as a `Structure`, which also
+    carries the block size.
+
+    Attributes:
+        kind: one of `STRUCTURES`.
+        block_size: entries per block along axis -2 (`BLOCK_SIZES`); only
+            read for `kind="block"`.
+    """
+
+    kind: str = "unstructured"
+    block_size: int = GROUP
+
+    @property
+    def unit(self) -> int:
+        """Entries per mask unit: `block_size` for blocks, else 1."""
+        return self.block_size if self.kind == "block" else 1
+
+    @property
+    def group(self) -> int:
+        """Consecutive entries along axis -2 the pattern spans (1 if unstructured)."""
+        return {"block": self.block_size, "n:m": GROUP}.get(self.kind, 1)
+
+    def describe(self) -> str:
+        """Plain words: `"unstructured"`, `"1x16 blocks"` or `"2:4 sparse"`."""
+        return {"block": f"1x{self.block_size} blocks", "n:m": f"{N_OF_M}:{GROUP} sparse"}.get(
+            self.kind, "unstructured")
+
+
+def validate_block_size(block_size, structure: str = "block") -> int:
+    """Checks the `block_size` argument that goes with `structure`.
 
     Args:
-        structure: one of `STRUCTURES`.
-        shape: optional weight shape to check against.
-        sparsity: optional sparsity to check against (`"n:m"` needs >= 0.5).
-        what: name of the weight, for messages.
+        block_size: None (1x4 for `"block"`) or one of `BLOCK_SIZES`.
+        structure: the `structure` argument it comes with.
 
     Returns:
-        The structure string.
+        The block size (`GROUP` for None).
 
     Raises:
-        TypeError: `structure` is not a string.
-        ValueError: unknown structure, or incompatible shape/sparsity.
+        TypeError: `block_size` is not an int.
+        ValueError: a size not in `BLOCK_SIZES`, or a block size given with
+            a structure other than `"block"`.
     """
+    if block_size is None:
+        return GROUP
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
+        raise TypeError(
+            f"`block_size` must be one of {list(BLOCK_SIZES)} (or None for "
+            f"{GROUP}). Received: {block_size!r} of type {type(block_size).__name__}."
+        )
+    if int(block_size) not in BLOCK_SIZES:
+        raise ValueError(
+            f"`block_size` must be one of {list(BLOCK_SIZES)}, the block sizes of "
+            f"TFLite's sparse FULLY_CONNECTED kernels (1x4 float32, 1x16 int8). "
+            f"Received: block_size={block_size!r}."
+        )
+    if structure != "block":
+        raise ValueError(
+            f"`block_size` only applies to structure='block'. Received: "
+            f"block_size={block_size!r} with structure={structure!r}."
+        )
+    return int(block_size)
+
+
+def as_structure(structure: str | Structure) -> Structure:
+    """`structure` as a `Structure` (a `"block"` string is 1x4 blocks).
+
+    Raises:
+        TypeError, ValueError: as `validate_structure`.
+    """
+    if isinstance(structure, Structure):
+        if structure.kind not in STRUCTURES or structure.block_size not in BLOCK_SIZES:
+            raise ValueError(
+                f"Unknown structure {structure!r}: kind must be one of "
+                f"{list(STRUCTURES)} and block_size one of {list(BLOCK_SIZES)}."
+            )
+        return structure
     if not isinstance(structure, str):
         raise TypeError(
             f"`structure` must be one of {list(STRUCTURES)}. Received: "
@@ -213,58 +295,107 @@ def validate_structure(structure: str, shape: Sequence[int] | None = None,
         raise ValueError(
             f"`structure` must be one of {list(STRUCTURES)}. Received: {structure!r}."
         )
-    if structure != "unstructured" and shape is not None:
-        shape = tuple(int(d) for d in shape)
-        if len(shape) < 2 or shape[-2] % GROUP:
-            raise ValueError(
-                f"structure={structure!r} groups {GROUP} consecutive entries "
-                f"along axis -2 (the input dimension), so {what} needs rank >= 2 "
-                f"and shape[-2] divisible by {GROUP}. Received shape {shape}. "
-                "Use structure='unstructured' for this weight or keep the "
-                "layer dense."
-            )
-    if structure == "n:m" and sparsity is not None and sparsity < 1 - N_OF_M / GROUP:
+    return Structure(structure)
+
+
+def groups_evenly(shape: Sequence[int], structure: str | Structure) -> bool:
+    """Whether a weight of `shape` can have `structure` (axis -2 splits into its groups)."""
+    s = as_structure(structure)
+    shape = tuple(int(d) for d in shape)
+    return s.kind == "unstructured" or (len(shape) >= 2 and shape[-2] % s.group == 0)
+
+
+def weight_structure(structure: str | Structure, shape: Sequence[int],
+                     block_size: int | None = None) -> Structure:
+    """The structure a weight of `shape` gets when `structure` is asked for.
+
+    A weight whose axis -2 does not split into the pattern's groups (e.g.
+    the 3-channel input of a stem conv under 1x4 blocks, or a bias) falls
+    back to unstructured: `sparsify` warns about such layers, and every
+    algorithm treats them as unstructured.
+
+    Args:
+        structure: one of `STRUCTURES`, or a `Structure`.
+        shape: the weight's shape.
+        block_size: for `"block"`: one of `BLOCK_SIZES` (None: 4, or the
+            `Structure`'s own); not read for other structures.
+
+    Returns:
+        A `Structure`: the one asked for, or unstructured.
+    """
+    s = as_structure(structure)
+    if block_size is not None and s.kind == "block":
+        s = Structure(s.kind, validate_block_size(block_size))
+    return s if groups_evenly(shape, s) else Structure()
+
+
+def validate_structure(structure: str | Structure, shape: Sequence[int] | None = None,
+                       sparsity: float | None = None, what: str = "weight") -> str:
+    """Checks `structure` (and that a weight of `shape` can have it).
+
+    Args:
+        structure: one of `STRUCTURES`, or a `Structure`.
+        shape: optional weight shape to check against.
+        sparsity: optional sparsity to check against (`"n:m"` needs >= 0.5).
+        what: name of the weight, for messages.
+
+    Returns:
+        The structure's kind (one of `STRUCTURES`).
+
+    Raises:
+        TypeError: `structure` is not a string or `Structure`.
+        ValueError: unknown structure, or incompatible shape/sparsity.
+    """
+    s = as_structure(structure)
+    if shape is not None and not groups_evenly(shape, s):
+        raise ValueError(
+            f"structure={s.kind!r} ({s.describe()}) groups {s.group} consecutive "
+            f"entries along axis -2 (the input dimension), so {what} needs rank >= 2 "
+            f"and shape[-2] divisible by {s.group}. Received shape {tuple(shape)}. "
+            "Use structure='unstructured' for this weight or keep the "
+            "layer dense."
+        )
+    if s.kind == "n:m" and sparsity is not None and sparsity < 1 - N_OF_M / GROUP:
         raise ValueError(
             f"structure='n:m' ({N_OF_M}:{GROUP}) keeps at most half of the "
             f"entries, so {what} needs sparsity >= {1 - N_OF_M / GROUP}. "
             f"Received sparsity={sparsity!r}."
         )
-    return structure
+    return s.kind
 
 
-def _grouped(a: np.ndarray) -> np.ndarray:
-    """View (..., in, out) as (..., in // 4, 4, out)."""
+def _grouped(a: np.ndarray, size: int = GROUP) -> np.ndarray:
+    """View (..., in, out) as (..., in // size, size, out)."""
     shape = a.shape
-    return a.reshape(shape[:-2] + (shape[-2] // GROUP, GROUP, shape[-1]))
+    return a.reshape(shape[:-2] + (shape[-2] // size, size, shape[-1]))
 
 
-def to_blocks(a: np.ndarray, reduce: str = "mean") -> np.ndarray:
-    """Reduces each 1x4 block along axis -2 to one value (`"mean"` or `"max"`)."""
-    g = _grouped(np.asarray(a))
+def to_blocks(a: np.ndarray, reduce: str = "mean", block_size: int = GROUP) -> np.ndarray:
+    """Reduces each 1 x `block_size` block along axis -2 to one value (`"mean"` or `"max"`)."""
+    g = _grouped(np.asarray(a), block_size)
     return g.max(axis=-2) if reduce == "max" else g.mean(axis=-2)
 
 
-def from_blocks(a: np.ndarray) -> np.ndarray:
-    """Inverse of `to_blocks` for masks: repeats each block value 4 times."""
-    return np.repeat(a, GROUP, axis=-2)
+def from_blocks(a: np.ndarray, block_size: int = GROUP) -> np.ndarray:
+    """Inverse of `to_blocks` for masks: repeats each block value `block_size` times."""
+    return np.repeat(a, block_size, axis=-2)
 
 
-def group_size(structure: str) -> int:
-    """Entries per mask unit: 4 for `"block"`, else 1."""
-    return GROUP if structure == "block" else 1
+def group_size(structure: str | Structure) -> int:
+    """Entries per mask unit: the block size for blocks, else 1."""
+    return as_structure(structure).unit
 
 
-def keeps_structure(mask: np.ndarray, structure: str) -> bool:
+def keeps_structure(mask: np.ndarray, structure: str | Structure) -> bool:
     """Whether a 0/1 `mask` has the pattern `structure` asks for.
 
-    `"block"`: every 1x4 block along axis -2 is all ones or all zeros;
-    `"n:m"`: at most 2 ones in each group of 4 along axis -2;
+    Blocks: every 1 x `block_size` block along axis -2 is all ones or all
+    zeros; `"n:m"`: at most 2 ones in each group of 4 along axis -2;
     `"unstructured"`: always.
 
     Args:
-        mask: a 0/1 array whose axis -2 is a multiple of 4 (for `"block"`
-            and `"n:m"`).
-        structure: one of `STRUCTURES`.
+        mask: a 0/1 array whose axis -2 is a multiple of the pattern's group.
+        structure: one of `STRUCTURES` (`"block"` is 1x4), or a `Structure`.
 
     Returns:
         True when the mask keeps the structure.
@@ -274,32 +405,33 @@ def keeps_structure(mask: np.ndarray, structure: str) -> bool:
     >>> keras_sparse.masks.keeps_structure(np.ones((4, 2)), "n:m")
     False
     """
-    structure = validate_structure(structure)
-    if structure == "block":
-        units = to_blocks(mask)
+    s = as_structure(structure)
+    if s.kind == "block":
+        units = to_blocks(mask, block_size=s.block_size)
         return not bool(np.any((units > 0) & (units < 1)))
-    if structure == "n:m":
+    if s.kind == "n:m":
         return not bool(np.any(_grouped(np.asarray(mask)).sum(axis=-2) > N_OF_M))
     return True
 
 
-def unit_entries(flags: np.ndarray, structure: str) -> int:
+def unit_entries(flags: np.ndarray, structure: str | Structure) -> int:
     """Entries in the mask units that hold a flagged entry.
 
-    For `"block"`, a 1x4 block with any flagged entry counts as its 4
-    entries (structured updates move whole blocks); otherwise the flagged
-    entries are counted.
+    For blocks, a block with any flagged entry counts as all its entries
+    (structured updates move whole blocks); otherwise the flagged entries
+    are counted.
 
     Args:
         flags: a boolean array (e.g. active entries whose sign flipped).
-        structure: one of `STRUCTURES`.
+        structure: one of `STRUCTURES`, or a `Structure`.
 
     Returns:
         The number of entries, a multiple of `group_size(structure)`.
     """
     flags = np.asarray(flags)
-    if validate_structure(structure) == "block":
-        return int((to_blocks(flags.astype(np.float32), "max") > 0).sum()) * GROUP
+    s = as_structure(structure)
+    if s.kind == "block":
+        return int((to_blocks(flags.astype(np.float32), "max", s.block_size) > 0).sum()) * s.block_size
     return int(np.count_nonzero(flags))
 
 
@@ -421,7 +553,7 @@ def prune_and_grow(
     grow_scores: np.ndarray | None,
     n_drop: int,
     n_grow: int | None = None,
-    structure: str = "unstructured",
+    structure: str | Structure = "unstructured",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drops the `n_drop` lowest-scored active entries, grows the `n_grow` best inactive ones.
 
@@ -437,10 +569,11 @@ def prune_and_grow(
             May be None when `n_drop == 0`.
         grow_scores: higher means grow first; entries with score -inf are
             never grown. May be None when `n_grow == 0`.
-        n_drop: entries to drop (in entries; for `"block"` rounded down to a
-            multiple of 4). Clipped to the number of active entries.
+        n_drop: entries to drop (in entries; for blocks rounded down to a
+            multiple of the block size). Clipped to the number of active entries.
         n_grow: entries to grow; defaults to `n_drop`.
-        structure: one of `STRUCTURES` (see there).
+        structure: one of `STRUCTURES` (see there; `"block"` is 1x4), or a
+            `Structure`.
 
     Returns:
         `(new_mask, grown)`: float32 0/1 arrays; `grown` marks entries chosen
@@ -451,12 +584,14 @@ def prune_and_grow(
     """
     mask = np.asarray(mask, dtype=np.float32)
     n_grow = n_drop if n_grow is None else n_grow
-    if structure == "block":
-        units = to_blocks(mask, "max")
-        ds = None if drop_scores is None else to_blocks(drop_scores)
-        gs = None if grow_scores is None else to_blocks(grow_scores)
-        new_u, grown_u = prune_and_grow(units, ds, gs, n_drop // GROUP, n_grow // GROUP)
-        return from_blocks(new_u), from_blocks(grown_u)
+    s = as_structure(structure)
+    if s.kind == "block":
+        b = s.block_size
+        units = to_blocks(mask, "max", b)
+        ds = None if drop_scores is None else to_blocks(drop_scores, block_size=b)
+        gs = None if grow_scores is None else to_blocks(grow_scores, block_size=b)
+        new_u, grown_u = prune_and_grow(units, ds, gs, n_drop // b, n_grow // b)
+        return from_blocks(new_u, b), from_blocks(grown_u, b)
     shape = mask.shape
     flat = mask.reshape(-1).copy()
     n_active = int(np.count_nonzero(flat > 0))
@@ -484,13 +619,13 @@ def prune_and_grow(
     # (NaN after those), so they are never grown.
     neg = np.negative(g)
     neg[np.flatnonzero(flat > 0) if still_active is None else still_active] = np.inf
-    if structure == "n:m":
+    if s.kind == "n:m":
         neg = -_nm_capacity_filter(-neg.reshape(shape), flat.reshape(shape)).reshape(-1)
     chosen, kth = _smallest_mask(neg, n_grow)
     if n_grow > neg.size or not kth < np.inf:
         available = int(np.count_nonzero(neg < np.inf))
         raise ValueError(
-            f"Cannot grow {n_grow} entries with structure={structure!r}: "
+            f"Cannot grow {n_grow} entries with structure={s.kind!r}: "
             f"only {available} inactive entries are eligible (shape {shape})."
         )
     grown = chosen.astype(np.float32)
@@ -500,7 +635,7 @@ def prune_and_grow(
 
 def structured_random_mask(
     shape: Sequence[int], sparsity: float, rng: np.random.Generator,
-    structure: str = "unstructured",
+    structure: str | Structure = "unstructured",
 ) -> np.ndarray:
     """A random mask with the given structure (`random_mask` when unstructured).
 
@@ -508,18 +643,19 @@ def structured_random_mask(
         shape: weight shape.
         sparsity: fraction of zeros.
         rng: source of randomness.
-        structure: one of `STRUCTURES`.
+        structure: one of `STRUCTURES`, or a `Structure`.
 
     Returns:
         A float32 0/1 array with `num_active(size, sparsity)` ones (for
-        `"block"`: that count rounded to whole blocks, at least one block).
+        blocks: that count rounded to whole blocks, at least one block).
     """
     validate_structure(structure, shape, sparsity)
-    if structure == "unstructured":
+    s = as_structure(structure)
+    if s.kind == "unstructured":
         return random_mask(shape, sparsity, rng)
-    if structure == "block":
-        units_shape = tuple(shape[:-2]) + (shape[-2] // GROUP, shape[-1])
-        return from_blocks(random_mask(units_shape, sparsity, rng))
+    if s.kind == "block":
+        units_shape = tuple(shape[:-2]) + (shape[-2] // s.block_size, shape[-1])
+        return from_blocks(random_mask(units_shape, sparsity, rng), s.block_size)
     size = int(np.prod(shape, dtype=np.int64))
     zeros = np.zeros(tuple(shape), np.float32)
     mask, _ = prune_and_grow(zeros, None, rng.random(tuple(shape)), 0,
@@ -529,38 +665,59 @@ def structured_random_mask(
 
 def global_drop_counts(
     masks: Sequence[np.ndarray], scores: Sequence[np.ndarray], n_drop: int,
-    structure: str = "unstructured",
+    structure: str | Structure | Sequence[str | Structure] = "unstructured",
 ) -> list[int]:
     """Splits a global drop budget over weights by one global score ranking.
 
     The `n_drop` active entries with the lowest scores over all weights are
     found (global magnitude pruning); the result says how many fall in each
-    weight. Equal scores go to the earlier weight, then the lower index. For `"block"`, blocks are ranked by mean score and counts are
-    multiples of 4.
+    weight. Equal scores go to the earlier weight, then the lower index.
+    Blocks are ranked by their mean score and each weight's count is a
+    multiple of its block size.
 
     Args:
         masks: 0/1 arrays.
         scores: arrays of the same shapes (higher means keep).
         n_drop: total number of entries to drop.
-        structure: one of `STRUCTURES`.
+        structure: one of `STRUCTURES` or a `Structure`, for every weight,
+            or a sequence of them, one per weight (e.g. 1x16 blocks with
+            some layers unstructured, `weight_structure`'s fallback).
 
     Returns:
-        Per-weight drop counts summing to `n_drop` (block: rounded down).
+        Per-weight drop counts summing to `n_drop` (with blocks: rounded down).
+
+    Raises:
+        ValueError: a sequence of structures of the wrong length.
     """
-    k = group_size(structure)
-    def active_scores(pair):
-        m, s = pair
-        if structure == "block":
-            m, s = to_blocks(m, "max"), to_blocks(s)
+    if isinstance(structure, (str, Structure)):
+        structures = [as_structure(structure)] * len(masks)
+    else:
+        structures = [as_structure(st) for st in structure]
+        if len(structures) != len(masks):
+            raise ValueError(
+                f"`structure` needs one entry per weight: received {len(structures)} "
+                f"structures for {len(masks)} weights."
+            )
+    units = [st.unit for st in structures]
+    # With mixed unit sizes, a unit's score stands for each of its entries.
+    mixed = len(set(units)) > 1
+
+    def active_scores(args):
+        m, s, st = args
+        if st.kind == "block":
+            m, s = to_blocks(m, "max", st.block_size), to_blocks(s, block_size=st.block_size)
         active = np.flatnonzero(np.asarray(m).reshape(-1) > 0)
         s = _as_scores(s)
         part = s if active.size == s.size else s[active]
+        if mixed and st.unit > 1:
+            part = np.repeat(part, st.unit)
         return part, int(np.count_nonzero(np.isfinite(part)))
 
     # The scores of the active units of each weight, and how many are finite.
-    parts, finite = zip(*map_weights(active_scores, list(zip(masks, scores)),
+    parts, finite = zip(*map_weights(active_scores, list(zip(masks, scores, structures)),
                                      sum(np.size(m) for m in masks))) if masks else ((), ())
     parts = list(parts)
+    k = 1 if mixed or not units else units[0]
     n_finite = sum(finite)
     n_units = min(int(n_drop) // k, n_finite)
     if n_units <= 0:
@@ -572,12 +729,12 @@ def global_drop_counts(
     below = [int(np.count_nonzero(p < kth)) for p in parts]
     need = n_units - sum(below)
     counts = []
-    for p, n in zip(parts, below):
+    for p, n, unit in zip(parts, below, units):
         if need > 0:
             tied = min(need, int(np.count_nonzero(p == kth)))
             n += tied
             need -= tied
-        counts.append(n * k)
+        counts.append(n // unit * unit if mixed else n * k)
     return counts
 
 
@@ -586,7 +743,7 @@ def search_and_awake(
     weights: np.ndarray,
     delta: np.ndarray,
     n_prune: int,
-    structure: str = "unstructured",
+    structure: str | Structure = "unstructured",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """NeurRev's Search & Awake (Li et al. 2024, Algorithm 2).
 
@@ -602,20 +759,23 @@ def search_and_awake(
         mask: 0/1 array.
         weights: current weight values.
         delta: `|theta - theta*|`, same shape.
-        n_prune: entries to prune (for `"block"`: rounded down to blocks;
+        n_prune: entries to prune (for blocks: rounded down to blocks;
             block sign and delta are block means).
-        structure: one of `STRUCTURES`.
+        structure: one of `STRUCTURES`, or a `Structure`.
 
     Returns:
         `(new_mask, pruned, n_negative)`: the mask, the 0/1 array of pruned
         entries, and how many of them were negative (the "awakened" count).
     """
     mask = np.asarray(mask, np.float32)
-    if structure == "block":
+    st = as_structure(structure)
+    if st.kind == "block":
+        b = st.block_size
         new_u, pruned_u, neg = search_and_awake(
-            to_blocks(mask, "max"), to_blocks(weights), to_blocks(delta), n_prune // GROUP
+            to_blocks(mask, "max", b), to_blocks(weights, block_size=b), to_blocks(delta, block_size=b),
+            n_prune // b,
         )
-        return from_blocks(new_u), from_blocks(pruned_u), neg * GROUP
+        return from_blocks(new_u, b), from_blocks(pruned_u, b), neg * b
     flat_m = mask.reshape(-1).copy()
     w = _as_scores(weights)
     d = _as_scores(delta)
@@ -637,8 +797,8 @@ def search_and_awake(
     return flat_m.reshape(mask.shape), pruned.reshape(mask.shape), int(chosen.size)
 
 
-def capacity(mask: np.ndarray, structure: str = "unstructured") -> int:
+def capacity(mask: np.ndarray, structure: str | Structure = "unstructured") -> int:
     """How many more entries `mask` can activate under `structure`."""
     size = int(np.asarray(mask).size)
-    limit = size * N_OF_M // GROUP if structure == "n:m" else size
+    limit = size * N_OF_M // GROUP if as_structure(structure).kind == "n:m" else size
     return max(0, limit - int(np.asarray(mask).sum()))

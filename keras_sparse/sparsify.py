@@ -161,24 +161,26 @@ def _plan(
     return plan
 
 
-def _warn_nearly_empty(layers, plan, structure: str) -> None:
+def _warn_nearly_empty(layers, plan, structure: str, block_size: int) -> None:
     """Warns about weights the plan leaves with at most one entry (or block) active."""
-    unit = mask_math.group_size(structure)
     nearly_empty = []
+    units = set()
     for layer in layers:
         for name, weight in get_prunable_weights(layer):
             value = plan.get(id(layer), {}).get(name)
+            unit = mask_math.weight_structure(structure, weight.shape, block_size).unit
             size = int(np.prod(weight.shape, dtype=np.int64))
             if value is None or size // unit <= 1:
                 continue
             kept = mask_math.num_active(size // unit, value) * unit
             if kept <= unit:
+                units.add(unit)
                 nearly_empty.append(f"{layer.name}/{name} keeps {kept} of {size} (sparsity {value:.7g})")
     if nearly_empty:
         shown = "; ".join(nearly_empty[:10]) + ("; ..." if len(nearly_empty) > 10 else "")
         warnings.warn(
             f"sparsify: {len(nearly_empty)} weight(s) keep at most one "
-            f"{'1x4 block' if unit > 1 else 'entry'}: {shown}. Such a layer is all "
+            f"{' or '.join(f'1x{u} block' if u > 1 else 'entry' for u in sorted(units))}: {shown}. Such a layer is all "
             "but disconnected; use a lower sparsity or keep the layer dense "
             "(`keep_dense=`).", UserWarning, stacklevel=3)
 
@@ -191,6 +193,7 @@ def sparsify(
     keep_dense: str | Sequence[str] | None = "auto",
     seed: int | None = None,
     structure: str = "unstructured",
+    block_size: int | None = None,
 ) -> keras.Model:
     """Returns a copy of `model` with its prunable layers wrapped and masked.
 
@@ -224,9 +227,14 @@ def sparsify(
         seed: seed of the random masks, a non-negative int (`None`:
             random). The same seed gives the same masks.
         structure: pattern of the initial masks, `"unstructured"`,
-            `"block"` (1x4 along the input dimension) or `"n:m"` (2:4); see
-            `keras_sparse.masks.STRUCTURES`. Every sparsified weight must fit
-            it (put the others in `keep_dense`).
+            `"block"` (1 x `block_size` along the input dimension) or
+            `"n:m"` (2:4); see `keras_sparse.masks.STRUCTURES`. A weight
+            whose input dimension does not split into the pattern's groups
+            (e.g. a 3-channel stem conv) falls back to unstructured, with a
+            warning; every sparse-training algorithm keeps each weight's
+            pattern.
+        block_size: for `structure="block"`: 4 (default; TFLite's float32
+            sparse FULLY_CONNECTED kernel) or 16 (its int8 kernel).
 
     Returns:
         A new `keras.Model` whose global sparsity over the wrapped weights is
@@ -238,10 +246,12 @@ def sparsify(
         ValueError: sparsity outside [0, 1), unknown distribution, an empty
             dict, a dict or `keep_dense` naming layers the model lacks, a
             model with no prunable layer, an unbuilt or already sparsified
-            model, a negative `seed`.
+            model, a negative `seed`, a `block_size` other than 4 or 16 (or
+            given without `structure="block"`), `"n:m"` below sparsity 0.5.
 
     Warns:
-        UserWarning: a weight keeps at most one entry (or one 1x4 block):
+        UserWarning: a weight falls back to unstructured (see `structure`).
+        UserWarning: a weight keeps at most one entry (or one block):
             `sparsity` so close to 1 that the layer is all but disconnected
             (`num_active` never keeps fewer than one unit). A warning, not
             an error: the request is well-formed, and a one-entry layer is
@@ -279,15 +289,17 @@ def sparsify(
     plan = _plan(layers, sparsity, distribution, erk_power_scale, keep_dense)
     _warn_large_dense_layers(model, plan)
     mask_math.validate_structure(structure)
+    block_size = mask_math.validate_block_size(block_size, structure)
     if structure != "unstructured":
         for layer in layers:
             for name, weight in get_prunable_weights(layer):
                 value = plan.get(id(layer), {}).get(name, 0.0)
                 if id(layer) in plan and value > 0.0:
                     mask_math.validate_structure(
-                        structure, weight.shape, value, f"weight {layer.name}/{name}"
+                        mask_math.weight_structure(structure, weight.shape, block_size),
+                        None, value, f"weight {layer.name}/{name}",
                     )
-    _warn_nearly_empty(layers, plan, structure)
+    _warn_nearly_empty(layers, plan, structure, block_size)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     order = {id(layer): i for i, layer in enumerate(layers)}
@@ -302,7 +314,8 @@ def sparsify(
             clone.build_from_config(build_config)
         layer_seed = int(mask_math.seed_for(seed, order[id(layer)]).integers(2**31))
         return SparseWrapper(
-            clone, sparsity=weight_sparsity, seed=layer_seed, structure=structure
+            clone, sparsity=weight_sparsity, seed=layer_seed, structure=structure,
+            block_size=block_size if structure == "block" else None,
         )
 
     def copy_weights(old, wrapper):

@@ -126,7 +126,7 @@ def test_neurrev_negative_relaxed_sparsity():
         _fit(model, ks.callbacks.NeurRev(p=0.9))
 
 
-def test_structure_incompatible_with_layer_shape():
+def test_block_structure_on_random_masks_and_ungroupable_layers():
     model = ks.sparsify(make_model(), 0.8, distribution="uniform", keep_dense=None, seed=0)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # Unstructured random masks are not 1x4 blocks.
@@ -134,8 +134,12 @@ def test_structure_incompatible_with_layer_shape():
         _fit(model, ks.callbacks.SET(structure="block"))
     keras.utils.set_random_seed(0)
     odd = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match=r"shape\[-2\] divisible by 4. Received shape \(5, 3\)"):
-        ks.sparsify(odd, 0.8, structure="block", keep_dense=None)
+    # A weight that cannot be grouped falls back to unstructured, with a note.
+    with pytest.warns(UserWarning, match=r"shape \(5, 3\) cannot be made of 1x4 blocks.*unstructured"):
+        sparse = ks.sparsify(odd, 0.8, structure="block", keep_dense=None)
+    wrapper = ks.sparse_wrappers(sparse)[0]
+    assert wrapper.structure_of("kernel") == ks.masks.Structure("unstructured")
+    assert int(wrapper.kernel_mask.numpy().sum()) == ks.masks.num_active(15, 0.8)
 
 
 def test_gradual_target_below_start_sparsity():

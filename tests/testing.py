@@ -99,12 +99,12 @@ def data(n=96):
     return rng.random((n, 6, 6, 4)).astype("float32"), rng.integers(0, 4, n)
 
 
-def sparse_model(method, structure, optimizer="adam", spe=1, jit=False):
+def sparse_model(method, structure, optimizer="adam", spe=1, jit=False, block_size=None):
     start = 0.0 if method in ("gmp", "granet") else 0.5 if method == "granet_st" else 0.8
     if structure == "n:m" and start < 0.5:
         start = 0.5
     model = ks.sparsify(make_model(), start, distribution="uniform", keep_dense=None,
-                        seed=0, structure=structure)
+                        seed=0, structure=structure, block_size=block_size)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   steps_per_execution=spe, jit_compile=jit)
     return model
@@ -120,7 +120,8 @@ def algorithm(method, structure, interval=2, seed=0):
 
 
 class Checker(keras.callbacks.Callback):
-    """After each batch: masks binary, pruned weights zero, structure kept."""
+    """After each batch: masks binary, pruned weights zero, structure kept
+    (each weight's own, `SparseWrapper.structure_of`: block size, fallback)."""
 
     def __init__(self, structure):
         super().__init__()
@@ -130,14 +131,16 @@ class Checker(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         counts = []
         for w in ks.sparse_wrappers(self.model):
-            for _, weight, mask in w.masked_weights:
+            for name, weight, mask in w.masked_weights:
                 m, v = mask.numpy(), weight.numpy()
                 assert set(np.unique(m)) <= {0.0, 1.0}
                 assert np.all(v[m == 0] == 0.0)
-                if self.structure == "block":
-                    u = mm.to_blocks(m)
+                structure = w.structure_of(name)
+                assert structure.kind in (self.structure, "unstructured")
+                if structure.kind == "block":
+                    u = mm.to_blocks(m, block_size=structure.block_size)
                     assert np.all((u == 0) | (u == 1))
-                if self.structure == "n:m":
+                if structure.kind == "n:m":
                     assert mm._grouped(m).sum(axis=-2).max() <= 2
                 counts.append(int(m.sum()))
         self.history.append(counts)

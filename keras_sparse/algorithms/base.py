@@ -263,7 +263,10 @@ class Algorithm(Policy):
         start_step: first update step (int) or fraction of training.
         stop_step: last update step (int) or fraction of training (RigL: 0.75).
         structure: `"unstructured"`, `"block"` or `"n:m"`
-            (`keras_sparse.masks.STRUCTURES`); masks keep it.
+            (`keras_sparse.masks.STRUCTURES`); masks keep it. `"block"`
+            keeps each layer's block size (`sparsify(block_size=)`), and a
+            weight that `sparsify` left unstructured (it cannot be grouped)
+            is updated unstructured.
         seed: integer seed; randomness comes from `(seed, step, weight index)`,
             so a resumed run draws what an uninterrupted one draws.
         on_nonfinite: what an update does when a weight or a captured

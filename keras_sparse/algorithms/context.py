@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_sparse.masks import GROUP, Structure
+
 __all__ = ["LayerResult", "SetupContext", "Target", "UpdateContext"]
 
 
@@ -30,6 +32,8 @@ class Target:
         state: where the updater persists this weight's training state
             (`SparseWrapper.training_state(name)`, saved with the model), or
             None to keep it in memory only.
+        block_size: the wrapper's `block_size` (the blocks a `"block"`
+            algorithm keeps in this weight).
     """
 
     key: str
@@ -37,6 +41,7 @@ class Target:
     mask: Any
     sparsity: float
     state: MutableMapping[str, Any] | None = None
+    block_size: int = GROUP
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class SetupContext:
         bounds: `(start, stop)` of the update schedule, resolved.
         state: per weight, the policy's persistent state slots (restored
             from a saved model, or the policy's fresh values).
+        structures: per weight, the `keras_sparse.masks.Structure` its
+            updates keep (see `UpdateContext`).
     """
 
     targets: tuple[Target, ...]
@@ -59,6 +66,7 @@ class SetupContext:
     total_steps: int | None
     bounds: tuple[int, int]
     state: tuple[Mapping[str, np.ndarray], ...] = ()
+    structures: tuple[Structure, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -82,6 +90,10 @@ class UpdateContext:
         seed: the algorithm's seed (`keras_sparse.masks.seed_for(seed,
             step, i)` gives weight `i` its generator).
         structure: the mask structure kept (`keras_sparse.masks.STRUCTURES`).
+        structures: per weight, the `keras_sparse.masks.Structure` its
+            update keeps: `structure` with the weight's block size, or
+            unstructured for a weight that cannot be grouped
+            (`keras_sparse.masks.weight_structure`).
         state: per weight, the policy's persistent state before this update.
         optimizer: the optimizer whose slots the engine resets (or None).
         scratch: what the policy's `prepare` returned for this update:
@@ -96,6 +108,7 @@ class UpdateContext:
     drop_fraction: float
     seed: int
     structure: str
+    structures: tuple[Structure, ...] = ()
     state: tuple[Mapping[str, np.ndarray], ...] = ()
     optimizer: Any = None
     scratch: Mapping[str, Any] = field(default_factory=dict)

@@ -427,7 +427,6 @@ class NeurRev(RigL):
 
     def start(self, ctx):
         relax = []
-        unit = mask_math.group_size(self.structure)
         masks = ctx.masks
         total = sum(m.size for m in masks)
         s_global = 1.0 - sum(float(m.sum()) for m in masks) / total
@@ -438,13 +437,13 @@ class NeurRev(RigL):
                 f"0 < p <= {s_global:.4f} (or p=None for the default, "
                 f"{self.default_ratio():g} * (1 - s) per weight)."
             )
-        for mask in masks:
+        for mask, structure in zip(masks, ctx.structures):
             s = 1.0 - float(mask.mean())
             # A weight cannot relax below sparsity 0 (ERK leaves some dense).
             p = min(self.default_ratio() * (1.0 - s) if self.p is None else self.p, s)
-            n = int(round(p * mask.size)) // unit * unit
+            n = int(round(p * mask.size)) // structure.unit * structure.unit
             # The relaxed mask must fit the structure (2:4 caps density at 0.5).
-            cap = mask_math.capacity(mask, self.structure)
+            cap = mask_math.capacity(mask, structure)
             relax.append(min(n, cap))
         self._relax = relax
 
@@ -454,8 +453,8 @@ class NeurRev(RigL):
     def counts(self, ctx):
         base = super().counts(ctx)
         out = []
-        for (n_drop, n_grow), m, relax in zip(base, ctx.masks, self._relax):
-            free = mask_math.capacity(m, self.structure)
+        for (n_drop, n_grow), m, relax, structure in zip(base, ctx.masks, self._relax, ctx.structures):
+            free = mask_math.capacity(m, structure)
             out.append((n_drop, min(n_grow + relax, free + n_drop)))
         return out
 
@@ -463,7 +462,7 @@ class NeurRev(RigL):
         # Back from the relaxed sparsity s - p to s: as many active as before.
         n_prune = int(mask.sum()) - int(np.count_nonzero(ctx.masks[index]))
         new_mask, pruned, negative = mask_math.search_and_awake(
-            mask, weight, ctx.scratch["delta"][index], n_prune, self.structure
+            mask, weight, ctx.scratch["delta"][index], n_prune, ctx.structures[index]
         )
         weight = weight * new_mask
         return LayerResult(weight, new_mask, stats={"awakened": float(negative)},
@@ -517,12 +516,13 @@ class DSR(Updater):
 
     def prepare(self, ctx):
         """Drops below H per weight, and H for the next update (the paper's rule)."""
-        unit = mask_math.group_size(self.structure)
         threshold = float(ctx.state[0]["threshold"])
         drops = []
-        for w, m in zip(ctx.weights, ctx.masks):
-            mag = mask_math.to_blocks(np.abs(w)) if self.structure == "block" else np.abs(w)
-            am = mask_math.to_blocks(m, "max") if self.structure == "block" else m
+        for w, m, structure in zip(ctx.weights, ctx.masks, ctx.structures):
+            unit = structure.unit
+            mag, am = np.abs(w), m
+            if structure.kind == "block":
+                mag, am = mask_math.to_blocks(mag, block_size=unit), mask_math.to_blocks(m, "max", unit)
             n = int(((am > 0) & (mag < threshold)).sum()) * unit
             drops.append(min(n, int(m.sum()) - unit))  # never empty a layer
         drops = [max(0, d) for d in drops]
@@ -535,12 +535,11 @@ class DSR(Updater):
         return {"drops": drops, "threshold": np.float64(threshold)}
 
     def counts(self, ctx):
-        unit = mask_math.group_size(self.structure)
         drops, masks = ctx.scratch["drops"], ctx.masks
         total = sum(drops)
         survivors = np.array([float(m.sum()) - d for m, d in zip(masks, drops)])
-        room = np.array([mask_math.capacity(m, self.structure) + d for m, d in zip(masks, drops)], float)
-        grows = _proportional(total // unit, survivors, room // unit) * unit
+        room = np.array([mask_math.capacity(m, st) + d for m, d, st in zip(masks, drops, ctx.structures)], float)
+        grows = _proportional_in_units(total, survivors, room, [st.unit for st in ctx.structures])
         return list(zip(drops, [int(g) for g in grows]))
 
     def finish(self, ctx, index, weight, mask, grown):
@@ -567,6 +566,29 @@ def _proportional(n: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
         open_ = out < caps
         if base.sum() == 0 and rem == left:  # no progress possible
             break
+    return out
+
+
+def _proportional_in_units(total: int, weights: np.ndarray, caps: np.ndarray, units) -> np.ndarray:
+    """`_proportional` in entries, where weight `j` takes multiples of `units[j]`.
+
+    With one unit size this is `_proportional` over units. With mixed sizes
+    (1x16 blocks next to layers that fell back to unstructured) the split
+    in entries is rounded down per weight and the rest goes greedily to the
+    smallest units first; what no weight can take (less than a block) is
+    not grown.
+    """
+    units = np.asarray(units, np.int64)
+    caps = np.asarray(caps, np.int64)
+    if units.size == 0 or np.all(units == units[0]):
+        u = int(units[0]) if units.size else 1
+        return _proportional(int(total) // u, weights, caps // u) * u
+    out = _proportional(int(total), weights, caps) // units * units
+    left = int(total) - int(out.sum())
+    for j in sorted(range(len(units)), key=lambda j: (units[j], -weights[j])):
+        add = min(left, int(caps[j] - out[j])) // int(units[j]) * int(units[j])
+        out[j] += add
+        left -= add
     return out
 
 
@@ -631,8 +653,8 @@ class DeepR(SET):
 
     def counts(self, ctx):
         out = []
-        for flipped in ctx.scratch["flipped"]:
-            n = mask_math.unit_entries(flipped, self.structure)
+        for flipped, structure in zip(ctx.scratch["flipped"], ctx.structures):
+            n = mask_math.unit_entries(flipped, structure)
             out.append((n, n))
         return out
 

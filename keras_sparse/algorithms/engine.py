@@ -65,6 +65,7 @@ class Engine:
         self.last_grown: list[np.ndarray] = []
         self.policy_state: list[dict[str, np.ndarray]] = []
         self.policy_stat_names: tuple[str, ...] = ()
+        self.structures: tuple[mask_math.Structure, ...] = ()
 
     @property
     def structure(self) -> str:
@@ -89,10 +90,15 @@ class Engine:
             )
         self.total_steps = total_steps
         self.bounds = self.policy.schedule.bounds(total_steps)
-        for t in targets:
-            mask = np.asarray(keras.ops.convert_to_numpy(t.mask))
-            mask_math.validate_structure(self.structure, mask.shape, None, f"weight {t.key!r}")
-            self._check_structure_of_mask(t.key, mask)
+        # Each weight keeps the policy's structure with its wrapper's block
+        # size; a weight that cannot be grouped stays unstructured (as
+        # `sparsify` made it).
+        structures = tuple(
+            mask_math.weight_structure(self.structure, t.mask.shape, t.block_size)
+            for t in targets)
+        for t, structure in zip(targets, structures):
+            self._check_structure_of_mask(t, structure)
+        self.structures = structures
         current = [keras.ops.convert_to_numpy(t.mask) > 0 for t in targets]
         saved = self.restore(targets, "ever_active", current)
         self.ever_active = [c | (s > 0) for c, s in zip(current, saved)]
@@ -100,7 +106,8 @@ class Engine:
         saved = self.restore(targets, "last_grown", [np.zeros(c.shape, np.uint8) for c in current])
         self.last_grown = [s > 0 for s in saved]
         weights, masks = zip(*[_read_weight_and_mask(t) for t in targets])
-        ctx = SetupContext(tuple(targets), weights, masks, total_steps, self.bounds)
+        ctx = SetupContext(tuple(targets), weights, masks, total_steps, self.bounds,
+                           structures=self.structures)
         fresh = self.policy.fresh_state(ctx)
         slots = sorted({slot for f in fresh for slot in f})
         restored = {slot: self.restore(targets, slot, [f[slot] for f in fresh]) for slot in slots}
@@ -111,11 +118,15 @@ class Engine:
         self.skipped_updates = 0
         return ctx
 
-    def _check_structure_of_mask(self, key: str, mask: np.ndarray) -> None:
-        if not mask_math.keeps_structure(mask, self.structure):
-            pattern = "made of 1x4 blocks" if self.structure == "block" else "2:4 sparse"
+    def _check_structure_of_mask(self, target: Target, structure: mask_math.Structure) -> None:
+        mask = np.asarray(keras.ops.convert_to_numpy(target.mask))
+        if not mask_math.keeps_structure(mask, structure):
+            how = f"`structure={self.structure!r}`"
+            if structure.kind == "block":
+                how += f", `block_size={structure.block_size}`"
             raise ValueError(
-                f"Mask of {key!r} is not {pattern}; sparsify with `structure={self.structure!r}` "
+                f"Mask of {target.key!r} is not {'made of ' * (structure.kind == 'block')}"
+                f"{structure.describe()}; sparsify with {how} "
                 f"to use an updater with structure={self.structure!r}."
             )
 
@@ -195,7 +206,7 @@ class Engine:
             return {}
         ctx = UpdateContext(step, tuple(weights), tuple(masks), tuple(grads),
                             self.drop_fraction_at(step), self.seed, self.structure,
-                            tuple(self.policy_state), optimizer)
+                            self.structures, tuple(self.policy_state), optimizer)
         ctx = dataclasses.replace(ctx, scratch=dict(policy.prepare(ctx)))
         plan = policy.counts(ctx)
 
@@ -286,7 +297,7 @@ class Engine:
                 m,
                 self.policy.drop_scores(ctx, i) if n_drop else None,
                 self.policy.grow_scores(ctx, i, rng) if n_grow else None,
-                n_drop, n_grow, self.structure,
+                n_drop, n_grow, ctx.structures[i],
             )
         # New connections are grown entries that were inactive before this
         # update; an entry dropped and re-grown in the same update is not

@@ -108,33 +108,37 @@ class GMP(Pruner):
                 CubicSparsity(min(s0, final[t.key]), max(final[t.key], s0))
                 for s0, t in zip(self._initial, targets)
             ]
-        for t, m in zip(targets, masks):
-            if self.structure == "n:m" and self.sparsity < 0.5:
-                mask_math.validate_structure("n:m", m.shape, self.sparsity, f"weight {t.key!r}")
+        for t, structure in zip(targets, ctx.structures):
+            mask_math.validate_structure(structure, None, self.sparsity, f"weight {t.key!r}")
 
     def target_sparsity(self, step: int) -> float:
         """Global target sparsity at `step`."""
         return self._global_schedule(step, self._prune_bounds[0], self._end)
 
-    def prune_counts(self, step, weights, masks) -> list[int]:
-        """Entries each weight prunes to follow the cubic schedule."""
+    def prune_counts(self, step, weights, masks, structures=None) -> list[int]:
+        """Entries each weight prunes to follow the cubic schedule.
+
+        `structures`: per weight, the `keras_sparse.masks.Structure` kept
+        (default: the algorithm's `structure` for every weight).
+        """
         start = self._prune_bounds[0]
-        unit = mask_math.group_size(self.structure)
+        if structures is None:
+            structures = [mask_math.as_structure(self.structure)] * len(masks)
         if self.distribution == "global":
             keep = mask_math.num_active(int(self._sizes.sum()), self.target_sparsity(step))
             excess = int(sum(float(m.sum()) for m in masks)) - keep
             if excess <= 0:
                 return [0] * len(masks)
             magnitudes = map_weights(np.abs, weights, int(self._sizes.sum()))
-            return mask_math.global_drop_counts(masks, magnitudes, excess, self.structure)
+            return mask_math.global_drop_counts(masks, magnitudes, excess, structures)
         out = []
-        for sched, m in zip(self._layer_schedules, masks):
+        for sched, m, structure in zip(self._layer_schedules, masks, structures):
             keep = mask_math.num_active(m.size, sched(step, start, self._end))
-            out.append(max(0, int(m.sum()) - keep) // unit * unit)
+            out.append(max(0, int(m.sum()) - keep) // structure.unit * structure.unit)
         return out
 
     def counts(self, ctx):
-        return [(n, 0) for n in self.prune_counts(ctx.step, ctx.weights, ctx.masks)]
+        return [(n, 0) for n in self.prune_counts(ctx.step, ctx.weights, ctx.masks, ctx.structures)]
 
 
 @register("granet")
@@ -249,11 +253,11 @@ class GraNet(GMP):
 
     def counts(self, ctx):
         masks = ctx.masks
-        prune = self.prune_counts(ctx.step, ctx.weights, masks)
+        prune = self.prune_counts(ctx.step, ctx.weights, masks, ctx.structures)
         rate = ctx.drop_fraction
-        unit = mask_math.group_size(self.structure)
         out = []
-        for n, m in zip(prune, masks):
+        for n, m, structure in zip(prune, masks, ctx.structures):
+            unit = structure.unit
             regen = int(round(rate * (float(m.sum()) - n))) // unit * unit
             out.append((n + regen, regen))
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import warnings
 from typing import NamedTuple
 from collections.abc import Mapping
 
@@ -194,7 +195,13 @@ class SparseWrapper(keras.layers.Wrapper):
             stores it in the config, so clones draw the same masks.
         structure: sparsity pattern of the initial masks, one of
             `keras_sparse.masks.STRUCTURES`: `"unstructured"` (default),
-            `"block"` (1x4 along the input dimension) or `"n:m"` (2:4).
+            `"block"` (1 x `block_size` along the input dimension) or
+            `"n:m"` (2:4). A weight whose input dimension does not split
+            into the pattern's groups (a 3-channel stem conv) gets an
+            unstructured mask, with a warning (`structure_of`).
+        block_size: for `structure="block"`: 4 (default; TFLite's float32
+            sparse kernel) or 16 (its int8 kernel), see
+            `keras_sparse.masks.BLOCK_SIZES`.
         **kwargs: base layer arguments (`name` defaults to the wrapped
             layer's name).
 
@@ -217,6 +224,7 @@ class SparseWrapper(keras.layers.Wrapper):
         sparsity: float | Mapping[str, float] = 0.0,
         seed: int | None = None,
         structure: str = "unstructured",
+        block_size: int | None = None,
         keras_sparse_version: str | None = None,
         **kwargs,
     ):
@@ -247,11 +255,13 @@ class SparseWrapper(keras.layers.Wrapper):
         elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise TypeError(f"`seed` must be a non-negative int or None. Received: {seed!r}.")
         mask_math.validate_structure(structure)
+        block_size = mask_math.validate_block_size(block_size, structure)
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.sparsity = sparsity
         self.seed = int(seed)
         self.structure = structure
+        self.block_size = block_size
         self._masked_weights: list[MaskedWeight] = []
         self._training_state: dict[str, dict[str, np.ndarray]] = {}
 
@@ -280,7 +290,8 @@ class SparseWrapper(keras.layers.Wrapper):
                 # silently; "only_first_replica" broadcasts replica 0's mask.
                 aggregation="only_first_replica",
             )
-            if self.structure == "unstructured" or self.sparsity_of(name) == 0.0:
+            structure = self._structure_of_shape(name, weight.shape)
+            if structure.kind == "unstructured" or self.sparsity_of(name) == 0.0:
                 initial = mask_math.random_mask(
                     weight.shape, self.sparsity_of(name), mask_math.seed_for(self.seed, index)
                 )
@@ -289,7 +300,7 @@ class SparseWrapper(keras.layers.Wrapper):
                     weight.shape,
                     self.sparsity_of(name),
                     mask_math.seed_for(self.seed, index),
-                    self.structure,
+                    structure,
                 )
             mask.assign(initial)
             inner = weight.constraint
@@ -306,6 +317,37 @@ class SparseWrapper(keras.layers.Wrapper):
         if isinstance(self.sparsity, dict):
             return self.sparsity.get(weight_name, 0.0)
         return self.sparsity
+
+    def structure_of(self, weight_name: str) -> mask_math.Structure:
+        """The mask pattern of the named weight (`keras_sparse.masks.Structure`).
+
+        The wrapper's `structure` and `block_size`, or unstructured for a
+        weight whose input dimension does not split into the pattern's
+        groups (`keras_sparse.masks.weight_structure`).
+
+        Raises:
+            ValueError: the wrapper is not built, or has no such weight.
+        """
+        for mw in self.masked_weights:
+            if mw.name == weight_name:
+                return self._structure_of_shape(mw.name, mw.weight.shape, warn=False)
+        raise ValueError(
+            f"Layer {self.name!r} has no masked weight {weight_name!r}. "
+            f"Accepted names: {[mw.name for mw in self.masked_weights]}."
+        )
+
+    def _structure_of_shape(self, weight_name: str, shape, warn: bool = True) -> mask_math.Structure:
+        """`structure_of` a weight of `shape`; warns when it falls back to unstructured."""
+        structure = mask_math.weight_structure(self.structure, shape, self.block_size)
+        if warn and structure.kind != self.structure and self.sparsity_of(weight_name) > 0.0:
+            asked = mask_math.Structure(self.structure, self.block_size)
+            warnings.warn(
+                f"Layer {self.name!r}: weight {weight_name!r} of shape {tuple(shape)} "
+                f"cannot be made of {asked.describe()} (its input dimension, axis -2, "
+                f"is not a multiple of {asked.group}); its mask is unstructured.",
+                UserWarning, stacklevel=3,
+            )
+        return structure
 
     @property
     def masked_weights(self) -> list[MaskedWeight]:
@@ -443,4 +485,6 @@ class SparseWrapper(keras.layers.Wrapper):
                        "keras_sparse_version": __version__})
         if self.structure != "unstructured":
             config["structure"] = self.structure
+        if self.structure == "block":
+            config["block_size"] = self.block_size
         return config

@@ -209,3 +209,25 @@ def test_block_sparse_float16_falls_back_to_dense_with_warning(tmp_path):
                for n in report.notes)
     bad = [a for a in report.attempts if a["sparse_encoding"]]
     assert bad and not any(a["ok"] for a in bad)
+
+
+def test_sparsify_block_size_16_exports_int8_1x16_blocks(tmp_path, rng):
+    # `sparsify(structure="block", block_size=16)` makes the pattern of
+    # TFLite's int8 sparse FULLY_CONNECTED kernel: every kernel is stored BSR 1x16.
+    import keras_sparse as ks
+
+    sparse = ks.sparsify(mlp((64, 128, 16)), 0.9, distribution="uniform", keep_dense=None, seed=0,
+                         structure="block", block_size=16)
+    plain = ks.strip(sparse)
+    path = str(tmp_path / "q16.tflite")
+    report = _export(plain, path, precision="int8_dynamic", latency_invokes=5)
+    kernels = [t for t in report.sparse_tensors if len(t["shape"]) == 2]
+    assert len(kernels) == 2
+    assert all(t["format"] == "BSR" and t["block_shape"] == [1, 16] for t in kernels), kernels
+    with open(path, "rb") as f:
+        data = f.read()
+    x = rng.random((4, 64)).astype(np.float32)
+    out = run_batch1(make_interpreter(data, report.op_resolver), [x])[0]
+    ref = np.asarray(plain(x))
+    atol, rtol = tflite_export.verify.TOLERANCES["int8_dynamic"]
+    assert np.max(np.abs(out - ref)) <= atol + rtol * np.max(np.abs(ref))
