@@ -40,3 +40,9 @@ def test_verdict_needs_speed_and_accuracy(chase_us, chase_acc, verdict):
     text = cs.render(cs.summarize(train, [_speed(0, chase_us)]), planned=6, done=3, info=INFO, loads=[])
     assert "PARTIAL: 3 of 6 training runs" in text
     assert f"within 1 point) {verdict}." in text
+
+
+def test_unknown_model_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown --models \['resnet50'\]; accepted: \['mobilenet_v2_small'"):
+        cs.main(["--models", "small_cnn", "resnet50", "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
