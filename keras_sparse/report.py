@@ -38,6 +38,8 @@ class WeightReport:
             Dense, Conv or DepthwiseConv layer; None otherwise).
         channels_after: those left by
             `keras_sparse.strip(model, remove_channels=True)` (None as above).
+        structure: the mask pattern in plain words (`"unstructured"`,
+            `"1x16 blocks"`, `"2:4 sparse"`; `SparseWrapper.structure_of`).
     """
 
     layer: str
@@ -49,6 +51,7 @@ class WeightReport:
     flops_sparse: int
     channels_before: int | None = None
     channels_after: int | None = None
+    structure: str = "unstructured"
 
     @property
     def sparsity(self) -> float:
@@ -105,7 +108,7 @@ class SparsityReport:
 
     def __str__(self) -> str:
         header = ("layer/weight", "shape", "params", "non-zeros", "sparsity", "FLOPs dense",
-                  "FLOPs sparse", "channels")
+                  "FLOPs sparse", "channels", "pattern")
         lines = [
             (
                 f"{r.layer}/{r.weight}",
@@ -116,6 +119,7 @@ class SparsityReport:
                 f"{r.flops_dense:,}",
                 f"{r.flops_sparse:,}",
                 "" if r.channels_before is None else f"{r.channels_before}->{r.channels_after}",
+                r.structure,
             )
             for r in self.rows
         ]
@@ -129,6 +133,7 @@ class SparsityReport:
                 f"{self.total_sparsity:.2%}",
                 f"{self.flops_dense:,}",
                 f"{self.flops_sparse:,}",
+                "",
                 "",
             )
         )
@@ -241,6 +246,7 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
                 flops_sparse=per_entry * nonzeros,
                 channels_before=channels[0],
                 channels_after=channels[1],
+                structure=r.wrapper.structure_of(r.name).describe(),
             )
         )
     return SparsityReport(rows=tuple(rows), model_params=model_parameter_count(model))

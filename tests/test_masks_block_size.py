@@ -104,6 +104,9 @@ def test_sparsify_1x16_falls_back_per_layer_and_survives_saving(tmp_path):
         mask = w.kernel_mask.numpy()
         assert mm.keeps_structure(mask, structure)
         assert w.get_config()["block_size"] == 16
+    rows = {r.layer: r for r in ks.sparsity_report(sparse).rows}
+    assert (rows["stem"].structure, rows["conv"].structure) == ("unstructured", "1x16 blocks")
+    assert "1x16 blocks" in str(ks.sparsity_report(sparse))
     path = str(tmp_path / "m.keras")
     sparse.save(path)
     with warnings.catch_warnings():
