@@ -51,6 +51,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     RESULTS_DIR, LoadProbe, load_note, machine_info, machine_markdown, markdown_table, write_json)
 from benchmarks.accuracy import FULL_EPOCHS, FULL_TRAIN_SIZE, recipe_budget  # noqa: E402
+from benchmarks.accuracy import load_data as accuracy_data  # noqa: E402
 from tflite_export.runner import make_interpreter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,11 +87,8 @@ def model_specs(quick: bool) -> dict[str, dict[str, Any]]:
 def load_data(spec: dict[str, Any], seed: int) -> harness.BenchData:
     budget = spec["budget"]
     if spec["data"] == "fashion_mnist":
-        (x, y), (xv, yv) = ks.datasets.load_fashion_mnist()
-        n = budget.train_size or len(x)
-        idx = np.random.default_rng(seed).permutation(len(x))[:n]
-        prep = lambda a: (a.astype(np.float32) / 255.0).reshape(len(a), *spec["shape"])  # noqa: E731
-        return harness.BenchData(prep(x[idx]), y[idx].astype(np.int32), prep(xv), yv.astype(np.int32))
+        # The accuracy table's data (images already float32 in [0, 1]).
+        return accuracy_data(budget.train_size, seed)
     rng = np.random.default_rng(seed)
     n = budget.train_size or 1024
     xs = rng.random((n + 256, *spec["shape"])).astype(np.float32)

@@ -3,6 +3,7 @@
 The end-to-end run is `python -m benchmarks.chase_speed --quick`.
 """
 
+import numpy as np
 import pytest
 
 from benchmarks import chase_speed as cs
@@ -46,3 +47,15 @@ def test_unknown_model_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown --models \['resnet50'\]; accepted: \['mobilenet_v2_small'"):
         cs.main(["--models", "small_cnn", "resnet50", "--out-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.real_data
+def test_fashion_mnist_runs_read_the_accuracy_tables_data(fashion_mnist):
+    # The images come in [0, 1]; an earlier version divided them by 255
+    # again, and every run stayed at chance (10%).
+    spec = cs.model_specs(quick=False)["small_cnn"]
+    data = cs.load_data(spec, seed=0)
+    (x, _), (x_test, _) = fashion_mnist
+    assert data.x_train.shape[1:] == spec["shape"] and len(data.x_train) == spec["budget"].train_size
+    assert data.x_train.max() == 1.0 and data.x_test.max() == x_test.max() == 1.0
+    np.testing.assert_array_equal(data.x_test, x_test)
