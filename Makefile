@@ -29,7 +29,7 @@ export TFLITE_RUNTIME_PYTHON := $(abspath $(TFLRT_VENV))/bin/python
 
 .PHONY: help venv tflrt-venv data test test-fast test-all demo demo-quick bench-step clean-venv
 .PHONY: lint
-.PHONY: bench-on-device-dst bench-chase
+.PHONY: bench-on-device-dst bench-chase bench-sparse-step
 .PHONY: tfmot-venv bench-accuracy bench-accuracy-quick bench-tflite bench-on-device bench-cost test-notebooks notebooks
 .PHONY: quickstart export-on-device tost-example
 .PHONY: bench-neurrev bench-dormant bench-tost bench-pai
@@ -49,6 +49,7 @@ help:
 	@echo "make bench-on-device       on-device train step vs Keras, head-only, bytes, RSS"
 	@echo "make bench-on-device-dst   on-device DST (static/SET/RigL/NeurRev vs dense) in LiteRT, resumable"
 	@echo "make bench-chase           Chase vs RigL vs dense: accuracy and LiteRT speed, resumable"
+	@echo "make bench-sparse-step     on-device train step of a Dense-heavy net: sparse compute vs dense (minutes)"
 	@echo "make bench-cost            cost table: step-time ratios (incl. TF-MOT peer), update latency, TFLite"
 	@echo "make quickstart            examples/quickstart.py: static ERK + RigL on Fashion-MNIST"
 	@echo "make export-on-device      examples/export_and_train_on_device.py: TFLite export + runner training"
@@ -138,6 +139,10 @@ bench-tflite: venv data
 # On-device DST in LiteRT and NeurRev's edge-training claim (hours; resumable).
 bench-on-device-dst: venv data
 	$(VENV_PY) -m benchmarks.on_device_dst $(BENCH_ARGS)
+
+# On-device train step of a Dense-heavy net: sparse compute vs dense (minutes).
+bench-sparse-step: venv
+	$(VENV_PY) -m benchmarks.sparse_train_step $(BENCH_ARGS)
 
 # Chase vs RigL vs dense: accuracy, LiteRT latency, bytes, RSS (hours; resumable).
 bench-chase: venv data

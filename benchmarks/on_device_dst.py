@@ -118,9 +118,10 @@ def load_data(budget: Budget, quick: bool):
         xs = rng.random((budget.train_size + budget.test_size, *shape)).astype(np.float32)
         ys = (xs.reshape(len(xs), -1).mean(axis=1) * 40).astype(np.int32) % 10
     else:
+        # Already float32 in [0, 1].
         (xt, yt), (xv, yv) = keras_sparse.datasets.load_fashion_mnist()
         xs = np.concatenate([xt[:budget.train_size], xv[:budget.test_size]])
-        xs = (xs.astype(np.float32) / 255.0).reshape(len(xs), *budget.input_shape)
+        xs = xs.astype(np.float32).reshape(len(xs), *budget.input_shape)
         ys = np.concatenate([yt[:budget.train_size], yv[:budget.test_size]]).astype(np.int32)
     n = budget.train_size
     return xs[:n], ys[:n], xs[n:], ys[n:]

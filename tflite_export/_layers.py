@@ -141,8 +141,13 @@ def _affine(core: Callable, act):
     return forward
 
 
-def _dense(act):
-    return _affine(lambda layer, x: tf.matmul(x, _value(layer.kernel)), act)
+def _dense(act, sparse_products: dict):
+    """Dense forward; a kernel listed in `sparse_products` (by id) runs its
+    entry `product(x)` instead of the matmul with the dense kernel."""
+    def core(layer, x):
+        product = sparse_products.get(id(layer.kernel))
+        return product(x) if product else tf.matmul(x, _value(layer.kernel))
+    return _affine(core, act)
 
 
 def _conv(act, strides, padding):
@@ -232,10 +237,11 @@ def _output_layers(model) -> set[int]:
     return found
 
 
-def _lower(layer, is_output: bool, batchnorm: str,
-           node=None) -> tuple[Any, str | None]:
+def _lower(layer, is_output: bool, batchnorm: str, node=None,
+           sparse_products: dict | None = None) -> tuple[Any, str | None]:
     """`(replacement layer, 'softmax' or None)` for one layer; `node` is
-    the layer called in the graph (a SparseWrapper around `layer`)."""
+    the layer called in the graph (a SparseWrapper around `layer`);
+    `sparse_products` is `LoweredModel.sparse_products`."""
     node = node or layer
     cls = type(layer).__name__
     cfg = layer.get_config()
@@ -247,7 +253,9 @@ def _lower(layer, is_output: bool, batchnorm: str,
                 "supports Dense on 2-D inputs only (add a Flatten layer).")
         name = _act_name(layer.activation)
         act = _activation(layer, name, is_output)
-        return LoweredLayer(layer, _dense(act)), _soft(name)
+        return (LoweredLayer(layer, _dense(act, {} if sparse_products is None
+                                             else sparse_products)),
+                _soft(name))
     if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
         padding = _padding(layer, cfg)
         _check_conv(layer, cfg)
@@ -327,13 +335,21 @@ class LoweredModel:
             (folded into the loss; `infer` applies it), else `"linear"`.
         masks: `{id(weight): float mask array}` of the weights of
             `SparseWrapper` layers (read from `wrapper.masked_weights`).
+        dense_kernels: `{id(kernel): Dense layer}` of every lowered Dense.
+        sparse_products: `{id(kernel): product}`, empty until the caller
+            fills it: the Dense layer of that kernel then computes
+            `product(x)` (`tflite_export._sparse_matmul`) instead of its
+            matmul. The caller fills it around each traced call.
     """
 
     def __init__(self, model, final_activation: str,
-                 masks: dict | None = None):
+                 masks: dict | None = None, dense_kernels: dict | None = None,
+                 sparse_products: dict | None = None):
         self.model = model
         self.final_activation = final_activation
         self.masks = masks or {}
+        self.dense_kernels = dense_kernels or {}
+        self.sparse_products = {} if sparse_products is None else sparse_products
 
 
 def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
@@ -357,6 +373,8 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
     outputs = _output_layers(model)
     finals = []
     masks = {}
+    dense_kernels = {}
+    sparse_products = {}
 
     def clone(layer):
         if isinstance(layer, keras.Model):
@@ -369,10 +387,15 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
             # from the public `masked_weights` (not from the wrapper's call).
             for _, weight, mask in layer.masked_weights:
                 masks[id(weight)] = np.asarray(mask, dtype=np.float32)
-            new, final = _lower(layer.layer, id(layer) in outputs, batchnorm,
-                                node=layer)
+            inner = layer.layer
+            new, final = _lower(inner, id(layer) in outputs, batchnorm,
+                                node=layer, sparse_products=sparse_products)
         else:
-            new, final = _lower(layer, id(layer) in outputs, batchnorm)
+            inner = layer
+            new, final = _lower(layer, id(layer) in outputs, batchnorm,
+                                sparse_products=sparse_products)
+        if type(inner).__name__ == "Dense":
+            dense_kernels[id(inner.kernel)] = inner
         if final:
             finals.append(final)
         return new
@@ -383,4 +406,5 @@ def lower_model(model, batchnorm: str = "frozen") -> LoweredModel:
             clone(layer)
     finals.clear()
     copy = keras.models.clone_model(model, clone_function=clone)
-    return LoweredModel(copy, "softmax" if finals else "linear", masks)
+    return LoweredModel(copy, "softmax" if finals else "linear", masks,
+                        dense_kernels, sparse_products)

@@ -114,6 +114,10 @@ class TrainableExportReport:
         frozen_layers: layers with `trainable=False` (constants on device).
         batchnorm: `"frozen"` or `"train"`.
         notes: plain-words remarks.
+        sparse_matmul: per compact Dense kernel considered by
+            `sparse_matmul="on"|"auto"`: `{"form": "sparse" | "masked"}`,
+            with `"auto"` also the measured `"masked_us"` and `"sparse_us"`
+            (median step share, microseconds, on the exporting machine).
     """
 
     path: str
@@ -130,6 +134,7 @@ class TrainableExportReport:
     frozen_layers: list[str]
     batchnorm: str
     notes: list[str]
+    sparse_matmul: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -73,6 +73,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflite_export import _dst, _layers
+from tflite_export import _sparse_matmul as sm
 from tflite_export import _train_math as tm
 from tflite_export import metadata as meta
 from tflite_export._atomic import atomic_write_bytes
@@ -230,6 +231,9 @@ class TrainingModule(tf.Module):
         self.frozen_vars = [v for v, _ in frozen.values()]
         # Kept out of tf.Module tracking (a dict keyed by ids).
         self._keras.frozen = frozen
+        # Trained weight index -> (n_in, n_out) of the compact Dense kernels
+        # that compute with `_sparse_matmul` (`use_sparse_matmul`).
+        self._sparse = {}
         self.step = tf.Variable(0.0, name="step")
         self._slot_names = [f"{n}__slot{k}" for n in self.weight_names
                             for k in range(optimizer.num_slots)]
@@ -347,6 +351,28 @@ class TrainingModule(tf.Module):
             return self.mask_vars[i].read_value() > 0.0
         return self._masks[k]
 
+    def sparse_matmul_candidates(self) -> list[tuple[int, str, int, int]]:
+        """`(k, name, n_in, n_out)` of every trained compact kernel of a
+        Dense layer: those `_sparse_matmul` can compute. None under RigL or
+        NeurRev, whose growth needs the dense gradient."""
+        if self._dst is not None and self._dst.kind in sm.GRADIENT_GROWTH:
+            return []
+        dense = self._keras.lowered.dense_kernels
+        out = []
+        for k, s in enumerate(s for s in self._specs if s.role == "train"):
+            if self._indices[k] is not None and id(s.variable) in dense:
+                n_in, n_out = self._shapes[k]
+                out.append((k, s.name, int(n_in), int(n_out)))
+        return out
+
+    def use_sparse_matmul(self, ks) -> None:
+        """Makes the Dense kernels `ks` (trained weight indices from
+        `sparse_matmul_candidates`) compute with `_sparse_matmul`; call
+        before the signatures are traced."""
+        shapes = {k: (n_in, n_out) for k, _, n_in, n_out in
+                  self.sparse_matmul_candidates()}
+        self._sparse = {k: shapes[k] for k in ks}
+
     @property
     def num_compact(self) -> int:
         """Weights stored as non-zero values + indices."""
@@ -374,6 +400,16 @@ class TrainingModule(tf.Module):
             return dense
         return tf.gather_nd(tf.reshape(dense, [-1]), idx)
 
+    def _forward_values(self, stored):
+        """What the forward takes per trained weight: the dense kernel, or
+        the stored non-zeros of a sparse-matmul kernel."""
+        return [s if k in self._sparse else self._dense(k, s)
+                for k, s in enumerate(stored)]
+
+    def _stored_grad(self, k, grad):
+        """The gradient of `_forward_values()[k]` in the stored form."""
+        return grad if k in self._sparse else self._gather(k, grad)
+
     def _compact(self, k, dense):
         """The stored form of a value given to `set_weights`: pruned
         entries dropped (sparse storage) or set to 0 (dense storage)."""
@@ -385,15 +421,28 @@ class TrainingModule(tf.Module):
     # ------------------------------------------------------------ forward
 
     def _call(self, trained, x, training_state: bool):
-        """Runs the Keras forward with `trained` (dense tensors) in place
-        of the trained variables; returns `(output, new state values)`."""
-        model = self._keras.lowered.model
+        """Runs the Keras forward with `trained` (`_forward_values`) in
+        place of the trained variables; returns `(output, new state
+        values)`."""
+        lowered = self._keras.lowered
+        model = lowered.model
         values = {}
-        t = iter(trained)
+        products = {}
+        t = iter(enumerate(trained))
         s = iter(self.state_vars)
         for spec in self._specs:
             if spec.role == "train":
-                values[id(spec.variable)] = next(t)
+                k, value = next(t)
+                if k in self._sparse:
+                    n_in, n_out = self._sparse[k]
+                    rows, cols = sm.row_col(self._idx(k), n_out)
+                    products[id(spec.variable)] = (
+                        lambda h, v=value, r=rows, c=cols, i=n_in, o=n_out:
+                        sm.sparse_matmul(h, v, r, c, i, o))
+                    # Never read (the layer runs the product): pruned from
+                    # the file by the converter.
+                    value = tf.zeros(spec.value.shape)
+                values[id(spec.variable)] = value
             elif spec.role == "state":
                 values[id(spec.variable)] = next(s).read_value()
             elif id(spec.variable) in self._keras.frozen:
@@ -405,8 +454,12 @@ class TrainingModule(tf.Module):
                 values[id(spec.variable)] = tf.constant(spec.value)
         tv = [values[id(v)] for v in model.trainable_variables]
         ntv = [values[id(v)] for v in model.non_trainable_variables]
-        out, new_ntv = model.stateless_call(tv, ntv, x,
-                                            training=training_state)
+        lowered.sparse_products.update(products)
+        try:
+            out, new_ntv = model.stateless_call(tv, ntv, x,
+                                                training=training_state)
+        finally:
+            lowered.sparse_products.clear()
         updates = []
         if training_state and self.state_vars:
             new = {id(v): val for v, val in
@@ -417,20 +470,20 @@ class TrainingModule(tf.Module):
 
     def _train(self, x, y):
         stored = [v.read_value() for v in self.vars]
-        dense = [self._dense(k, s) for k, s in enumerate(stored)]
+        fwd = self._forward_values(stored)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(dense)
-            logits, new_states = self._call(dense, x, training_state=True)
+            tape.watch(fwd)
+            logits, new_states = self._call(fwd, x, training_state=True)
         loss, dz = tm.cross_entropy(self._loss, logits, y, self._num_classes,
                                     self._batch)
-        grads = tape.gradient(logits, dense, output_gradients=dz)
+        grads = tape.gradient(logits, fwd, output_gradients=dz)
         step = self.step.read_value()
-        grads = [tf.zeros_like(dense[k]) if g is None else g  # g is None:
+        grads = [tf.zeros_like(fwd[k]) if g is None else g  # g is None:
                  for k, g in enumerate(grads)]  # does not reach the output
         for k, (var, w, g, slots) in enumerate(zip(self.vars, stored, grads,
                                                    self.slots)):
             slot_values = [s.read_value() for s in slots]
-            tm.apply_update(self._opt, var, w, self._gather(k, g), slots,
+            tm.apply_update(self._opt, var, w, self._stored_grad(k, g), slots,
                             slot_values, step, self._mask(k))
         for var, val in zip(self.state_vars, new_states):
             var.assign(val)
@@ -440,7 +493,8 @@ class TrainingModule(tf.Module):
         return {"loss": loss, **self._dst_update(grads)}
 
     def _dst_update(self, grads):
-        """The mask update after the optimizer step (`tflite_export._dst`):
+        """The mask update after the optimizer step (`tflite_export._dst`);
+        `grads` as `_forward_values` (stored form for sparse-matmul kernels):
         runs (an IF) at the plan's update steps; returns `sparsity` (of the
         masked kernels) and `regrown` (new entries at the last update)."""
         plan = self._dst
@@ -475,7 +529,9 @@ class TrainingModule(tf.Module):
                 at = tf.clip_by_value(update, 0, len(drop) - 1)
                 n_drop = tf.gather(tf.constant(drop), at)
                 n_grow = tf.gather(tf.constant(grow_n), at)
-                flat_g = tf.reshape(grads[k], [size])
+                g = grads[k]
+                flat_g = tf.reshape(to_dense(g) if k in self._sparse else g,
+                                    [size])
                 keep_score = tf.abs(flat_w)
                 if plan.kind == "mest" and plan.gradient_weight:
                     keep_score += plan.gradient_weight * tf.abs(flat_g)
@@ -545,7 +601,9 @@ class TrainingModule(tf.Module):
                 for k, v in enumerate(self.vars)]
 
     def _infer(self, x):
-        out, _ = self._call(self._weights(), x, training_state=False)
+        stored = [v.read_value() for v in self.vars]
+        out, _ = self._call(self._forward_values(stored), x,
+                            training_state=False)
         if self._final == "softmax":
             out = tf.nn.softmax(out)
         return {"output": out}
@@ -592,10 +650,11 @@ class TrainingModule(tf.Module):
 class _Holder:
     """Keeps the Keras model out of tf.Module's object tracking."""
 
-    __slots__ = ("lowered", "frozen")
+    __slots__ = ("lowered", "frozen", "sparse_choices")
 
     def __init__(self, lowered):
         self.lowered = lowered
+        self.sparse_choices = {}
 
 
 def _convert_module(module: TrainingModule) -> bytes:
@@ -672,7 +731,8 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
                  label_smoothing: float | None = None,
                  weight_storage: str = "dense",
                  batchnorm: str = "frozen", algorithm=None,
-                 total_steps: int | None = None) -> TrainingModule:
+                 total_steps: int | None = None,
+                 sparse_matmul: str = "off") -> TrainingModule:
     """Validates the inputs and builds the `TrainingModule` (no file I/O).
 
     Raises:
@@ -705,6 +765,8 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
         raise ValueError(
             "export_trainable: `total_steps` is only used with `algorithm=`. "
             f"Received: total_steps={total_steps!r}, algorithm=None.")
+    sm.check_mode(sparse_matmul, weight_storage,
+                  None if dst is None else dst.kind)
     lowered = _layers.lower_model(model, batchnorm)
     final_act = lowered.final_activation
     if lspec.from_logits and final_act == "softmax":
@@ -720,9 +782,42 @@ def build_module(model, optimizer, loss, batch_size: int = 32,
             f"Model '{model.name}' has no trainable weights (every layer has "
             "trainable=False); nothing would train on the device.")
     num_classes = int(model.outputs[0].shape[-1])
-    return TrainingModule(lowered, specs, lspec, ospec, batch_size,
-                          tuple(model.inputs[0].shape[1:]), num_classes,
-                          compact=(weight_storage == "sparse"), dst=dst)
+    module = TrainingModule(lowered, specs, lspec, ospec, batch_size,
+                            tuple(model.inputs[0].shape[1:]), num_classes,
+                            compact=(weight_storage == "sparse"), dst=dst)
+    module._keras.sparse_choices = _choose_sparse_matmul(
+        module, sparse_matmul, batch_size)
+    return module
+
+
+def _choose_sparse_matmul(module: TrainingModule, mode: str,
+                          batch_size: int) -> dict[str, dict[str, Any]]:
+    """Applies `sparse_matmul` to `module`; returns the report's entries."""
+    if mode == "off":
+        return {}
+    candidates = module.sparse_matmul_candidates()
+    if mode == "on" and not candidates:
+        raise ValueError(
+            "sparse_matmul='on' found no kernel to compute sparsely: it "
+            "applies to trained Dense kernels stored compactly (at least half "
+            "of their entries pruned). The model has none; use "
+            "sparse_matmul='off'.")
+    choices, chosen = {}, []
+    for k, name, n_in, n_out in candidates:
+        if mode == "on":
+            choices[name] = {"form": "sparse"}
+            chosen.append(k)
+            continue
+        idx = np.asarray(module._idx(k))
+        masked_us, sparse_us = sm.measure(n_in, n_out, idx, batch_size)
+        faster = sparse_us < masked_us
+        choices[name] = {"form": "sparse" if faster else "masked",
+                         "masked_us": round(masked_us, 1),
+                         "sparse_us": round(sparse_us, 1)}
+        if faster:
+            chosen.append(k)
+    module.use_sparse_matmul(chosen)
+    return choices
 
 
 def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
@@ -730,7 +825,8 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
                      weight_storage: str = "dense",
                      batchnorm: str = "frozen",
                      compare_dense: bool = True, algorithm=None,
-                     total_steps: int | None = None) -> TrainableExportReport:
+                     total_steps: int | None = None,
+                     sparse_matmul: str = "off") -> TrainableExportReport:
     """Exports a sparse Keras 3 model for on-device training in TFLite.
 
     The file runs in ai-edge-litert and tflite-runtime (>= 2.14) with
@@ -790,6 +886,16 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
             fractions of training
             (it resolves them and the drop-fraction decay, like the
             callback's `total_steps`).
+        sparse_matmul: how compact Dense kernels (`weight_storage="sparse"`)
+            compute in `train` and `infer`. `"off"` (default): scattered
+            into the dense kernel, dense matmul. `"on"`: gather +
+            segment-sum products over the non-zeros only
+            (`tflite_export._sparse_matmul`), cost proportional to the
+            non-zeros. `"auto"`: measures both forms of every such kernel
+            at export, on this machine, and keeps the faster (the report's
+            `sparse_matmul` has both times). Not with on-device RigL or
+            NeurRev (their growth needs the dense gradient): `"on"` is
+            refused, `"auto"` keeps the dense matmul.
 
     Dropout is the identity on the device. Keras by default trains BN with
     batch statistics and applies dropout, so the Keras model that trains
@@ -818,7 +924,7 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
     path = check_output_path(path)
     module = build_module(model, optimizer, loss, batch_size,
                           label_smoothing, weight_storage, batchnorm,
-                          algorithm, total_steps)
+                          algorithm, total_steps, sparse_matmul)
     data = _convert_module(module)
     summary = inspect_flatbuffer(data)
     flex = [op for op in summary.op_counts
@@ -867,6 +973,15 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         notes.append(
             f"{module.num_compact} of {len(module.vars)} weights stored as "
             "non-zero values + int32 indices.")
+    sparse_forms = module._keras.sparse_choices
+    if sparse_forms:
+        used = sorted(n for n, c in sparse_forms.items() if c["form"] == "sparse")
+        notes.append(f"sparse_matmul={sparse_matmul!r}: {len(used)} of "
+                     f"{len(sparse_forms)} compact Dense kernels compute with "
+                     f"gather + segment-sum products {used}.")
+    elif sparse_matmul == "auto":
+        notes.append("sparse_matmul='auto': no compact Dense kernel to "
+                     "consider (none, or on-device RigL/NeurRev).")
     report = TrainableExportReport(
         path=path,
         num_bytes=len(data),
@@ -882,6 +997,7 @@ def export_trainable(model, path, optimizer, loss, *, batch_size: int = 32,
         frozen_layers=frozen,
         batchnorm=batchnorm,
         notes=notes,
+        sparse_matmul=sparse_forms,
     )
     atomic_write_bytes(path, data)
     return report
