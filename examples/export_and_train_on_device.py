@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=["float32", "float16", "int8_dynamic", "int8_full"])
     p.add_argument("--weight-storage", default="dense", choices=["dense", "sparse"],
                    help="trainable file: dense variable initializers or non-zeros + indices")
+    p.add_argument("--sparse-matmul", default="off", choices=["off", "on", "auto"],
+                   help="with --weight-storage sparse: compute compact Dense kernels with "
+                   "gather + segment-sum products (on), the faster form measured here (auto)")
     p.add_argument("--runner-python", default=sys.executable,
                    help="interpreter that runs `python -m tflite_export.runner` (the device side)")
     p.add_argument("--out-dir", default=None, help="where the files go (default: a temporary directory)")
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     treport = tflite_export.export_trainable(
         plain, str(train_path), keras.optimizers.SGD(0.01, momentum=0.9),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        batch_size=DEVICE_BATCH, weight_storage=args.weight_storage, compare_dense=False)
+        batch_size=DEVICE_BATCH, weight_storage=args.weight_storage, compare_dense=False,
+        sparse_matmul=args.sparse_matmul)
     print(f"{train_path.name}: {treport.num_bytes:,} bytes, signatures {treport.signatures}, "
           f"{treport.num_masked} masked kernels, weight storage {treport.weight_storage}")
     for note in treport.notes:

@@ -59,8 +59,11 @@ def test_export_args():
     ex = _load("export_and_train_on_device")
     args = ex.parse_args(["--quick"])
     assert (args.epochs, args.train_size, args.test_size, args.device_samples) == (1, 5000, 1000, 512)
+    assert (args.weight_storage, args.sparse_matmul) == ("dense", "off")
     with pytest.raises(SystemExit):
         ex.parse_args(["--device-samples", "8"])
+    with pytest.raises(SystemExit):
+        ex.parse_args(["--sparse-matmul", "yes"])
 
 
 def test_export_and_train_on_device_quick_synthetic(tmp_path):
@@ -68,6 +71,7 @@ def test_export_and_train_on_device_quick_synthetic(tmp_path):
     res = _load("export_and_train_on_device").main([
         "--quick", "--synthetic", "--train-size", "256", "--test-size", "32",
         "--device-samples", "64", "--device-epochs", "1", "--verbose", "0",
+        "--weight-storage", "sparse", "--sparse-matmul", "on",
         "--out-dir", str(tmp_path)])
     inf = res["inference"]
     assert_export_choice_holds(inf)
