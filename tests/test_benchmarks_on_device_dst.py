@@ -57,3 +57,20 @@ def test_render_marks_partial_tables_and_loaded_runs():
     assert "PARTIAL: 2 of 5 runs" in text
     assert "1 of 2 runs were timed on a machine loaded" in text
     assert "| rigl | 0.9 | 100 | 1 | 0.8000 |" in text
+
+
+def test_load_data_keeps_the_loader_scale(monkeypatch):
+    # The loader returns float32 in [0, 1]; dividing by 255 again once cost
+    # the dense run 7 points.
+    import numpy as np
+
+    x = np.linspace(0.0, 1.0, 30 * 784, dtype=np.float32).reshape(30, 28, 28, 1)
+    y = np.arange(30) % 10
+    monkeypatch.setattr(odd.keras_sparse.datasets, "load_fashion_mnist",
+                        lambda: ((x[:20], y[:20]), (x[20:], y[20:])))
+    budget = odd.Budget(train_size=20, test_size=10, epochs=1, batch_size=4,
+                        input_shape=(28, 28, 1))
+    xt, yt, xv, yv = odd.load_data(budget, quick=False)
+    np.testing.assert_array_equal(xt, x[:20])
+    np.testing.assert_array_equal(xv, x[20:])
+    assert xv.max() == 1.0 and yt.dtype == np.int32
