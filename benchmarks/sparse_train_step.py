@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from benchmarks._common import (  # noqa: E402
     RESULTS_DIR, LoadProbe, load_note, machine_info, machine_markdown,
     markdown_table, write_json)
 from tflite_export.runner import make_interpreter  # noqa: E402
+from tflite_export.verify import alternated_medians  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = 32
@@ -75,19 +75,9 @@ def time_steps(paths: list[str], widths, rounds: int, steps: int) -> list[float]
     x = rng.standard_normal((BATCH, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], BATCH).astype(np.int32)
     trains = [make_interpreter(p).get_signature_runner("train") for p in paths]
-    for train in trains:  # warm-up
-        for _ in range(3):
-            train(x=x, y=y)
-    times: list[list[float]] = [[] for _ in trains]
-    order = list(range(len(trains)))
-    for _ in range(rounds):
-        for i in order:
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                trains[i](x=x, y=y)
-                times[i].append(time.perf_counter() - t0)
-        order.reverse()
-    return [float(np.median(t) * 1e3) for t in times]
+    medians = alternated_medians([lambda t=t: t(x=x, y=y) for t in trains],
+                                 rounds, steps, warmup=3)
+    return [m * 1e3 for m in medians]
 
 
 def run(widths, sparsities, rounds: int, steps: int) -> dict[str, Any]:

@@ -158,17 +158,29 @@ def compare_latency(files: Sequence[tuple[bytes, str]], num_invokes: int = 200,
         The median invoke time of each file, in the order given.
     """
     interps = [_timed_interpreter(c, r, num_threads) for c, r in files]
-    for interp in interps:
+    medians = alternated_medians([interp.invoke for interp in interps],
+                                 rounds, max(1, num_invokes // rounds), warmup)
+    return [m * 1e6 for m in medians]
+
+
+def alternated_medians(calls: Sequence, rounds: int, per_round: int,
+                       warmup: int) -> list[float]:
+    """Median wall time (seconds) of each zero-argument callable, side by side.
+
+    Each runs `warmup` untimed calls, then `rounds` alternated rounds of
+    `per_round` timed calls, in one process with the order flipped every
+    round, so load from other processes falls on all of them alike.
+    """
+    for call in calls:
         for _ in range(warmup):
-            interp.invoke()
-    per_round = max(1, num_invokes // rounds)
-    times: list[list[float]] = [[] for _ in interps]
-    order = list(range(len(interps)))
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    order = list(range(len(calls)))
     for _ in range(rounds):
         for i in order:
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                interps[i].invoke()
+                calls[i]()
                 times[i].append(time.perf_counter() - t0)
         order.reverse()
-    return [float(np.median(t) * 1e6) for t in times]
+    return [float(np.median(t)) for t in times]
