@@ -14,6 +14,29 @@ from collections.abc import Sequence
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_fingerprint() -> str:
+    """What identifies the machine a time was measured on.
+
+    The project's machines are virtual and change between sessions: the same
+    on-device step once took 62 ms on one and 32 ms on the next. Times are
+    only compared between runs with equal fingerprints (platform string,
+    which names the kernel build, CPU model and CPU count).
+    """
+    return f"{platform.platform()} | {cpu_model()} | {os.cpu_count()} CPUs"
+
+
 def machine_info() -> dict[str, Any]:
     """Machine, versions and date, recorded next to every result."""
     import keras

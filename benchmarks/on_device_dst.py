@@ -25,7 +25,11 @@ against the other methods at their own best interval.
 
 Every run is one JSON line in `on_device_dst.jsonl` (resumable: rerun to
 continue; `--quick` writes `on_device_dst_quick.*`). Timings are only
-meaningful on an otherwise idle machine; each row records the load.
+meaningful on an otherwise idle machine; each row records the load and
+the machine's fingerprint. The project's machines change between sessions
+(one ran the same step twice as fast as another), so a run's time is only
+compared with dense runs on the same machine: a session whose machine has
+no dense run yet first runs one (a `reference` row, used for timing only).
 
 Usage: `python -m benchmarks.on_device_dst [--quick] [--seeds 0 1 2]`.
 """
@@ -50,8 +54,8 @@ from tqdm import tqdm  # noqa: E402
 import keras_sparse  # noqa: E402
 import tflite_export  # noqa: E402
 from benchmarks._common import (  # noqa: E402
-    RESULTS_DIR, LoadProbe, load_note, machine_info, machine_markdown,
-    markdown_table, write_json)
+    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info,
+    machine_markdown, markdown_table, write_json)
 from tflite_export.runner import make_interpreter  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -217,13 +221,52 @@ def on_device_run(key: RunKey, budget: Budget, data, tmp: str) -> dict[str, Any]
     }
 
 
-def run_one(key: RunKey, budget: Budget, data) -> dict[str, Any]:
+def run_one(key: RunKey, budget: Budget, data, reference: bool = False) -> dict[str, Any]:
+    """One run's row; a `reference` dense run is timed only (no Keras twin)."""
     probe = LoadProbe()
     with tempfile.TemporaryDirectory() as tmp:
         row = on_device_run(key, budget, data, tmp)
     row["load"] = probe.record()
-    row["keras_test_accuracy"] = keras_accuracy(key, budget, data)
+    row["machine"] = machine_fingerprint()
+    if reference:
+        row["reference"] = True
+    else:
+        row["keras_test_accuracy"] = keras_accuracy(key, budget, data)
     return {**key.as_dict(), **row}
+
+
+def needs_dense_reference(rows: list[dict[str, Any]], pending: list[RunKey], machine: str) -> bool:
+    """Whether this machine must time a dense run before `pending`.
+
+    True when runs are pending, none of `rows` is a dense run on `machine`,
+    and the next pending run is not itself dense.
+    """
+    if not pending or pending[0].method == "dense":
+        return False
+    return not any(r["method"] == "dense" and r.get("machine") == machine for r in rows)
+
+
+def with_dense_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row plus its times against dense runs on the same machine.
+
+    Adds `dense_s_over_s` (mean dense total time on the row's machine over
+    the row's total: above 1 is faster than dense) and `dense_step_over_step`
+    (the same for the median plain step); None where that machine has no
+    dense run. Rows without a recorded machine count as one unknown machine.
+    """
+    dense: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["method"] == "dense":
+            dense.setdefault(r.get("machine"), []).append(r)
+    out = []
+    for r in rows:
+        ds = dense.get(r.get("machine"))
+        out.append({**r,
+                    "dense_s_over_s": float(np.mean([d["total_s"] for d in ds])) / r["total_s"]
+                    if ds else None,
+                    "dense_step_over_step": float(np.mean([d["plain_step_ms"] for d in ds]))
+                    / r["plain_step_ms"] if ds else None})
+    return out
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -244,31 +287,42 @@ def _key_of(row: dict[str, Any]) -> RunKey:
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean over seeds of each (method, sparsity, interval)."""
+    """Mean over seeds of each (method, sparsity, interval).
+
+    Accuracies average the planned runs; times are machine-independent
+    ratios (`with_dense_ratios`) averaged over the runs that have a dense
+    run on their machine (`n_timed`). Absolute times stay in the runs.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["sparsity"], r["interval"]), []).append(r)
+    for r in with_dense_ratios(rows):
+        if not r.get("reference"):
+            groups.setdefault((r["method"], r["sparsity"], r["interval"]), []).append(r)
     out = []
     for (method, sparsity, interval), rs in sorted(groups.items(), key=lambda kv: (
             METHODS.index(kv[0][0]), kv[0][1], kv[0][2])):
         def mean(k, rs=rs):
             vals = [r[k] for r in rs if r.get(k) is not None]
             return float(np.mean(vals)) if vals else None
+        ratio = [r for r in rs if r.get("update_step_ms") is not None]
         out.append({"method": method, "sparsity": sparsity, "interval": interval, "n": len(rs),
                     "test_accuracy": mean("test_accuracy"),
                     "keras_test_accuracy": mean("keras_test_accuracy"),
-                    "epoch_s": float(np.mean([np.mean(r["epoch_s"]) for r in rs])),
-                    "total_s": mean("total_s"), "plain_step_ms": mean("plain_step_ms"),
-                    "update_step_ms": mean("update_step_ms"), "updates": mean("updates"),
-                    "update_overhead_s": mean("update_overhead_s")})
+                    "n_timed": sum(r["dense_s_over_s"] is not None for r in rs),
+                    "dense_s_over_s": mean("dense_s_over_s"),
+                    "dense_step_over_step": mean("dense_step_over_step"),
+                    "update_over_plain_step": float(np.mean(
+                        [r["update_step_ms"] / r["plain_step_ms"] for r in ratio]))
+                    if ratio else None,
+                    "updates": mean("updates"),
+                    "update_overhead_pct": float(np.mean(
+                        [100.0 * r["update_overhead_s"] / r["total_s"] for r in rs]))})
     return out
 
 
 def claim(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (sparsity, DST method): the interval with the best mean on-device
-    accuracy, its total time, and its speed-up against dense on-device."""
-    dense = [r for r in table if r["method"] == "dense"]
-    dense_s = dense[0]["total_s"] if dense else None
+    accuracy, and its speed against dense on-device training (mean over the
+    seeds of dense time on the same machine over the method's time)."""
     out = []
     for s in sorted({r["sparsity"] for r in table if r["method"] in DST_METHODS}):
         for m in DST_METHODS:
@@ -277,8 +331,8 @@ def claim(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             best = max(rows, key=lambda r: r["test_accuracy"])
             out.append({"sparsity": s, "method": m, "best_interval": best["interval"],
-                        "test_accuracy": best["test_accuracy"], "total_s": best["total_s"],
-                        "speedup_vs_dense": None if not dense_s else dense_s / best["total_s"]})
+                        "n": best["n"], "test_accuracy": best["test_accuracy"],
+                        "n_timed": best["n_timed"], "speedup_vs_dense": best["dense_s_over_s"]})
     return out
 
 
@@ -286,9 +340,21 @@ def _f(v, fmt="{:.2f}"):
     return "-" if v is None else fmt.format(v)
 
 
+def machines_note(rows: list[dict[str, Any]]) -> str:
+    """Which machines the runs were timed on, with their counts."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        m = r.get("machine") or "not recorded"
+        counts[m] = counts.get(m, 0) + 1
+    listed = "; ".join(f"`{m}`: {n} run(s)" for m, n in counts.items())
+    return (f"Timed on {len(counts)} machine(s): {listed}. A run's times are compared only with "
+            "dense runs on its own machine.")
+
+
 def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[str, Any]) -> str:
     table, best = aggregate(rows), claim(aggregate(rows))
-    status = "complete" if len(rows) >= planned else f"PARTIAL: {len(rows)} of {planned} runs"
+    done = sum(not r.get("reference") for r in rows)
+    status = "complete" if done >= planned else f"PARTIAL: {done} of {planned} runs"
     lines = [
         "## On-device dynamic sparse training (LiteRT) and NeurRev's edge-training claim",
         "",
@@ -297,23 +363,33 @@ def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[
         f"Budget: small CNN, Fashion-MNIST, {budget.train_size} training images, "
         f"{budget.epochs} epochs, batch {budget.batch_size}, Adam {LEARNING_RATE} (constant), "
         f"ERK; mask updates every `interval` steps until {STOP_FRACTION:.0%} of training; "
-        f"test accuracy on {budget.test_size} images. LiteRT with one thread; "
-        "times are wall-clock seconds on this machine.",
+        f"test accuracy on {budget.test_size} images. LiteRT with one thread. "
+        "Times are means over seeds of ratios: `dense s / s` is the total training time of "
+        "dense on the run's machine over the run's (above 1: faster than dense), "
+        "`dense step / step` the same for the median plain step, `update / plain` the median "
+        "mask-update step over the median plain step, and `overhead %` the update steps' "
+        "excess over plain steps as a share of the training time. Absolute times are in the JSON.",
+        "",
+        machines_note(rows),
         "",
         markdown_table(
-            ["method", "sparsity", "interval", "n", "LiteRT acc", "Keras acc", "s/epoch",
-             "plain step ms", "update step ms", "updates", "update overhead s"],
+            ["method", "sparsity", "interval", "n", "LiteRT acc", "Keras acc", "dense s / s",
+             "dense step / step", "update / plain", "updates", "overhead %"],
             [[r["method"], r["sparsity"], r["interval"] or "-", r["n"],
               _f(r["test_accuracy"], "{:.4f}"), _f(r["keras_test_accuracy"], "{:.4f}"),
-              _f(r["epoch_s"], "{:.1f}"), _f(r["plain_step_ms"]), _f(r["update_step_ms"]),
-              _f(r["updates"], "{:.0f}"), _f(r["update_overhead_s"])] for r in table]),
+              _f(r["dense_s_over_s"], "{:.2f}x"), _f(r["dense_step_over_step"], "{:.2f}x"),
+              _f(r["update_over_plain_step"], "{:.2f}x"), _f(r["updates"], "{:.0f}"),
+              _f(r["update_overhead_pct"])] for r in table]),
         "",
         "Each DST method at the interval with its best mean accuracy, total on-device "
-        "training time against dense on-device training:",
+        "training time against dense on-device training (n timed: runs with a dense run on "
+        "their machine):",
         "",
-        markdown_table(["sparsity", "method", "best interval", "LiteRT acc", "total s", "dense s / method s"],
-                       [[b["sparsity"], b["method"], b["best_interval"], _f(b["test_accuracy"], "{:.4f}"),
-                         _f(b["total_s"], "{:.1f}"), _f(b["speedup_vs_dense"], "{:.2f}x")] for b in best]),
+        markdown_table(["sparsity", "method", "best interval", "n", "LiteRT acc", "n timed",
+                        "dense s / method s"],
+                       [[b["sparsity"], b["method"], b["best_interval"], b["n"],
+                         _f(b["test_accuracy"], "{:.4f}"), b["n_timed"],
+                         _f(b["speedup_vs_dense"], "{:.2f}x")] for b in best]),
         "",
     ]
     notes = [load_note(r.get("load"), info.get("cpu_count")) for r in rows if r.get("load")]
@@ -343,18 +419,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jsonl = out / f"{stem}.jsonl"
     keys = plan(args.sparsities, intervals, seeds)
     rows = read_rows(jsonl)
-    done = {_key_of(r) for r in rows}
+    done = {_key_of(r) for r in rows if not r.get("reference")}
     info = machine_info()
     pending = [] if args.report_only else [k for k in keys if k not in done]
     data = load_data(budget, args.quick) if pending else None
-    for key in (bar := tqdm(pending, unit="run")):
-        bar.set_description(f"{key.method} {key.sparsity} dt={key.interval} s{key.seed}")
-        row = run_one(key, budget, data)
+    todo = [(k, False) for k in pending]
+    if needs_dense_reference(rows, pending, machine_fingerprint()):
+        todo.insert(0, (RunKey("dense", 0.0, 0, pending[0].seed), True))
+    for key, reference in (bar := tqdm(todo, unit="run")):
+        bar.set_description(f"{key.method} {key.sparsity} dt={key.interval} s{key.seed}"
+                            + (" (reference)" if reference else ""))
+        row = run_one(key, budget, data, reference=reference)
         with open(jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
         rows.append(row)
         bar.set_postfix(acc=f"{row['test_accuracy']:.4f}")
-    rows = [r for r in rows if _key_of(r) in set(keys)]
+    rows = [r for r in rows if _key_of(r) in set(keys) or r.get("reference")]
     write_json(out / f"{stem}.json", {"budget": dataclasses.asdict(budget), "machine": info,
                                       "planned": len(keys), "table": aggregate(rows),
                                       "claim": claim(aggregate(rows)), "runs": rows})
