@@ -50,6 +50,8 @@ def test_aggregate_means_over_seeds_and_claim_picks_best_interval():
     assert best["rigl"]["best_interval"] == 400
     assert best["rigl"]["speedup_vs_dense"] == pytest.approx(100.0 / 50.0)
     assert best["neurrev"]["speedup_vs_dense"] == pytest.approx(2.5)
+    assert best["rigl"]["neurrev_advantage"] == pytest.approx(2.5 / 2.0)
+    assert best["neurrev"]["neurrev_advantage"] == pytest.approx(1.0)
 
 
 def test_times_are_compared_only_with_dense_on_the_same_machine():
