@@ -314,6 +314,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         [r["update_step_ms"] / r["plain_step_ms"] for r in ratio]))
                     if ratio else None,
                     "updates": mean("updates"),
+                    "epoch_s_by_machine": {
+                        m: float(np.mean([np.mean(r["epoch_s"]) for r in rs if r.get("machine") == m]))
+                        for m in {r.get("machine") for r in rs}},
                     "update_overhead_pct": float(np.mean(
                         [100.0 * r["update_overhead_s"] / r["total_s"] for r in rs]))})
     return out
@@ -360,8 +363,15 @@ def machines_note(rows: list[dict[str, Any]]) -> str:
             "dense runs on its own machine.")
 
 
+def main_machine(rows: list[dict[str, Any]]) -> Any:
+    """The machine most runs were timed on (its absolute times are shown)."""
+    machines = [r.get("machine") for r in rows]
+    return max(set(machines), key=machines.count) if machines else None
+
+
 def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[str, Any]) -> str:
     table, best = aggregate(rows), claim(aggregate(rows))
+    main = main_machine(rows)
     done = sum(not r.get("reference") for r in rows)
     status = "complete" if done >= planned else f"PARTIAL: {done} of {planned} runs"
     lines = [
@@ -377,15 +387,18 @@ def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[
         "dense on the run's machine over the run's (above 1: faster than dense), "
         "`dense step / step` the same for the median plain step, `update / plain` the median "
         "mask-update step over the median plain step, and `overhead %` the update steps' "
-        "excess over plain steps as a share of the training time. Absolute times are in the JSON.",
+        "excess over plain steps as a share of the training time. `s/epoch` is absolute: the "
+        f"mean over the runs on `{main}`, the machine of most runs (all absolute times are in "
+        "the JSON).",
         "",
         machines_note(rows),
         "",
         markdown_table(
-            ["method", "sparsity", "interval", "n", "LiteRT acc", "Keras acc", "dense s / s",
-             "dense step / step", "update / plain", "updates", "overhead %"],
+            ["method", "sparsity", "interval", "n", "LiteRT acc", "Keras acc", "s/epoch",
+             "dense s / s", "dense step / step", "update / plain", "updates", "overhead %"],
             [[r["method"], r["sparsity"], r["interval"] or "-", r["n"],
               _f(r["test_accuracy"], "{:.4f}"), _f(r["keras_test_accuracy"], "{:.4f}"),
+              _f(r["epoch_s_by_machine"].get(main), "{:.1f}"),
               _f(r["dense_s_over_s"], "{:.2f}x"), _f(r["dense_step_over_step"], "{:.2f}x"),
               _f(r["update_over_plain_step"], "{:.2f}x"), _f(r["updates"], "{:.0f}"),
               _f(r["update_overhead_pct"])] for r in table]),

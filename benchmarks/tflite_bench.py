@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import tflite_export  # noqa: E402
-from benchmarks._common import PieceCheckpoint  # noqa: E402
+from benchmarks._common import PieceCheckpoint, cpu_model  # noqa: E402
 from tflite_export.convert import convert  # noqa: E402
 from tflite_export.verify import make_interpreter  # noqa: E402
 
@@ -365,17 +365,6 @@ def to_markdown(res) -> str:
     return "\n".join(out) + "\n"
 
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
@@ -388,7 +377,7 @@ def main(argv=None):
             timespec="seconds"),
         "quick": args.quick,
         "invokes": 60 if args.quick else 400,
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "platform": platform.platform(),
                     "python": platform.python_version(),
                     "tensorflow": tf.__version__,

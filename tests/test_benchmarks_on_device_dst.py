@@ -67,6 +67,7 @@ def test_times_are_compared_only_with_dense_on_the_same_machine():
     rigl = next(r for r in table if r["method"] == "rigl")
     assert rigl["n"] == 3 and rigl["n_timed"] == 2  # m3 has no dense run
     assert rigl["dense_s_over_s"] == pytest.approx((100 / 125 + 50 / 50) / 2)
+    assert rigl["epoch_s_by_machine"] == {"m1": 62.5, "m2": 25.0, "m3": 5.0}
 
 
 def test_a_machine_without_a_dense_run_times_one_first():
@@ -112,7 +113,7 @@ def test_render_marks_partial_tables_and_loaded_runs():
         "tensorflow": "t", "keras": "k", "keras_backend": "tensorflow", "numpy": "n"})
     assert "PARTIAL: 2 of 5 runs" in text
     assert "1 of 2 runs were timed on a machine loaded" in text
-    assert "| rigl | 0.9 | 100 | 1 | 0.8000 |" in text
+    assert "| rigl | 0.9 | 100 | 1 | 0.8000 | 0.7900 | 25.0 | 2.00x |" in text
 
 
 def test_load_data_keeps_the_loader_scale(monkeypatch):
