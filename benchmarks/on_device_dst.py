@@ -27,7 +27,7 @@ Every run is one JSON line in `on_device_dst.jsonl` (resumable: rerun to
 continue; `--quick` writes `on_device_dst_quick.*`). Timings are only
 meaningful on an otherwise idle machine; each row records the load and
 the machine's fingerprint. The project's machines change between sessions
-(one ran the same step twice as fast as another), so a run's time is only
+(one ran the same dense step 1.8x as fast as another), so a run's time is only
 compared with dense runs on the same machine: a session whose machine has
 no dense run yet first runs one (a `reference` row, used for timing only).
 
@@ -42,6 +42,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -354,10 +355,7 @@ def _f(v, fmt="{:.2f}"):
 
 def machines_note(rows: list[dict[str, Any]]) -> str:
     """Which machines the runs were timed on, with their counts."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        m = r.get("machine") or "not recorded"
-        counts[m] = counts.get(m, 0) + 1
+    counts = Counter(r.get("machine") or "not recorded" for r in rows)
     listed = "; ".join(f"`{m}`: {n} run(s)" for m, n in counts.items())
     return (f"Timed on {len(counts)} machine(s): {listed}. A run's times are compared only with "
             "dense runs on its own machine.")
@@ -365,12 +363,13 @@ def machines_note(rows: list[dict[str, Any]]) -> str:
 
 def main_machine(rows: list[dict[str, Any]]) -> Any:
     """The machine most runs were timed on (its absolute times are shown)."""
-    machines = [r.get("machine") for r in rows]
-    return max(set(machines), key=machines.count) if machines else None
+    counts = Counter(r.get("machine") for r in rows).most_common(1)
+    return counts[0][0] if counts else None
 
 
 def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[str, Any]) -> str:
-    table, best = aggregate(rows), claim(aggregate(rows))
+    table = aggregate(rows)
+    best = claim(table)
     main = main_machine(rows)
     done = sum(not r.get("reference") for r in rows)
     status = "complete" if done >= planned else f"PARTIAL: {done} of {planned} runs"
@@ -459,9 +458,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append(row)
         bar.set_postfix(acc=f"{row['test_accuracy']:.4f}")
     rows = [r for r in rows if _key_of(r) in set(keys) or r.get("reference")]
+    table = aggregate(rows)
     write_json(out / f"{stem}.json", {"budget": dataclasses.asdict(budget), "machine": info,
-                                      "planned": len(keys), "table": aggregate(rows),
-                                      "claim": claim(aggregate(rows)), "runs": rows})
+                                      "planned": len(keys), "table": table,
+                                      "claim": claim(table), "runs": rows})
     (out / f"{stem}.md").write_text(render(rows, len(keys), budget, info))
     return rows
 
