@@ -49,7 +49,8 @@ import keras_sparse as ks  # noqa: E402
 import tflite_export  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks._common import (  # noqa: E402
-    RESULTS_DIR, LoadProbe, load_note, machine_info, machine_markdown, markdown_table, write_json)
+    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info, machine_markdown, markdown_table,
+    write_json)
 from benchmarks.accuracy import FULL_EPOCHS, FULL_TRAIN_SIZE, recipe_budget  # noqa: E402
 from benchmarks.accuracy import load_data as accuracy_data  # noqa: E402
 from tflite_export.runner import make_interpreter  # noqa: E402
@@ -212,7 +213,8 @@ def speed_one(model_name: str, seed: int, spec: dict[str, Any], out: Path, round
         rows[method]["latency_us"] = latency[method]
     for method in train:
         rows[method]["train_step_us"] = train_us[method]
-    return {"model": model_name, "seed": seed, "files": rows, "load": probe.record()}
+    return {"model": model_name, "seed": seed, "files": rows, "load": probe.record(),
+            "machine": machine_fingerprint()}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -255,12 +257,39 @@ def summarize(train_rows: list[dict[str, Any]], speed_rows: list[dict[str, Any]]
     return out
 
 
+def per_seed_lines(speed_rows: list[dict[str, Any]]) -> list[str]:
+    """A table of each (model, seed)'s speed ratios with the machine it was timed on.
+
+    The project's machines change between sessions, and a CPU changes the
+    ratios, not only the times (the same kind of file can gain more from
+    fewer channels on one CPU than on another): the means above mix
+    machines where seeds were timed on different ones, and this table
+    shows by how much.
+    """
+    machines = list(dict.fromkeys(r.get("machine") or "not recorded" for r in speed_rows))
+    label = {m: f"M{i + 1}" for i, m in enumerate(machines)}
+    rows = []
+    for r in speed_rows:
+        f = r["files"]
+        d, c = f["dense"], f["chase"]
+        train = (d["train_step_us"] / c["train_step_us"]
+                 if "train_step_us" in d and "train_step_us" in c else None)
+        rows.append([r["model"], r["seed"], label[r.get("machine") or "not recorded"], _f(d["latency_us"], "{:.0f}"),
+                     _f(d["latency_us"] / f["rigl"]["latency_us"], "{:.2f}x"),
+                     _f(d["latency_us"] / c["latency_us"], "{:.2f}x"), _f(c["flops"] / d["flops"], "{:.2f}"),
+                     _f(train, "{:.2f}x")])
+    return ["Per seed (each row timed side by side in one run):", "",
+            markdown_table(["model", "seed", "machine", "dense us", "RigL x dense", "Chase x dense",
+                            "Chase FLOPs / dense", "Chase train x dense"], rows), "",
+            "Machines: " + "; ".join(f"{label[m]} = `{m}`" for m in machines) + ".", ""]
+
+
 def _f(v, fmt="{:.2f}"):
     return "-" if v is None else fmt.format(v)
 
 
 def render(table: list[dict[str, Any]], planned: int, done: int, info: dict[str, Any],
-           loads: list[dict[str, Any]]) -> str:
+           speed_rows: list[dict[str, Any]]) -> str:
     status = "complete" if done >= planned else f"PARTIAL: {done} of {planned} training runs"
     lines = [
         "## Chase (channel-level DST) vs RigL and dense: accuracy and LiteRT speed", "",
@@ -279,6 +308,8 @@ def render(table: list[dict[str, Any]], planned: int, done: int, info: dict[str,
               _f(r["train_speedup_vs_dense"], "{:.2f}x")] for r in table]),
         "",
     ]
+    if speed_rows:
+        lines += per_seed_lines(speed_rows)
     for r in table:
         if r["method"] != "chase" or r["speedup_vs_dense"] is None:
             continue
@@ -289,6 +320,7 @@ def render(table: list[dict[str, Any]], planned: int, done: int, info: dict[str,
         lines.append(f"- {r['model']}: Chase {r['speedup_vs_dense']:.2f}x dense latency"
                      + ("" if gap is None else f", {abs(gap):.2f} points {'below' if gap > 0 else 'above'} RigL")
                      + f": goal (>= {TARGET_SPEEDUP}x, within 1 point) {verdict}.")
+    loads = [r.get("load") for r in speed_rows]
     loaded = sum(load_note(x, info.get("cpu_count")).startswith("**The machine was loaded") for x in loads)
     if loaded:
         lines.append(f"- **{loaded} of {len(loads)} speed measurements ran on a machine loaded by other work.**")
@@ -300,7 +332,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--quick", action="store_true", help="tiny models on synthetic data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=None)
-    p.add_argument("--phase", choices=("train", "speed", "all"), default="all")
+    p.add_argument("--phase", choices=("train", "speed", "all", "report"), default="all",
+                   help="report: only rewrite the tables from the recorded runs")
     p.add_argument("--rounds", type=int, default=50, help="alternated rounds of 20 invokes")
     p.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
@@ -339,8 +372,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     table = summarize(train_rows, speed_rows)
     write_json(out / f"{stem}.json", {"machine": info, "planned": len(plan), "table": table,
                                       "train_runs": train_rows, "speed_runs": speed_rows})
-    (out / f"{stem}.md").write_text(render(table, len(plan), len(train_rows), info,
-                                           [r["load"] for r in speed_rows]))
+    # Runs of the plan (--models/--seeds), not every recorded row: a run of
+    # one model must not report the whole benchmark complete.
+    done_runs = len(set(plan) & {(r["model"], r["method"], r["seed"]) for r in train_rows})
+    (out / f"{stem}.md").write_text(render(table, len(plan), done_runs, info, speed_rows))
     return table
 
 
