@@ -82,6 +82,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
+from benchmarks import paper_orderings  # noqa: E402
 from benchmarks.harness import BenchData, Budget, register, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -601,6 +602,12 @@ def collect_rows(results: Path, model_budgets: Mapping[str, Budget]) -> list[dic
     return rows
 
 
+ORDERINGS_NOTE = (
+    "Each paper's claimed ordering, checked pair by pair (`benchmarks/paper_orderings.py`): "
+    "`above` when the paper's higher method leads by more than 2 standard errors of the "
+    "difference of the means over seeds, `below` when it trails by as much, else `within noise`.")
+
+
 def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
            n_train: Mapping[str, int]) -> str:
     from benchmarks._common import machine_markdown, write_json
@@ -654,9 +661,12 @@ def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
                 f"({ITOP_INTERVAL_FRACTION:.1%} of training, its reference's 4000 of ~98k).")
     notes += [f"{harness.REGISTRY[m].label}: {harness.REGISTRY[m].note}" for m in methods
               if harness.REGISTRY[m].note]
+    orderings = paper_orderings.evaluate(rows)
     md = "\n\n".join([f"## {title}", machine_markdown(machine), "\n".join(f"- {n}" for n in notes),
                       harness.render_table(rows, pending=pending),
-                      "Plots: " + ", ".join(f"`{p.relative_to(out_dir)}`" for p in plots)])
+                      "Plots: " + ", ".join(f"`{p.relative_to(out_dir)}`" for p in plots),
+                      "### The papers' orderings", ORDERINGS_NOTE,
+                      paper_orderings.render(orderings, {m: s.label for m, s in harness.REGISTRY.items()})])
     Path(f"{stem}.md").write_text(md + "\n", encoding="utf-8")
     first = next(iter(model_budgets))
     write_json(Path(f"{stem}.json"), {
@@ -667,7 +677,7 @@ def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
         "budget": model_budgets[first].to_dict(), "budget_id": model_budgets[first].fingerprint,
         "train_size": n_train[first],
         "update_interval": {m: update_interval(b, n_train[m]) for m, b in model_budgets.items()},
-        "rows": rows, "pending": pending})
+        "rows": rows, "pending": pending, "orderings": orderings})
     return md
 
 
