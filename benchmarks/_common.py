@@ -69,6 +69,14 @@ def machine_info() -> dict[str, Any]:
 # `load_note`.
 
 
+UNRECORDED_MACHINE = "not recorded"
+
+
+def machine_of(row: dict[str, Any]) -> str:
+    """The machine a timed row was measured on (`machine_fingerprint`), or "not recorded"."""
+    return row.get("machine") or UNRECORDED_MACHINE
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15-minute load averages from /proc/loadavg (None if unreadable)."""
     try:

@@ -49,7 +49,7 @@ import keras_sparse as ks  # noqa: E402
 import tflite_export  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks._common import (  # noqa: E402
-    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info, machine_markdown, markdown_table,
+    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info, machine_markdown, machine_of, markdown_table,
     write_json)
 from benchmarks.accuracy import FULL_EPOCHS, FULL_TRAIN_SIZE, recipe_budget  # noqa: E402
 from benchmarks.accuracy import load_data as accuracy_data  # noqa: E402
@@ -266,7 +266,7 @@ def per_seed_lines(speed_rows: list[dict[str, Any]]) -> list[str]:
     machines where seeds were timed on different ones, and this table
     shows by how much.
     """
-    machines = list(dict.fromkeys(r.get("machine") or "not recorded" for r in speed_rows))
+    machines = list(dict.fromkeys(machine_of(r) for r in speed_rows))
     label = {m: f"M{i + 1}" for i, m in enumerate(machines)}
     rows = []
     for r in speed_rows:
@@ -274,7 +274,7 @@ def per_seed_lines(speed_rows: list[dict[str, Any]]) -> list[str]:
         d, c = f["dense"], f["chase"]
         train = (d["train_step_us"] / c["train_step_us"]
                  if "train_step_us" in d and "train_step_us" in c else None)
-        rows.append([r["model"], r["seed"], label[r.get("machine") or "not recorded"], _f(d["latency_us"], "{:.0f}"),
+        rows.append([r["model"], r["seed"], label[machine_of(r)], _f(d["latency_us"], "{:.0f}"),
                      _f(d["latency_us"] / f["rigl"]["latency_us"], "{:.2f}x"),
                      _f(d["latency_us"] / c["latency_us"], "{:.2f}x"), _f(c["flops"] / d["flops"], "{:.2f}"),
                      _f(train, "{:.2f}x")])

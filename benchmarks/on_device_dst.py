@@ -56,7 +56,7 @@ import keras_sparse  # noqa: E402
 import tflite_export  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info,
-    machine_markdown, markdown_table, write_json)
+    machine_markdown, machine_of, markdown_table, write_json)
 from tflite_export.runner import make_interpreter  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -355,7 +355,7 @@ def _f(v, fmt="{:.2f}"):
 
 def machines_note(rows: list[dict[str, Any]]) -> str:
     """Which machines the runs were timed on, with their counts."""
-    counts = Counter(r.get("machine") or "not recorded" for r in rows)
+    counts = Counter(machine_of(r) for r in rows)
     listed = "; ".join(f"`{m}`: {n} run(s)" for m, n in counts.items())
     return (f"Timed on {len(counts)} machine(s): {listed}. A run's times are compared only with "
             "dense runs on its own machine.")
@@ -367,8 +367,10 @@ def main_machine(rows: list[dict[str, Any]]) -> Any:
     return counts[0][0] if counts else None
 
 
-def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[str, Any]) -> str:
-    table = aggregate(rows)
+def render(rows: list[dict[str, Any]], planned: int, budget: Budget, info: dict[str, Any],
+           table: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report; `table` is `aggregate(rows)` when the caller already has it."""
+    table = aggregate(rows) if table is None else table
     best = claim(table)
     main = main_machine(rows)
     done = sum(not r.get("reference") for r in rows)
@@ -462,7 +464,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     write_json(out / f"{stem}.json", {"budget": dataclasses.asdict(budget), "machine": info,
                                       "planned": len(keys), "table": table,
                                       "claim": claim(table), "runs": rows})
-    (out / f"{stem}.md").write_text(render(rows, len(keys), budget, info))
+    (out / f"{stem}.md").write_text(render(rows, len(keys), budget, info, table))
     return rows
 
 
