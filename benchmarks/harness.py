@@ -666,12 +666,30 @@ def clipped_errors(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.stack([np.minimum(std, mean), np.minimum(std, 100.0 - mean)])
 
 
+PLOT_PANELS = (("masks trained from the start (static, DST, gradual, peer)", ("static", "dst", "gradual", "peer")),
+               ("prune at init and lottery tickets (static random for reference)", ("static", "pai", "lth")))
+"""The accuracy plots' panels: title and the method kinds each shows. A plot
+has one panel per group with rows; `static` sits in both as the baseline."""
+
+
+def plot_panels(methods: Sequence[str], registry: Mapping[str, MethodSpec]) -> list[tuple[str, list[str]]]:
+    """Splits one plot's methods into `PLOT_PANELS`; methods of other kinds join the first."""
+    kinds = {m: registry[m].kind if m in registry else "static" for m in methods}
+    known = {k for _, ks in PLOT_PANELS for k in ks}
+    candidates = [(title, [m for m in methods if kinds[m] in ks or (i == 0 and kinds[m] not in known)])
+                  for i, (title, ks) in enumerate(PLOT_PANELS)]
+    panels = [(title, mine) for title, mine in candidates if any(kinds[m] != "static" for m in mine)]
+    return panels or [(PLOT_PANELS[0][0], list(methods))]
+
+
 def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
                               registry: Mapping[str, MethodSpec] | None = None) -> list[Path]:
     """One PNG per (model, distribution): accuracy vs sparsity, error bars over seeds.
 
     Every method has its own colour and marker (the same in every plot);
-    error bars are ± std over seeds, clipped to [0, 100] %.
+    error bars are ± std over seeds, clipped to [0, 100] %. Methods trained
+    from the start and prune-at-init/ticket methods get a panel each
+    (`PLOT_PANELS`), stacked, with the dense line in both.
     """
     import matplotlib
 
@@ -688,32 +706,35 @@ def plot_accuracy_vs_sparsity(rows: Sequence[Mapping[str, Any]], path: Path,
         i = order.index(m) if m in order else len(order) + sorted({r["method"] for r in rows}).index(m)
         return {"color": palette[i % len(palette)], "marker": markers[i % len(markers)]}
 
+    def label(m):
+        return registry[m].label if m in registry else m
+
     written = []
     ok = [r for r in rows if r["n"]]
     for model in sorted({r["model"] for r in ok}):
         dists = sorted({r["distribution"] for r in ok if r["model"] == model} - {"-"})
+        dense = [r for r in ok if r["model"] == model and r["distribution"] == "-"]
         for dist in dists:
-            fig, ax = plt.subplots(figsize=(8.4, 4.2))
-            xs_all = sorted({r["sparsity"] for r in ok if r["model"] == model and r["distribution"] == dist})
-            for r in ok:
-                if r["model"] == model and r["distribution"] == "-":
-                    ax.axhline(100 * r["acc_mean"], color="k", ls="--", lw=1,
-                               label=f"{registry[r['method']].label if r['method'] in registry else r['method']}")
-            methods = sorted({r["method"] for r in ok if r["model"] == model and r["distribution"] == dist},
-                             key=lambda m: list(registry).index(m) if m in registry else 999)
-            for m in methods:
-                pts = sorted((r for r in ok if r["model"] == model and r["distribution"] == dist
-                              and r["method"] == m), key=lambda r: r["sparsity"])
-                ax.errorbar([100 * p["sparsity"] for p in pts], [100 * p["acc_mean"] for p in pts],
-                            yerr=clipped_errors(pts), capsize=3, **style(m),
-                            label=registry[m].label if m in registry else m)
-            ax.set_xlabel("target sparsity (%)")
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{model}, {dist}")
-            if xs_all:
-                ax.set_xticks([100 * x for x in xs_all])
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+            mine = [r for r in ok if r["model"] == model and r["distribution"] == dist]
+            xs_all = sorted({r["sparsity"] for r in mine})
+            methods = sorted({r["method"] for r in mine}, key=lambda m: order.index(m) if m in order else 999)
+            panels = plot_panels(methods, registry)
+            fig, axes = plt.subplots(len(panels), 1, figsize=(8.4, 3.8 * len(panels)), squeeze=False)
+            for ax, (title, panel_methods) in zip(axes[:, 0], panels):
+                for r in dense:
+                    ax.axhline(100 * r["acc_mean"], color="k", ls="--", lw=1, label=label(r["method"]))
+                for m in panel_methods:
+                    pts = sorted((r for r in mine if r["method"] == m), key=lambda r: r["sparsity"])
+                    ax.errorbar([100 * p["sparsity"] for p in pts], [100 * p["acc_mean"] for p in pts],
+                                yerr=clipped_errors(pts), capsize=3, **style(m), label=label(m))
+                ax.set_xlabel("target sparsity (%)")
+                ax.set_ylabel("test accuracy (%)")
+                ax.set_title(f"{model}, {dist}: {title}" if len(panels) > 1 else f"{model}, {dist}",
+                             fontsize=10)
+                if xs_all:
+                    ax.set_xticks([100 * x for x in xs_all])
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
             fig.tight_layout()
             out = Path(path) / f"accuracy_vs_sparsity_{model}_{dist}.png"
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -240,3 +240,14 @@ def test_after_each_runs_after_every_record_and_never_stops_the_runs(tmp_path):
                           fresh_session=False, after_each=after)
     assert len(new) == 2 and seen == [0, 1]
     assert sum("report broke" in m for m in logs) == 2
+
+
+def test_plot_panels_split_trained_masks_from_prune_at_init():
+    reg = {m: MethodSpec(m, None, m.upper(), kind=k) for m, k in
+           (("static", "static"), ("rigl", "dst"), ("gmp", "gradual"), ("snip", "pai"), ("lth", "lth"),
+            ("odd", "custom"))}
+    panels = harness.plot_panels(["static", "rigl", "gmp", "snip", "lth", "odd"], reg)
+    assert [ms for _, ms in panels] == [["static", "rigl", "gmp", "odd"], ["static", "snip", "lth"]]
+    # One group only: one panel; only static rows: one panel with them.
+    assert [ms for _, ms in harness.plot_panels(["static", "snip"], reg)] == [["static", "snip"]]
+    assert [ms for _, ms in harness.plot_panels(["static"], reg)] == [["static"]]
