@@ -63,18 +63,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ load
-# Absolute times drift on the shared 2-core machines: every timed part
-# records how busy the machine was while it ran, in one format, read by
-# `load_note`.
-
-
 UNRECORDED_MACHINE = "not recorded"
 
 
 def machine_of(row: dict[str, Any]) -> str:
     """The machine a timed row was measured on (`machine_fingerprint`), or "not recorded"."""
     return row.get("machine") or UNRECORDED_MACHINE
+
+
+# ------------------------------------------------------------------ load
+# Absolute times drift on the shared 2-core machines: every timed part
+# records how busy the machine was while it ran, in one format, read by
+# `load_note`.
 
 
 def load_average() -> list[float] | None:

@@ -49,8 +49,8 @@ import keras_sparse as ks  # noqa: E402
 import tflite_export  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks._common import (  # noqa: E402
-    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info, machine_markdown, machine_of, markdown_table,
-    write_json)
+    RESULTS_DIR, LoadProbe, load_note, machine_fingerprint, machine_info, machine_markdown, machine_of,
+    markdown_table, write_json)
 from benchmarks.accuracy import FULL_EPOCHS, FULL_TRAIN_SIZE, recipe_budget  # noqa: E402
 from benchmarks.accuracy import load_data as accuracy_data  # noqa: E402
 from tflite_export.runner import make_interpreter  # noqa: E402
