@@ -674,7 +674,7 @@ has one panel per group with rows; `static` sits in both as the baseline."""
 
 def plot_panels(methods: Sequence[str], registry: Mapping[str, MethodSpec]) -> list[tuple[str, list[str]]]:
     """Splits one plot's methods into `PLOT_PANELS`; methods of other kinds join the first."""
-    kinds = {m: registry[m].kind if m in registry else "static" for m in methods}
+    kinds = {m: registry[m].kind if m in registry else "other" for m in methods}
     known = {k for _, ks in PLOT_PANELS for k in ks}
     candidates = [(title, [m for m in methods if kinds[m] in ks or (i == 0 and kinds[m] not in known)])
                   for i, (title, ks) in enumerate(PLOT_PANELS)]
