@@ -604,8 +604,9 @@ def collect_rows(results: Path, model_budgets: Mapping[str, Budget]) -> list[dic
 
 ORDERINGS_NOTE = (
     "Each paper's claimed ordering, checked pair by pair (`benchmarks/paper_orderings.py`): "
-    "`above` when the paper's higher method leads by more than 2 standard errors of the "
-    "difference of the means over seeds, `below` when it trails by as much, else `within noise`.")
+    f"`above` when the paper's higher method leads by more than {paper_orderings.NOISE_SE:g} "
+    "standard errors of the difference of the means over seeds, `below` when it trails by as "
+    "much, else `within noise`.")
 
 
 def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
