@@ -110,9 +110,14 @@ def test_dsr_threshold_halves_when_too_many_fall_below_it():
 def test_deep_r_zero_temperature_exact_rewiring_over_two_updates():
     w = np.array([[0.5, -0.3, 0.2, 0.0],
                   [0.0, 0.4, -0.1, 0.0]], np.float32)
-    ts = targets(w)  # 5 active; signs at setup [[+,-,+,0],[0,+,-,0]]
+    ts = targets(w)  # 5 active
     a = alg.DeepR(seed=0)  # temperature 0: no noise
     a.setup(ts, 1000)
+    # Every entry has a fixed sign: the active ones their initial sign; the
+    # zero entries (0,3), (1,0), (1,3) draw theirs from seed_for(0, 0, 0, 2).
+    drawn = mm.seed_for(0, 0, 0, 2).integers(0, 2, (2, 4)) * 2 - 1
+    np.testing.assert_array_equal(drawn[[0, 1, 1], [3, 0, 3]], [1, -1, -1])
+    np.testing.assert_array_equal(a._signs[0], [[1, -1, 1, 1], [-1, 1, -1, -1]])
 
     # ---- update 1: (0,1) went - to +, (0,2) + to -: 2 sign flips; (1,2)
     # grew in magnitude but kept its sign. Drop exactly the 2 flipped.
@@ -127,23 +132,28 @@ def test_deep_r_zero_temperature_exact_rewiring_over_two_updates():
     np.testing.assert_array_equal(weight_of(ts[0]), np.array(
         [[0.5, 0, 0, 0], [0, 0.4, -0.2, 0]], np.float32))
     assert stats["l0/kernel"]["regrown"] == 2
-    # The reference signs are now those of this update (new connections: 0).
-    np.testing.assert_array_equal(a._signs[0], [[1, 0, 0, 0], [0, 1, -1, 0]])
+    # The signs are fixed: dropped (0,1), (0,2) and grown (0,3), (1,0) keep theirs.
+    np.testing.assert_array_equal(a._signs[0], [[1, -1, 1, 1], [-1, 1, -1, -1]])
 
-    # ---- update 2: the new connections (0,3) and (1,0) had sign 0 at the
-    # last update, so going negative is no flip; (1,1) went + to -: 1 flip.
+    # ---- update 2: the new connections moved, (0,3) against its sign +
+    # (to -0.02) and (1,0) against its sign - (to +0.03): both flipped, as
+    # did (1,1) (+ to -): 3 flips of 5 active.
     ts[0].weight.assign(np.array([[0.5, 0, 0, -0.02], [0.03, -0.4, -0.2, 0]], np.float32))
-    # Grow 1 among {(0,1) .020, (0,2) .302, (1,1) .743, (1,3) .469} -> (1,1):
-    # the flipped entry is re-drawn at once, so (as for every updater) it is
-    # not a new connection and keeps its value.
+    # Grow 3 among {(0,1) .020, (0,2) .302, (0,3) .282, (1,0) .369, (1,1) .743,
+    # (1,3) .469} -> (1,1), (1,3), (1,0). (1,1) and (1,0) are re-drawn at
+    # once, so (as for every updater) they are not new and keep their values.
     _scores(0, 200, 0, [[0.712, 0.020, 0.302, 0.282], [0.369, 0.743, 0.601, 0.469]])
     stats = a.update(200, ts)
-    np.testing.assert_array_equal(mask_of(ts[0]), [[1, 0, 0, 1],
-                                                   [1, 1, 1, 0]])
+    np.testing.assert_array_equal(mask_of(ts[0]), [[1, 0, 0, 0],
+                                                   [1, 1, 1, 1]])
     np.testing.assert_array_equal(weight_of(ts[0]), np.array(
-        [[0.5, 0, 0, -0.02], [0.03, -0.4, -0.2, 0]], np.float32))
-    assert stats["l0/kernel"]["regrown"] == 0
-    assert stats["l0/kernel"]["drop_fraction"] == pytest.approx(1 / 5)
+        [[0.5, 0, 0, 0], [0.03, -0.4, -0.2, 0]], np.float32))
+    assert stats["l0/kernel"]["regrown"] == 1
+    assert stats["l0/kernel"]["drop_fraction"] == pytest.approx(3 / 5)
+    # Of the 2 connections grown at update 1, (0,3) was dropped: churn 1/2.
+    assert stats["l0/kernel"]["churn"] == pytest.approx(1 / 2)
+    # Re-drawn flipped connections take their new sign (documented deviation).
+    np.testing.assert_array_equal(a._signs[0], [[1, -1, 1, 1], [1, -1, -1, -1]])
 
 
 def test_deep_r_no_flip_no_change():

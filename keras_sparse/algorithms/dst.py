@@ -598,10 +598,14 @@ class DeepR(SET):
 
     In Deep-R each connection has a fixed sign; it turns dormant when its
     parameter crosses zero, and as many dormant connections are activated at
-    random, conserving the count. keras_sparse checks sign flips at each
-    update (every `update_interval` steps, default 100, against the signs at
-    the previous update) rather than every step, grows at random with zero
-    init, and leaves Deep-R's L1 term to the layer's `kernel_regularizer`.
+    random, conserving the count. As in the paper, every entry keeps one
+    fixed sign, dormant ones included: an active entry's is its initial sign,
+    an entry that starts at zero draws one at random (seeded), and a
+    connection grown at zero that moves against its sign is dormant again
+    at the next update. keras_sparse checks sign flips at each
+    update (every `update_interval` steps, default 100) rather than every
+    step, grows at random with zero init, and leaves Deep-R's L1 term to the
+    layer's `kernel_regularizer`.
     With `temperature > 0` it adds the soft-Deep-R Langevin noise
     `sqrt(2 * lr * T * interval) * N(0, 1)` to active weights at updates (an
     approximation of per-step noise). Documented simplification of
@@ -633,13 +637,17 @@ class DeepR(SET):
 
     @property
     def _signs(self) -> list[np.ndarray]:
-        """Per weight, the signs at the previous update (persistent state)."""
+        """Per weight, every entry's fixed sign (+1 or -1; persistent state)."""
         return self.state_of("signs")
 
     def fresh_state(self, ctx):
-        # Signs at the previous update (saved: a resumed run checks flips
-        # against them, not against the weights at resume).
-        return [{"signs": np.sign(w).astype(np.int8)} for w in ctx.weights]
+        # The fixed signs (saved: a resumed run checks flips against them,
+        # not against the weights at resume). Entries at zero draw theirs.
+        out = []
+        for index, w in enumerate(ctx.weights):
+            drawn = mask_math.seed_for(self.seed, 0, index, 2).integers(0, 2, w.shape) * 2 - 1
+            out.append({"signs": np.where(w != 0, np.sign(w), drawn).astype(np.int8)})
+        return out
 
     def prepare(self, ctx):
         """The flipped connections per weight, and the learning rate for the noise."""
@@ -668,4 +676,7 @@ class DeepR(SET):
             rng = mask_math.seed_for(self.seed, ctx.step, index, 1)
             sigma = np.sqrt(2.0 * learning_rate * self.temperature * self.update_interval)
             weight = weight + sigma * rng.standard_normal(weight.shape) * mask * (1 - grown)
-        return LayerResult(weight, mask, state={"signs": np.sign(weight).astype(np.int8)})
+        # Signs stay fixed; only a flipped connection re-drawn in this
+        # update (still active, see above) takes its new sign.
+        signs = np.where(weight != 0, np.sign(weight), ctx.state[index]["signs"])
+        return LayerResult(weight, mask, state={"signs": signs.astype(np.int8)})
