@@ -830,8 +830,10 @@ class DSR(_NamedCallback):
 class DeepR(_NamedCallback):
     """`model.fit` callback running Deep-R (`keras_sparse.algorithms.DeepR`).
 
-    At every update, connections whose sign flipped since the previous
-    update turn dormant and as many are grown at random (zero init). With
+    Every entry keeps a fixed sign; at every update, connections that moved
+    against theirs turn dormant and as many are grown at random (zero init;
+    a new connection that moves against its sign is dropped at the next
+    update). With
     `temperature > 0`, soft-Deep-R Langevin noise is added at updates.
 
     Args:
