@@ -690,39 +690,48 @@ def _short_cell(row: dict[str, Any] | None) -> str:
     return text + ("" if row["n"] == 3 else f" (n={row['n']})")
 
 
-def readme_table(rows: list[dict[str, Any]], model: str, columns: list[tuple[float, str]],
-                 lth: bool = False) -> str:
-    """The README's compact table of one model: LTH rows only, or every other row.
+README_DISTRIBUTIONS = {
+    "erk": "ERK per-layer sparsity",
+    "uniform": "uniform per-layer sparsity",
+    "global": "one global magnitude threshold (LTH trains 16-21 times the budget)",
+}
+"""The README's tables, one per allocation, in this order, with their titles."""
 
-    Rows without any result in `columns` are left out; dense rows repeat
-    their one value in every column.
+
+def readme_table(rows: list[dict[str, Any]], model: str, distribution: str) -> str:
+    """The README's compact table of one model and one allocation.
+
+    One column per sparsity that has a result at this allocation; one row per
+    method with a result in them, in registry order, dense first (its one
+    value repeated in every column). Empty string when nothing but dense
+    has a result.
     """
     from benchmarks._common import markdown_table
 
-    mine = [r for r in rows if r["model"] == model]
+    mine = [r for r in rows if r["model"] == model and r["n"]]
+    sparsities = sorted({r["sparsity"] for r in mine
+                         if r["distribution"] == distribution and not harness.REGISTRY[r["method"]].dense})
+    if not sparsities:
+        return ""
     body = []
     for name, spec in harness.REGISTRY.items():
-        if (spec.kind == "lth") != lth:
-            continue
-        by_col = {(r["sparsity"], r["distribution"]): r for r in mine if r["method"] == name}
-        cells = ([_short_cell(by_col.get((0.0, "-")))] * len(columns) if spec.dense
-                 else [_short_cell(by_col.get(c)) for c in columns])
+        by_sparsity = {r["sparsity"]: r for r in mine if r["method"] == name
+                       and (spec.dense or r["distribution"] == distribution)}
+        cells = ([_short_cell(by_sparsity.get(0.0))] * len(sparsities) if spec.dense
+                 else [_short_cell(by_sparsity.get(s)) for s in sparsities])
         if any(c != "-" for c in cells):
             body.append([spec.label] + cells)
-    return markdown_table(["method"] + [f"{s:.0%} {d}" for s, d in columns], body)
+    return markdown_table(["method"] + [f"{s:.0%}" for s in sparsities], body)
 
 
 def readme_tables(rows: list[dict[str, Any]]) -> str:
-    """What the README shows: each model's uniform and ERK columns, then its LTH (global) rows."""
-    sp = (0.9, 0.95, 0.98)
-    columns = [(s, d) for d in DISTRIBUTIONS for s in sp]
-    parts = [(model, cols, lth) for model in MODELS
-             for cols, lth in ((columns, False), ([(s, "global") for s in sp], True))]
+    """What the README shows: per model, one table per allocation that has results."""
     out = []
-    for model, columns, lth in parts:
-        table = readme_table(rows, model, columns, lth)
-        if table.count("\n") > 1:  # header + separator only: nothing to show
-            out.append(f"{model}{' (LTH)' if lth else ''}:\n\n{table}")
+    for model in MODELS:
+        for distribution, title in README_DISTRIBUTIONS.items():
+            table = readme_table(rows, model, distribution)
+            if table:
+                out.append(f"{model}, {title}:\n\n{table}")
     return "\n\n".join(out)
 
 

@@ -170,42 +170,44 @@ def test_lth_higher_sparsity_continues_from_the_cached_ticket(tmp_path, monkeypa
         assert np.all(m <= low_masks[key])
 
 
-def test_readme_table_from_aggregated_rows():
-    def row(method, sparsity, dist, accs):
-        acc = np.array(accs)
-        return {"method": method, "model": "small_cnn", "sparsity": sparsity, "distribution": dist,
-                "n": len(accs), "failed": 0, "acc_mean": float(acc.mean()),
-                "acc_std": float(acc.std(ddof=1)) if len(accs) > 1 else 0.0,
-                "sparsity_mean": sparsity, "seeds": list(range(len(accs)))}
+def _aggregated_row(method, sparsity, dist, accs, model="small_cnn"):
+    acc = np.array(accs)
+    return {"method": method, "model": model, "sparsity": sparsity, "distribution": dist,
+            "n": len(accs), "failed": 0, "acc_mean": float(acc.mean()),
+            "acc_std": float(acc.std(ddof=1)) if len(accs) > 1 else 0.0,
+            "sparsity_mean": sparsity, "seeds": list(range(len(accs)))}
 
-    rows = [row("dense", 0.0, "-", [0.80, 0.82, 0.84]), row("rigl", 0.9, "erk", [0.70, 0.72, 0.74]),
-            row("snip", 0.95, "erk", [0.5]), row("lth", 0.9, "global", [0.85, 0.86, 0.87])]
-    table = accuracy.readme_table(rows, "small_cnn", [(0.9, "erk"), (0.95, "erk")])
-    lines = table.splitlines()
-    assert lines[0] == "| method | 90% erk | 95% erk |"
-    assert "| dense | 82.0 ± 2.0 | 82.0 ± 2.0 |" in lines
+
+def test_readme_table_from_aggregated_rows():
+    rows = [_aggregated_row("dense", 0.0, "-", [0.80, 0.82, 0.84]),
+            _aggregated_row("rigl", 0.9, "erk", [0.70, 0.72, 0.74]),
+            _aggregated_row("snip", 0.95, "erk", [0.5]),
+            _aggregated_row("rigl", 0.98, "uniform", [0.6, 0.6, 0.6]),
+            _aggregated_row("lth", 0.9, "global", [0.85, 0.86, 0.87])]
+    lines = accuracy.readme_table(rows, "small_cnn", "erk").splitlines()
+    assert lines[0] == "| method | 90% | 95% |"  # only the sparsities with an ERK result
+    assert lines[2] == "| dense | 82.0 ± 2.0 | 82.0 ± 2.0 |"  # dense first, repeated
     assert "| RigL | 72.0 ± 2.0 | - |" in lines
     assert "| SNIP | - | 50.0 (n=1) |" in lines
-    assert not any(line.startswith("| SET") or line.startswith("| LTH") for line in lines)
-    lth = accuracy.readme_table(rows, "small_cnn", [(0.9, "global")], lth=True).splitlines()
-    assert lth[2].endswith("| 86.0 ± 1.0 |") and len(lth) == 3
+    assert not any(line.startswith(("| SET", "| LTH")) for line in lines)
+    lth = accuracy.readme_table(rows, "small_cnn", "global").splitlines()
+    assert lth[0] == "| method | 90% |" and lth[3].endswith("| 86.0 ± 1.0 |") and len(lth) == 4
+    assert accuracy.readme_table(rows, "resnet20", "erk") == ""  # no rows: no table
 
 
-def test_readme_tables_show_both_distributions_for_every_model():
-    def row(method, model, sparsity, dist, acc):
-        return {"method": method, "model": model, "sparsity": sparsity, "distribution": dist,
-                "n": 3, "failed": 0, "acc_mean": acc, "acc_std": 0.01,
-                "sparsity_mean": sparsity, "seeds": [0, 1, 2]}
-
-    rows = [row("rigl", "resnet20", 0.98, "uniform", 0.70), row("rigl", "resnet20", 0.9, "erk", 0.84),
-            row("snip", "resnet20", 0.9, "erk", 0.83), row("rigl", "small_cnn", 0.9, "uniform", 0.75)]
+def test_readme_tables_one_table_per_model_and_allocation():
+    rows = [_aggregated_row("rigl", 0.98, "uniform", [0.70, 0.72], model="resnet20"),
+            _aggregated_row("rigl", 0.9, "erk", [0.84, 0.85, 0.86], model="resnet20"),
+            _aggregated_row("dense", 0.0, "-", [0.9, 0.9, 0.9], model="resnet20"),
+            _aggregated_row("rigl", 0.9, "uniform", [0.75], model="small_cnn")]
     text = accuracy.readme_tables(rows)
-    resnet = text[text.index("resnet20:"):].splitlines()
-    header = "| method | 90% uniform | 95% uniform | 98% uniform | 90% erk | 95% erk | 98% erk |"
-    assert resnet[2] == header and text.count(header) == 2  # small_cnn and resnet20
-    assert "| RigL | - | - | 70.0 ± 1.0 | 84.0 ± 1.0 | - | - |" in resnet
-    assert "| SNIP | - | - | - | 83.0 ± 1.0 | - | - |" in resnet
-    assert "(LTH)" not in text  # no LTH rows given: no LTH tables
+    titles = [line for line in text.splitlines() if line.endswith(":")]
+    assert titles == ["small_cnn, uniform per-layer sparsity:", "resnet20, ERK per-layer sparsity:",
+                      "resnet20, uniform per-layer sparsity:"]
+    resnet_erk = text[text.index("resnet20, ERK"):text.index("resnet20, uniform")]
+    assert "| dense | 90.0 ± 0.0 |" in resnet_erk and "| RigL | 85.0 ± 1.0 |" in resnet_erk
+    assert "| RigL | 71.0 ± 1.4 (n=2) |" in text[text.index("resnet20, uniform"):]
+    assert "global" not in text  # no global rows given: no global table
 
 
 def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
