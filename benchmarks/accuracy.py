@@ -696,14 +696,17 @@ README_DISTRIBUTIONS = {
     "global": "one global magnitude threshold (LTH trains 16-21 times the budget)",
 }
 """The README's tables, one per allocation, in this order, with their titles."""
+README_KIND_ORDER = ("dense", "static", "dst", "gradual", "peer", "pai", "lth")
+"""Row order of the README's tables: masks trained from the start, then masks found before training."""
 
 
 def readme_table(rows: list[dict[str, Any]], model: str, distribution: str) -> str:
     """The README's compact table of one model and one allocation.
 
     One column per sparsity that has a result at this allocation; one row per
-    method with a result in them, in registry order, dense first (its one
-    value repeated in every column). Empty string when nothing but dense
+    method with a result in them, grouped by kind (`README_KIND_ORDER`),
+    registry order within a kind, dense first (its one value repeated in
+    every column). Empty string when nothing but dense
     has a result.
     """
     from benchmarks._common import markdown_table
@@ -714,7 +717,8 @@ def readme_table(rows: list[dict[str, Any]], model: str, distribution: str) -> s
     if not sparsities:
         return ""
     body = []
-    for name, spec in harness.REGISTRY.items():
+    specs = sorted(harness.REGISTRY.items(), key=lambda item: README_KIND_ORDER.index(item[1].kind))
+    for name, spec in specs:
         by_sparsity = {r["sparsity"]: r for r in mine if r["method"] == name
                        and (spec.dense or r["distribution"] == distribution)}
         cells = ([_short_cell(by_sparsity.get(0.0))] * len(sparsities) if spec.dense

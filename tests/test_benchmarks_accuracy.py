@@ -182,13 +182,15 @@ def test_readme_table_from_aggregated_rows():
     rows = [_aggregated_row("dense", 0.0, "-", [0.80, 0.82, 0.84]),
             _aggregated_row("rigl", 0.9, "erk", [0.70, 0.72, 0.74]),
             _aggregated_row("snip", 0.95, "erk", [0.5]),
+            _aggregated_row("tfmot", 0.9, "erk", [0.71]),
             _aggregated_row("rigl", 0.98, "uniform", [0.6, 0.6, 0.6]),
             _aggregated_row("lth", 0.9, "global", [0.85, 0.86, 0.87])]
     lines = accuracy.readme_table(rows, "small_cnn", "erk").splitlines()
     assert lines[0] == "| method | 90% | 95% |"  # only the sparsities with an ERK result
     assert lines[2] == "| dense | 82.0 ± 2.0 | 82.0 ± 2.0 |"  # dense first, repeated
-    assert "| RigL | 72.0 ± 2.0 | - |" in lines
-    assert "| SNIP | - | 50.0 (n=1) |" in lines
+    assert lines[3] == "| RigL | 72.0 ± 2.0 | - |"  # masks trained from the start first
+    assert lines[4].startswith("| TF-MOT") and lines[4].endswith("| 71.0 (n=1) | - |")
+    assert lines[5] == "| SNIP | - | 50.0 (n=1) |"  # then masks found before training
     assert not any(line.startswith(("| SET", "| LTH")) for line in lines)
     lth = accuracy.readme_table(rows, "small_cnn", "global").splitlines()
     assert lth[0] == "| method | 90% |" and lth[3].endswith("| 86.0 ± 1.0 |") and len(lth) == 4
