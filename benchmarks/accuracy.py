@@ -706,8 +706,7 @@ def readme_table(rows: list[dict[str, Any]], model: str, distribution: str) -> s
     One column per sparsity that has a result at this allocation; one row per
     method with a result in them, grouped by kind (`README_KIND_ORDER`),
     registry order within a kind, dense first (its one value repeated in
-    every column). Empty string when nothing but dense
-    has a result.
+    every column). Empty string when nothing but dense has a result.
     """
     from benchmarks._common import markdown_table
 
