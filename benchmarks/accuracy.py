@@ -693,7 +693,7 @@ def _short_cell(row: dict[str, Any] | None) -> str:
 README_DISTRIBUTIONS = {
     "erk": "ERK per-layer sparsity",
     "uniform": "uniform per-layer sparsity",
-    "global": "one global magnitude threshold (LTH trains 16-21 times the budget)",
+    "global": "one global magnitude threshold",
 }
 """The README's tables, one per allocation, in this order, with their titles."""
 README_KIND_ORDER = ("dense", "static", "dst", "gradual", "peer", "pai", "lth")
@@ -729,12 +729,14 @@ def readme_table(rows: list[dict[str, Any]], model: str, distribution: str) -> s
 
 def readme_tables(rows: list[dict[str, Any]]) -> str:
     """What the README shows: per model, one table per allocation that has results."""
+    trainings = [sum(rounds for _, rounds, _ in lth_trajectory(s)) + 1 for s in PAI_SPARSITIES]
+    lth_cost = f" (LTH trains {min(trainings)}-{max(trainings)} times the budget)"
     out = []
     for model in MODELS:
         for distribution, title in README_DISTRIBUTIONS.items():
             table = readme_table(rows, model, distribution)
             if table:
-                out.append(f"{model}, {title}:\n\n{table}")
+                out.append(f"{model}, {title}{lth_cost if distribution == 'global' else ''}:\n\n{table}")
     return "\n\n".join(out)
 
 
