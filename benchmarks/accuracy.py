@@ -567,9 +567,20 @@ def plan(args) -> list[harness.RunKey]:
     return keys
 
 
-def erk_density_plot(out_dir: Path, models, sparsity: float) -> list[Path]:
+def top_sparsities(rows, models, fallback) -> dict[str, float]:
+    """Each model's highest sparsity with at least one run (else `fallback`'s highest).
+
+    Per model, so a model run only at 95% (ResNet-20) is not drawn at another
+    model's 98%.
+    """
+    return {m: max([r["sparsity"] for r in rows if r["model"] == m and r["n"]] or fallback)
+            for m in models}
+
+
+def erk_density_plot(out_dir: Path, sparsity_of: Mapping[str, float]) -> list[Path]:
+    """Per-layer density bars, uniform vs ERK, one plot per model at its sparsity."""
     written = []
-    for name in models:
+    for name, sparsity in sparsity_of.items():
         per = {d: {k: 1.0 - v for k, v in harness.layer_budgets(build_model(name, 0), sparsity, d, 0).items()}
                for d in ("uniform", "erk")}
         names = sorted(set(per["uniform"]) | set(per["erk"]),
@@ -625,13 +636,12 @@ def report(args, model_budgets: Mapping[str, Budget], machine: dict[str, Any],
     methods = present + [m for m in args.methods if m not in present]
     seeds = sorted({s for r in rows for s in r["seeds"]}) or args.seeds
     models = sorted({r["model"] for r in rows}) or args.models
-    top = max([r["sparsity"] for r in rows if r["n"]] or args.sparsities)
     planned = plan(args)
     done = {(r["method"], r["model"], r["sparsity"], r["distribution"]): r["n"] for r in rows}
     partial = any(done.get((k.method, k.model, float(k.sparsity), k.distribution), 0) < len(args.seeds)
                   for k in planned if not harness.REGISTRY[k.method].unavailable_reason())
     plots = harness.plot_accuracy_vs_sparsity(rows, out_dir / f"plots{tag}")
-    plots += erk_density_plot(out_dir / f"plots{tag}", models, top)
+    plots += erk_density_plot(out_dir / f"plots{tag}", top_sparsities(rows, models, args.sparsities))
     title = "Accuracy table" + (" (QUICK smoke run: not the protocol's budget)" if args.quick else "")
     if partial:
         title += " (PARTIAL: runs still missing)"

@@ -212,6 +212,17 @@ def test_readme_tables_one_table_per_model_and_allocation():
     assert "global" not in text  # no global rows given: no global table
 
 
+def test_density_plots_use_each_models_own_top_sparsity(tmp_path):
+    rows = [_aggregated_row("rigl", 0.98, "erk", [0.6]),
+            _aggregated_row("rigl", 0.95, "erk", [0.8], model="resnet20"),
+            {**_aggregated_row("gmp", 0.98, "erk", [0.0], model="resnet20"), "n": 0}]  # all failed
+    tops = accuracy.top_sparsities(rows, ["small_cnn", "resnet20"], [0.9, 0.95, 0.98])
+    assert tops == {"small_cnn": 0.98, "resnet20": 0.95}
+    assert accuracy.top_sparsities([], ["resnet20"], [0.9, 0.95]) == {"resnet20": 0.95}
+    written = accuracy.erk_density_plot(tmp_path, {"small_cnn": 0.9})
+    assert [p.name for p in written] == ["density_small_cnn_90.png"] and written[0].exists()
+
+
 def test_update_interval_ablation_needs_its_own_results_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--update-interval", "4"])
