@@ -211,6 +211,14 @@ def test_error_bars_are_clipped_to_0_100():
     np.testing.assert_allclose(err, [[2.0, 10.0, 0.0], [0.5, 20.0, 0.0]], atol=1e-9)
 
 
+def test_dodge_sets_methods_apart_within_a_sparsity():
+    one = harness.dodge_offsets(10, [0.95])  # one sparsity: all ten methods on one line before
+    assert len(set(one.round(9))) == 10 and abs(one.mean()) < 1e-12 and np.ptp(one) <= 1.0
+    three = harness.dodge_offsets(13, [0.9, 0.95, 0.98])
+    assert np.ptp(three) < 3.0  # never reaches the next sparsity (98 - 95 = 3 points)
+    assert list(harness.dodge_offsets(1, [0.9, 0.95])) == [0.0]
+
+
 def test_cells_show_itop_and_churn_of_mask_updating_rows(tmp_path):
     def fake(model, sparsity, distribution, data, budget, seed):
         return None, {"test_accuracy": 0.8, "final_sparsity": sparsity,
