@@ -676,8 +676,8 @@ def dodge_offsets(n_methods: int, sparsities: Sequence[float]) -> np.ndarray:
     """
     xs = sorted({100 * float(x) for x in sparsities})
     gap = min(np.diff(xs)) if len(xs) > 1 else 1.0
-    if n_methods < 2:
-        return np.zeros(max(n_methods, 0))
+    if n_methods == 1:
+        return np.zeros(1)  # linspace would put a lone method at the left edge
     return np.linspace(-0.3 * gap, 0.3 * gap, n_methods)
 
 
